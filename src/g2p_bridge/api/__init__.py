@@ -1,0 +1,1 @@
+"""The PBMS- and bank-facing HTTP API (FastAPI)."""

@@ -1,0 +1,138 @@
+"""The FastAPI application: routes, the one error renderer, health, and the embedded runtime."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import Response
+from sqlalchemy import text
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from g2p_bridge import __version__
+from g2p_bridge.api import disbursements, envelopes, programs, statements
+from g2p_bridge.api.wire import add_request_schemas, json_response, refusal, validation_message
+from g2p_bridge.core.context import Context
+from g2p_bridge.core.errors import BridgeError, ErrorCode, InvalidRequest
+from g2p_bridge.db import make_engine, make_session_factory
+from g2p_bridge.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: Settings | None = None,
+    session_factory: sessionmaker[Session] | None = None,
+    wake: Callable[..., None] | None = None,
+    run_pipeline: bool = False,
+) -> FastAPI:
+    """``run_pipeline`` runs producers and workers in this process (the embedded default);
+    ``wake`` is told after a commit that made new work (a Celery send, or the embedded runner)."""
+    settings = settings or get_settings()
+    session_factory = session_factory or make_session_factory(make_engine(settings.database_url))
+    runner = None
+    if run_pipeline:
+        from g2p_bridge.embedded import EmbeddedRunner
+
+        runner = EmbeddedRunner(Context(settings, session_factory))
+        wake = runner.wake
+    elif wake is None and not settings.embedded:
+        wake = _celery_wake()
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if runner is not None:
+            runner.start()
+        yield
+        if runner is not None:
+            runner.stop()
+
+    app = FastAPI(
+        title="G2P Bridge",
+        version=__version__,
+        lifespan=lifespan,
+        description="Moves G2P benefit payments to beneficiaries through a sponsor "
+        "bank, exactly once, and reconciles each one.",
+    )
+    app.state.settings = settings
+    app.state.session_factory = session_factory
+    app.state.wake = wake or (lambda *_: None)
+    for module in (envelopes, disbursements, statements, programs):
+        app.include_router(module.router)
+    _add_health(app)
+    _add_error_handlers(app)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
+            app.openapi_schema = add_request_schemas(schema)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def _celery_wake() -> Callable[..., None]:
+    from g2p_bridge.workers.celery_app import celery_app
+
+    def wake(reason: str, *args: str) -> None:
+        try:
+            if reason == "statement_uploaded":
+                celery_app.send_task("g2p.process_statement", args=list(args))
+            else:
+                celery_app.send_task("g2p.produce")
+        except Exception:
+            # The commit already happened; the next beat tick finds the work all the same.
+            log.warning("could not wake the workers (%s); beat will pick it up", reason)
+
+    return wake
+
+
+def _add_health(app: FastAPI) -> None:
+    @app.get("/ping", tags=["health"])
+    async def ping() -> dict[str, str]:
+        return {"message": "pong"}
+
+    @app.get("/health/live", tags=["health"])
+    async def live() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/health/ready", tags=["health"])
+    async def ready(request: Request) -> Response:
+        try:
+            with request.app.state.session_factory() as session:
+                session.execute(text("SELECT 1"))
+        except Exception as exc:
+            return json_response({"status": "unavailable", "database": str(exc)[:200]}, 503)
+        return json_response({"status": "ok", "database": "ok"})
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(BridgeError)
+    async def bridge_error(_request: Request, exc: BridgeError) -> Response:
+        return refusal(exc, {})
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> Response:
+        parts = []
+        for error in exc.errors()[:10]:
+            where = ".".join(str(p) for p in error.get("loc", ())) or "request"
+            parts.append(f"{where}: {error.get('msg')}")
+        return refusal(InvalidRequest(ErrorCode.INVALID_REQUEST, "; ".join(parts)), {})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> Response:
+        error = BridgeError(ErrorCode.INVALID_REQUEST, str(exc.detail))
+        error.http_status = exc.status_code
+        return refusal(error, {})
+
+
+__all__ = ["create_app", "validation_message"]

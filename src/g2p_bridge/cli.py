@@ -1,0 +1,313 @@
+"""The ``g2p-bridge`` command: run the services, configure programs, inspect statements, demo."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import click
+
+from g2p_bridge.settings import get_settings
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(
+        level=get_settings().log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+
+
+@click.group()
+def main() -> None:
+    """G2P Bridge: benefit payments from a program's MIS to beneficiaries, exactly once."""
+
+
+@main.command()
+def migrate() -> None:
+    """Upgrade the database schema to the latest revision."""
+    from g2p_bridge.migrations import upgrade
+
+    upgrade(get_settings().database_url)
+    click.echo("database schema is up to date")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+def api(host: str, port: int) -> None:
+    """Serve the HTTP API (embedded default: also runs producers and workers here)."""
+    import uvicorn
+
+    from g2p_bridge.api.app import create_app
+    from g2p_bridge.migrations import upgrade
+
+    _setup_logging()
+    settings = get_settings()
+    if settings.embedded:
+        upgrade(settings.database_url)
+    uvicorn.run(
+        create_app(settings, run_pipeline=settings.embedded),
+        host=host,
+        port=port,
+        log_level=settings.log_level.lower(),
+    )
+
+
+def _require_broker() -> None:
+    if get_settings().embedded:
+        raise click.ClickException(
+            "G2P_BRIDGE_BROKER_URL is not set: in the embedded default `g2p-bridge api` already "
+            "runs the producers and workers"
+        )
+
+
+@main.command()
+@click.option("--loglevel", default="INFO", show_default=True)
+def beat(loglevel: str) -> None:
+    """Run the producers: Celery beat and the one worker that runs the producer tick."""
+    _require_broker()
+    from g2p_bridge.workers.celery_app import PRODUCER_QUEUE, celery_app
+
+    celery_app.worker_main(
+        [
+            "worker",
+            "--beat",
+            "-Q",
+            PRODUCER_QUEUE,
+            "--concurrency",
+            "1",
+            "--loglevel",
+            loglevel,
+            "--without-gossip",
+            "--without-mingle",
+            "-n",
+            "producers@%h",
+        ]
+    )
+
+
+@main.command()
+@click.option("--queues", default="mapper,funds,dispatch,statements", show_default=True)
+@click.option("--concurrency", default=2, show_default=True, type=int)
+@click.option("--pool", default="prefork", show_default=True)
+@click.option("--loglevel", default="INFO", show_default=True)
+def worker(queues: str, concurrency: int, pool: str, loglevel: str) -> None:
+    """Run a Celery worker for the pipeline's steps."""
+    _require_broker()
+    from g2p_bridge.workers.celery_app import celery_app
+
+    celery_app.worker_main(
+        [
+            "worker",
+            "-Q",
+            queues,
+            "--concurrency",
+            str(concurrency),
+            "--pool",
+            pool,
+            "--loglevel",
+            loglevel,
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
+
+
+@main.group()
+def programs() -> None:
+    """Benefit program configuration."""
+
+
+@programs.command("add")
+@click.option("--mnemonic", required=True)
+@click.option("--bank-code", required=True)
+@click.option("--account", required=True, help="sponsor bank account number")
+@click.option("--currency", required=True)
+@click.option("--branch", default=None)
+@click.option("--resolver", default=None, help="inline, table or g2p-connect")
+@click.option(
+    "--mapper/--no-mapper",
+    "mapper",
+    default=False,
+    show_default=True,
+    help="whether beneficiary ids need ID-mapper resolution",
+)
+def programs_add(
+    mnemonic: str,
+    bank_code: str,
+    account: str,
+    currency: str,
+    branch: str | None,
+    resolver: str | None,
+    mapper: bool,
+) -> None:
+    """Create a benefit program."""
+    from g2p_bridge.core import programs as service
+    from g2p_bridge.core.errors import BridgeError
+    from g2p_bridge.db import make_engine, make_session_factory, transaction
+    from g2p_bridge.schemas import ProgramPayload
+
+    factory = make_session_factory(make_engine(get_settings().database_url))
+    payload = ProgramPayload(
+        program_mnemonic=mnemonic,
+        sponsor_bank_code=bank_code,
+        sponsor_bank_account_number=account,
+        sponsor_bank_branch_code=branch,
+        sponsor_bank_account_currency=currency,
+        resolver=resolver,
+        id_mapper_resolution_required=mapper,
+    )
+    try:
+        with transaction(factory) as session:
+            service.create_program(session, payload)
+    except BridgeError as exc:
+        raise click.ClickException(f"{exc.code}: {exc.message}") from exc
+    click.echo(f"program {mnemonic} created")
+
+
+@programs.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def programs_list(as_json: bool) -> None:
+    """List benefit programs."""
+    from g2p_bridge.core import programs as service
+    from g2p_bridge.db import make_engine, make_session_factory, transaction
+
+    factory = make_session_factory(make_engine(get_settings().database_url))
+    with transaction(factory) as session:
+        rows = [
+            service.program_payload(p).model_dump(mode="json")
+            for p in service.list_programs(session)
+        ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(f"{'MNEMONIC':<16} {'BANK':<10} {'ACCOUNT':<20} {'CUR':<4} RESOLVER")
+    for r in rows:
+        click.echo(
+            f"{r['program_mnemonic']:<16} {r['sponsor_bank_code']:<10} "
+            f"{r['sponsor_bank_account_number']:<20} "
+            f"{r['sponsor_bank_account_currency']:<4} {r['resolver']}"
+        )
+
+
+@main.group()
+def statements() -> None:
+    """Bank statements."""
+
+
+@statements.command("parse")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True)
+def statements_parse(file: Path, as_json: bool) -> None:
+    """Show what the bridge reads from an MT940 file, storing nothing."""
+    from g2p_bridge.core.mt940 import MT940Error, decode_statement_bytes, iter_statements
+
+    pages = []
+    try:
+        for page in iter_statements(decode_statement_bytes(file.read_bytes())):
+            entries = []
+            for e in page.entries:
+                fields = e.subfields()
+                entries.append(
+                    {
+                        "sequence": e.sequence,
+                        "mark": e.mark,
+                        "amount": str(e.amount),
+                        "value_date": e.value_date.isoformat(),
+                        "entry_date": e.entry_date.isoformat() if e.entry_date else None,
+                        "disbursement_id": e.customer_reference or None,
+                        "bank_reference": e.bank_reference,
+                        "beneficiary_name": fields.get("NAME"),
+                        "reversal_reason": fields.get("RTRN") if e.is_reversal else None,
+                        "details": e.details,
+                        "date_warning": e.raw_date_warning,
+                    }
+                )
+            pages.append(
+                {
+                    "reference": page.transaction_reference,
+                    "account": page.account,
+                    "statement_number": page.statement_number,
+                    "sequence_number": page.sequence_number,
+                    "opening_balance": str(page.opening_balance.signed_amount),
+                    "closing_balance": str(page.closing_balance.signed_amount),
+                    "currency": page.opening_balance.currency,
+                    "balance_problem": page.balance_problem(),
+                    "entries": entries,
+                }
+            )
+    except MT940Error as exc:
+        raise click.ClickException(f"the file does not parse: {exc}") from exc
+    if as_json:
+        click.echo(json.dumps(pages, indent=2))
+        return
+    for page in pages:
+        debits = sum(Decimal(e["amount"]) for e in page["entries"] if e["mark"] == "D")
+        reversals = [e for e in page["entries"] if e["mark"] == "RD"]
+        click.echo(
+            f"statement {page['reference']}  account {page['account']}  number "
+            f"{page['statement_number']}/{page['sequence_number'] or '-'}  "
+            f"{page['currency']} {page['opening_balance']} -> {page['closing_balance']}"
+        )
+        click.echo(f"  {len(page['entries'])} entries, debits {debits}, {len(reversals)} reversals")
+        click.echo(f"  balance: {page['balance_problem'] or 'opening + entries = closing'}")
+        for e in page["entries"][:20]:
+            click.echo(
+                f"  {e['sequence']:>5} {e['mark']:<2} {e['amount']:>14} "
+                f"{e['disbursement_id'] or '-':<36} {e['beneficiary_name'] or ''}"
+                f"{'  reason: ' + e['reversal_reason'] if e['reversal_reason'] else ''}"
+            )
+        if len(page["entries"]) > 20:
+            click.echo(f"  ... {len(page['entries']) - 20} more")
+
+
+@main.group()
+def mappings() -> None:
+    """The local ID-to-financial-address table (the "table" resolver)."""
+
+
+@mappings.command("load")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def mappings_load(file: Path) -> None:
+    """Load a CSV with columns beneficiary_id,financial_address (upsert)."""
+    from g2p_bridge.connectors.mappers.local import load_mapping_csv
+    from g2p_bridge.db import make_engine, make_session_factory, transaction
+
+    factory = make_session_factory(make_engine(get_settings().database_url))
+    with transaction(factory) as session:
+        count = load_mapping_csv(session, file)
+    click.echo(f"{count} mappings loaded")
+
+
+@main.command()
+@click.option("--disbursements", "count", default=1000, show_default=True, type=int)
+@click.option(
+    "--failure-rate",
+    default="0.05",
+    show_default=True,
+    help="share of payments to other banks the Example Bank fails and reverses",
+)
+@click.option(
+    "--workdir",
+    default=".g2p-demo",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+)
+@click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
+def demo(count: int, failure_rate: str, workdir: Path, as_json: bool) -> None:
+    """Run the whole flow on the embedded default, with the Example Bank, and summarise it."""
+    from g2p_bridge.demo import print_summary, run_demo
+
+    summary = run_demo(count, Decimal(failure_rate), workdir, quiet=as_json)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, default=str))
+    else:
+        print_summary(summary)
+    if not summary.get("complete"):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""What the bridge needs from a sponsor bank, and how a connector is found for a bank code."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from functools import cache
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING
+
+from g2p_bridge.settings import BankConnectorSettings
+
+if TYPE_CHECKING:
+    from g2p_bridge.core.mt940 import Entry
+
+ENTRY_POINT_GROUP = "g2p_bridge.bank_connectors"
+
+
+class BankUnavailable(Exception):
+    """The bank could not be reached or failed (timeout, connection error, 5xx): retry later."""
+
+
+class BankRejected(Exception):
+    """The bank answered and refused; retrying the same request will not help."""
+
+
+@dataclass(frozen=True, slots=True)
+class FundsCheck:
+    sufficient: bool
+    detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BlockResult:
+    blocked: bool
+    reference: str | None
+    detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentInstruction:
+    # The disbursement id: the bank's de-duplication key, so a re-sent batch never pays twice.
+    payment_reference: str
+    remitting_account: str
+    remitting_currency: str
+    amount: Decimal
+    block_reference: str | None
+    beneficiary_name: str
+    beneficiary_account: str | None
+    beneficiary_account_type: str
+    beneficiary_bank_code: str | None
+    beneficiary_branch_code: str | None
+    beneficiary_mobile_wallet_provider: str | None
+    beneficiary_phone: str | None
+    beneficiary_email: str | None
+    beneficiary_email_wallet_provider: str | None
+    narratives: tuple[str, ...]
+    payment_date: date
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentBatchResult:
+    accepted: bool
+    detail: str | None = None
+    # References the bank already had: a replay after a crash, paid once.
+    duplicates: tuple[str, ...] = field(default_factory=tuple)
+
+
+class BankConnector(ABC):
+    """One sponsor bank. Calls may raise BankUnavailable (retryable) or BankRejected."""
+
+    # Destination key to split payment batches by ("bank" or "provider"), when the bank asks.
+    group_payments_by: str | None = None
+
+    def __init__(self, settings: BankConnectorSettings) -> None:
+        self.settings = settings
+
+    @abstractmethod
+    def check_funds(self, account_number: str, currency: str, amount: Decimal) -> FundsCheck: ...
+
+    @abstractmethod
+    def block_funds(
+        self, account_number: str, currency: str, amount: Decimal, idempotency_key: str
+    ) -> BlockResult: ...
+
+    @abstractmethod
+    def initiate_payment(self, payments: list[PaymentInstruction]) -> PaymentBatchResult: ...
+
+    # Reading a statement entry: where this bank puts our ids and its reasons.
+    def disbursement_id(self, entry: Entry) -> str | None:
+        return entry.customer_reference or None
+
+    def beneficiary_name(self, entry: Entry) -> str | None:
+        return entry.subfields().get("NAME")
+
+    def reversal_reason(self, entry: Entry) -> str | None:
+        fields = entry.subfields()
+        return fields.get("RTRN") or fields.get("REMI") or (entry.details or None)
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Releases connections; connectors without any need not override it."""
+
+
+@cache
+def _registered() -> dict[str, type[BankConnector]]:
+    return {ep.name: ep.load() for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def load_bank_connector(bank_code: str, settings: BankConnectorSettings) -> BankConnector:
+    connector_class = _registered().get(bank_code)
+    if connector_class is None:
+        raise LookupError(
+            f"no bank connector for sponsor bank {bank_code!r}; installed: {sorted(_registered())}"
+        )
+    return connector_class(settings)

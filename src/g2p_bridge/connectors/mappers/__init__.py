@@ -1,0 +1,1 @@
+"""ID-mapper resolvers: turn beneficiary ids into financial addresses."""

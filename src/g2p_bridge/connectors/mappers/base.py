@@ -1,0 +1,105 @@
+"""The resolver interface, how resolvers are found, and how a financial address string is taken
+apart into where the money goes."""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from importlib.metadata import entry_points
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from g2p_bridge.models.enums import FinancialAddressType
+from g2p_bridge.settings import Settings
+
+ENTRY_POINT_GROUP = "g2p_bridge.resolvers"
+
+
+class MapperUnavailable(Exception):
+    """The mapper could not be reached or failed: retry the batch later."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResolveItem:
+    disbursement_id: str
+    beneficiary_id: str
+    inline_address: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Unresolved:
+    reason: str
+
+
+class Resolver(ABC):
+    def __init__(self, settings: Settings, session_factory: sessionmaker[Session]) -> None:
+        self.settings = settings
+        self.session_factory = session_factory
+
+    @abstractmethod
+    def resolve(self, items: Sequence[ResolveItem]) -> dict[str, str | Unresolved]:
+        """Financial address (or why there is none) per disbursement id; raises
+        MapperUnavailable when the whole batch should be retried."""
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    address_type: FinancialAddressType
+    bank_account_number: str | None = None
+    bank_code: str | None = None
+    branch_code: str | None = None
+    mobile_number: str | None = None
+    mobile_wallet_provider: str | None = None
+    email_address: str | None = None
+    email_wallet_provider: str | None = None
+
+
+class AddressParser:
+    """Takes a financial address apart with the configured regular expressions."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._bank = re.compile(settings.fa_regex_bank_account)
+        self._mobile = re.compile(settings.fa_regex_mobile_wallet)
+        self._email = re.compile(settings.fa_regex_email_wallet)
+
+    def parse(self, address: str) -> Destination | Unresolved:
+        if match := self._bank.match(address):
+            groups = match.groupdict()
+            return Destination(
+                FinancialAddressType.BANK_ACCOUNT,
+                bank_account_number=groups.get("account_number"),
+                bank_code=groups.get("bank_code"),
+                branch_code=groups.get("branch_code"),
+            )
+        if match := self._mobile.match(address):
+            groups = match.groupdict()
+            return Destination(
+                FinancialAddressType.MOBILE_WALLET,
+                mobile_number=groups.get("mobile_number"),
+                mobile_wallet_provider=groups.get("provider"),
+            )
+        if match := self._email.match(address):
+            groups = match.groupdict()
+            return Destination(
+                FinancialAddressType.EMAIL_WALLET,
+                email_address=groups.get("email_address"),
+                email_wallet_provider=groups.get("provider"),
+            )
+        return Unresolved(f"financial address {address!r} matches no known format")
+
+
+@cache
+def _registered() -> dict[str, type[Resolver]]:
+    return {ep.name: ep.load() for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def load_resolver(
+    name: str, settings: Settings, session_factory: sessionmaker[Session]
+) -> Resolver:
+    resolver_class = _registered().get(name)
+    if resolver_class is None:
+        raise LookupError(f"no resolver {name!r}; installed: {sorted(_registered())}")
+    return resolver_class(settings, session_factory)

@@ -1,0 +1,47 @@
+"""What a pipeline step needs besides its inputs: settings, sessions, and the plug-ins."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from g2p_bridge.connectors.banks.base import BankConnector, load_bank_connector
+from g2p_bridge.connectors.mappers.base import AddressParser, Resolver, load_resolver
+from g2p_bridge.settings import BankConnectorSettings, Settings
+
+
+@dataclass
+class Context:
+    settings: Settings
+    session_factory: sessionmaker[Session]
+    # Plug-ins are created once per process and reused: they hold HTTP connection pools.
+    _banks: dict[str, BankConnector] = field(default_factory=dict)
+    _resolvers: dict[str, Resolver] = field(default_factory=dict)
+    _parser: AddressParser | None = None
+
+    def bank(self, bank_code: str) -> BankConnector:
+        if bank_code not in self._banks:
+            settings = self.settings.bank_connectors.get(bank_code, BankConnectorSettings())
+            self._banks[bank_code] = load_bank_connector(bank_code, settings)
+        return self._banks[bank_code]
+
+    def resolver(self, name: str) -> Resolver:
+        if name not in self._resolvers:
+            self._resolvers[name] = load_resolver(name, self.settings, self.session_factory)
+        return self._resolvers[name]
+
+    @property
+    def address_parser(self) -> AddressParser:
+        if self._parser is None:
+            self._parser = AddressParser(self.settings)
+        return self._parser
+
+    def use_bank(self, bank_code: str, connector: BankConnector) -> None:
+        """Puts a given connector in place, as tests do with a fake bank."""
+        self._banks[bank_code] = connector
+
+    def close(self) -> None:
+        for connector in self._banks.values():
+            connector.close()
+        self._banks.clear()

@@ -1,0 +1,361 @@
+"""Disbursements: receiving them into an envelope, cancelling them, and telling where each is."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from decimal import Decimal
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.orm import Session
+
+from g2p_bridge.core.envelopes import bump_counters, get_envelope, lock_status
+from g2p_bridge.core.errors import ErrorCode, InvalidRequest, NotFound
+from g2p_bridge.models import Disbursement, DisbursementRecon, ReconError
+from g2p_bridge.models.base import new_id, utcnow
+from g2p_bridge.models.enums import CANCELLABLE_STATES, DisbursementState
+from g2p_bridge.money import has_valid_minor_units
+from g2p_bridge.schemas import (
+    CancellationStatus,
+    DisbursementPayload,
+    DisbursementStatusPayload,
+    ErrorReconPayload,
+    ReconPayload,
+    ReconRecords,
+)
+
+_ID_LIMIT = 64
+_TEXT_LIMITS = {"beneficiary_id": 256, "beneficiary_name": 256, "narrative": 512}
+_LOOKUP_CHUNK = 5000
+
+
+def _existing_ids(session: Session, ids: Sequence[str]) -> set[str]:
+    found: set[str] = set()
+    for start in range(0, len(ids), _LOOKUP_CHUNK):
+        chunk = ids[start : start + _LOOKUP_CHUNK]
+        found.update(session.scalars(select(Disbursement.id).where(Disbursement.id.in_(chunk))))
+    return found
+
+
+def _reject(items: Sequence[DisbursementPayload], errors: dict[int, list[str]], why: str) -> None:
+    first = next(iter(errors.values()))[0]
+    raise InvalidRequest(
+        ErrorCode(first) if first in ErrorCode._value2member_map_ else ErrorCode.INVALID_REQUEST,
+        why,
+        {str(i): codes for i, codes in errors.items()},
+    )
+
+
+def create_disbursements(
+    session: Session, items: Sequence[DisbursementPayload], max_items: int
+) -> list[DisbursementPayload]:
+    """All or nothing: either every item is stored, or none is and each faulty item says why."""
+    if not items:
+        raise InvalidRequest(ErrorCode.INVALID_DISBURSEMENT_PAYLOAD, "no disbursements given")
+    if len(items) > max_items:
+        raise InvalidRequest(
+            ErrorCode.TOO_MANY_ITEMS,
+            f"{len(items)} disbursements in one request; at most {max_items}",
+        )
+    envelope_ids = {item.disbursement_envelope_id for item in items}
+    if len(envelope_ids) > 1:
+        raise InvalidRequest(
+            ErrorCode.MULTIPLE_ENVELOPES_FOUND,
+            "all disbursements of a request must be in one envelope",
+        )
+    envelope = get_envelope(session, envelope_ids.pop())
+    status = lock_status(session, envelope.id)
+    if envelope.cancelled:
+        raise InvalidRequest(
+            ErrorCode.ENVELOPE_ALREADY_CANCELLED, f"envelope {envelope.id} is cancelled"
+        )
+
+    errors: dict[int, list[str]] = defaultdict(list)
+    given_ids = [item.disbursement_id for item in items if item.disbursement_id]
+    seen = Counter(given_ids)
+    taken = _existing_ids(session, given_ids) if given_ids else set()
+    total = Decimal(0)
+    for index, item in enumerate(items):
+        codes = errors[index]
+        amount = item.disbursement_amount
+        if amount is None or amount <= 0 or not has_valid_minor_units(amount, envelope.currency):
+            codes.append(ErrorCode.INVALID_DISBURSEMENT_AMOUNT)
+        else:
+            total += amount
+        for field, code in (
+            ("beneficiary_id", ErrorCode.INVALID_BENEFICIARY_ID),
+            ("beneficiary_name", ErrorCode.INVALID_BENEFICIARY_NAME),
+            ("narrative", ErrorCode.INVALID_NARRATIVE),
+        ):
+            value = getattr(item, field)
+            if not value or len(value) > _TEXT_LIMITS[field]:
+                codes.append(code)
+        if item.disbursement_id is not None:
+            if not item.disbursement_id or len(item.disbursement_id) > _ID_LIMIT:
+                codes.append(ErrorCode.INVALID_DISBURSEMENT_ID)
+            elif seen[item.disbursement_id] > 1 or item.disbursement_id in taken:
+                codes.append(ErrorCode.DUPLICATE_DISBURSEMENT)
+    errors = {i: c for i, c in errors.items() if c}
+    if errors:
+        _reject(items, errors, f"{len(errors)} of {len(items)} disbursements are invalid")
+    if status.received_count + len(items) > envelope.number_of_disbursements:
+        raise InvalidRequest(
+            ErrorCode.NO_OF_DISBURSEMENTS_EXCEEDS_DECLARED,
+            f"envelope declares {envelope.number_of_disbursements} disbursements; "
+            f"{status.received_count} received, {len(items)} more would exceed it",
+        )
+    if status.received_amount + total > envelope.total_disbursement_amount:
+        raise InvalidRequest(
+            ErrorCode.TOTAL_DISBURSEMENT_AMOUNT_EXCEEDS_DECLARED,
+            f"envelope declares {envelope.total_disbursement_amount}; {status.received_amount} "
+            f"received, {total} more would exceed it",
+        )
+
+    now = utcnow()
+    rows = [
+        {
+            "id": item.disbursement_id or new_id(),
+            "envelope_id": envelope.id,
+            "mis_reference_number": item.mis_reference_number,
+            "beneficiary_id": item.beneficiary_id,
+            "beneficiary_name": item.beneficiary_name,
+            "amount": item.disbursement_amount,
+            "narrative": item.narrative,
+            "financial_address": item.financial_address,
+            "receipt_at": now,
+            "cancelled": False,
+            "state": DisbursementState.RECEIVED,
+            "updated_at": now,
+        }
+        for item in items
+    ]
+    session.execute(insert(Disbursement), rows)
+    bump_counters(session, envelope.id, received_count=len(rows), received_amount=total)
+    return [
+        item.model_copy(
+            update={
+                "id": row["id"],
+                "disbursement_id": row["id"],
+                "receipt_time_stamp": now,
+                "cancellation_status": CancellationStatus.NOT_CANCELLED,
+                "state": DisbursementState.RECEIVED,
+            }
+        )
+        for item, row in zip(items, rows, strict=True)
+    ]
+
+
+def cancel_disbursements(
+    session: Session, items: Sequence[DisbursementPayload], max_items: int
+) -> list[DisbursementPayload]:
+    """Cancels all given disbursements or none. Only money not yet sent to the bank can be
+    stopped; the row lock on each disbursement orders this against a dispatch that starts."""
+    if not items:
+        raise InvalidRequest(ErrorCode.INVALID_DISBURSEMENT_PAYLOAD, "no disbursements given")
+    if len(items) > max_items:
+        raise InvalidRequest(
+            ErrorCode.TOO_MANY_ITEMS,
+            f"{len(items)} disbursements in one request; at most {max_items}",
+        )
+    ids = [item.disbursement_id or "" for item in items]
+    found = {
+        row.id: row
+        for start in range(0, len(ids), _LOOKUP_CHUNK)
+        for row in session.scalars(
+            select(Disbursement)
+            .where(Disbursement.id.in_(ids[start : start + _LOOKUP_CHUNK]))
+            .order_by(Disbursement.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    }
+    errors: dict[int, list[str]] = {}
+    for index, disbursement_id in enumerate(ids):
+        row = found.get(disbursement_id)
+        if row is None:
+            errors[index] = [ErrorCode.INVALID_DISBURSEMENT_ID]
+        elif row.cancelled:
+            errors[index] = [ErrorCode.DISBURSEMENT_ALREADY_CANCELED]
+        elif row.state not in CANCELLABLE_STATES:
+            errors[index] = [ErrorCode.DISBURSEMENT_ALREADY_DISPATCHED]
+    if len(set(ids)) != len(ids):
+        for index, count in enumerate(Counter(ids)[i] for i in ids):
+            if count > 1:
+                errors.setdefault(index, []).append(ErrorCode.DUPLICATE_DISBURSEMENT)
+    if errors:
+        _reject(items, errors, f"{len(errors)} of {len(items)} disbursements cannot be cancelled")
+
+    now = utcnow()
+    by_envelope: dict[str, list[Disbursement]] = defaultdict(list)
+    for row in found.values():
+        by_envelope[row.envelope_id].append(row)
+    for envelope_id in sorted(by_envelope):
+        rows = by_envelope[envelope_id]
+        lock_status(session, envelope_id)
+        session.execute(
+            update(Disbursement)
+            .where(Disbursement.id.in_([r.id for r in rows]))
+            .values(
+                state=DisbursementState.CANCELLED,
+                cancelled=True,
+                cancelled_at=now,
+                state_reason="cancelled by the program",
+            )
+            .execution_options(synchronize_session=False)
+        )
+        bump_counters(
+            session,
+            envelope_id,
+            received_count=-len(rows),
+            received_amount=-sum((r.amount for r in rows), Decimal(0)),
+            cancelled_count=len(rows),
+            failed_count=-sum(1 for r in rows if r.state == DisbursementState.UNRESOLVED),
+        )
+    return [
+        item.model_copy(
+            update={
+                "cancellation_status": CancellationStatus.CANCELLED,
+                "cancellation_time_stamp": now,
+                "state": DisbursementState.CANCELLED,
+            }
+        )
+        for item in items
+    ]
+
+
+def disbursement_statuses(session: Session, ids: Sequence[str]) -> list[DisbursementStatusPayload]:
+    """Current state and reconciliation records of each id; an unknown id says UNKNOWN."""
+    rows = {r.id: r for r in session.scalars(select(Disbursement).where(Disbursement.id.in_(ids)))}
+    recons = {
+        r.disbursement_id: r
+        for r in session.scalars(
+            select(DisbursementRecon).where(DisbursementRecon.disbursement_id.in_(ids))
+        )
+    }
+    errors: dict[str, list[ReconError]] = defaultdict(list)
+    for error in session.scalars(
+        select(ReconError).where(ReconError.disbursement_id.in_(ids)).order_by(ReconError.id)
+    ):
+        errors[error.disbursement_id or ""].append(error)
+    result = []
+    for disbursement_id in ids:
+        row = rows.get(disbursement_id)
+        if row is None:
+            result.append(
+                DisbursementStatusPayload(
+                    disbursement_id=disbursement_id,
+                    state="UNKNOWN",
+                    state_reason="no such disbursement",
+                )
+            )
+            continue
+        recon = recons.get(disbursement_id)
+        result.append(
+            DisbursementStatusPayload(
+                disbursement_id=disbursement_id,
+                state=row.state,
+                state_reason=row.state_reason,
+                disbursement_envelope_id=row.envelope_id,
+                disbursement_amount=row.amount,
+                cancellation_status=CancellationStatus.CANCELLED
+                if row.cancelled
+                else CancellationStatus.NOT_CANCELLED,
+                disbursement_recon_records=ReconRecords(
+                    disbursement_recon_payloads=[recon_payload(recon)] if recon else [],
+                    disbursement_error_recon_payloads=[
+                        error_payload(e) for e in errors.get(disbursement_id, [])
+                    ],
+                ),
+            )
+        )
+    return result
+
+
+def recon_payload(recon: DisbursementRecon) -> ReconPayload:
+    def _str(value: object) -> str | None:
+        return None if value is None else str(value)
+
+    return ReconPayload(
+        bank_disbursement_batch_id=recon.bank_batch_id or "",
+        disbursement_id=recon.disbursement_id,
+        disbursement_envelope_id=recon.envelope_id,
+        beneficiary_name_from_bank=recon.beneficiary_name_from_bank,
+        remittance_reference_number=recon.remittance_reference_number,
+        remittance_statement_id=recon.remittance_statement_id,
+        remittance_statement_number=recon.remittance_statement_number,
+        remittance_statement_sequence=recon.remittance_statement_sequence,
+        remittance_entry_sequence=_str(recon.remittance_entry_sequence),
+        remittance_entry_date=_as_datetime(recon.remittance_entry_date),
+        remittance_value_date=_as_datetime(recon.remittance_value_date),
+        reversal_found=recon.reversal_found,
+        reversal_statement_id=recon.reversal_statement_id,
+        reversal_statement_number=recon.reversal_statement_number,
+        reversal_statement_sequence=recon.reversal_statement_sequence,
+        reversal_entry_sequence=_str(recon.reversal_entry_sequence),
+        reversal_entry_date=_as_datetime(recon.reversal_entry_date),
+        reversal_value_date=_as_datetime(recon.reversal_value_date),
+        reversal_reason=recon.reversal_reason,
+    )
+
+
+def error_payload(error: ReconError) -> ErrorReconPayload:
+    return ErrorReconPayload(
+        statement_id=error.statement_id,
+        statement_number=error.statement_number,
+        statement_sequence=error.statement_sequence,
+        entry_sequence=None if error.entry_sequence is None else str(error.entry_sequence),
+        entry_date=_as_datetime(error.entry_date),
+        value_date=_as_datetime(error.value_date),
+        error_reason=error.error_code,
+        disbursement_id=error.disbursement_id or "",
+        bank_reference_number=error.bank_reference,
+    )
+
+
+def _as_datetime(value: object) -> object:
+    # The reference types these dates as date-times; midnight UTC says the same thing.
+    from datetime import UTC, date, datetime, time
+
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return datetime.combine(value, time(), tzinfo=UTC)
+    return value
+
+
+def list_disbursements(
+    session: Session, envelope_id: str, state: str | None, offset: int, limit: int
+) -> tuple[list[Disbursement], int]:
+    get_envelope(session, envelope_id)
+    query = select(Disbursement).where(Disbursement.envelope_id == envelope_id)
+    if state:
+        query = query.where(Disbursement.state == state)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.scalars(query.order_by(Disbursement.id).offset(offset).limit(limit))
+    return list(rows), total
+
+
+def get_disbursement(session: Session, disbursement_id: str) -> Disbursement:
+    row = session.get(Disbursement, disbursement_id)
+    if row is None:
+        raise NotFound(ErrorCode.DISBURSEMENT_NOT_FOUND, f"no disbursement {disbursement_id!r}")
+    return row
+
+
+def disbursement_payload(row: Disbursement) -> DisbursementPayload:
+    return DisbursementPayload(
+        id=row.id,
+        disbursement_id=row.id,
+        mis_reference_number=row.mis_reference_number,
+        disbursement_envelope_id=row.envelope_id,
+        beneficiary_id=row.beneficiary_id,
+        beneficiary_name=row.beneficiary_name,
+        disbursement_amount=row.amount,
+        narrative=row.narrative,
+        financial_address=row.financial_address,
+        receipt_time_stamp=row.receipt_at,
+        cancellation_status=CancellationStatus.CANCELLED
+        if row.cancelled
+        else CancellationStatus.NOT_CANCELLED,
+        cancellation_time_stamp=row.cancelled_at,
+        state=row.state,
+        state_reason=row.state_reason,
+    )

@@ -1,0 +1,309 @@
+"""Disbursement envelopes: one program cycle, its declared count and total, its status."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from g2p_bridge.core.errors import BridgeError, Conflict, ErrorCode, InvalidRequest, NotFound
+from g2p_bridge.models import (
+    BankBatch,
+    BenefitProgram,
+    Disbursement,
+    DisbursementEnvelope,
+    EnvelopeStatus,
+)
+from g2p_bridge.models.base import new_id, utcnow
+from g2p_bridge.models.enums import (
+    CANCELLABLE_STATES,
+    DisbursementFrequency,
+    DisbursementState,
+    WorkState,
+)
+from g2p_bridge.money import has_valid_minor_units
+from g2p_bridge.schemas import CancellationStatus, EnvelopePayload, EnvelopeStatusPayload
+
+_FREQUENCIES = {f.value for f in DisbursementFrequency}
+
+
+def create_envelope(
+    session: Session, payload: EnvelopePayload, sender_id: str, today: date
+) -> DisbursementEnvelope:
+    program = (
+        session.get(BenefitProgram, payload.benefit_program_mnemonic)
+        if payload.benefit_program_mnemonic
+        else None
+    )
+    problems: list[tuple[ErrorCode, str]] = []
+    if program is None:
+        problems.append(
+            (
+                ErrorCode.INVALID_PROGRAM_MNEMONIC,
+                f"no benefit program {payload.benefit_program_mnemonic!r}",
+            )
+        )
+    if payload.disbursement_frequency not in _FREQUENCIES:
+        problems.append(
+            (
+                ErrorCode.INVALID_DISBURSEMENT_FREQUENCY,
+                f"frequency must be one of {sorted(_FREQUENCIES)}",
+            )
+        )
+    if not payload.cycle_code_mnemonic:
+        problems.append((ErrorCode.INVALID_CYCLE_CODE_MNEMONIC, "cycle_code_mnemonic is required"))
+    if not payload.number_of_beneficiaries or payload.number_of_beneficiaries < 1:
+        problems.append(
+            (ErrorCode.INVALID_NO_OF_BENEFICIARIES, "number_of_beneficiaries must be at least 1")
+        )
+    if not payload.number_of_disbursements or payload.number_of_disbursements < 1:
+        problems.append(
+            (ErrorCode.INVALID_NO_OF_DISBURSEMENTS, "number_of_disbursements must be at least 1")
+        )
+    currency = payload.disbursement_currency_code
+    if program is not None and currency != program.sponsor_bank_account_currency:
+        problems.append(
+            (
+                ErrorCode.INVALID_DISBURSEMENT_CURRENCY_CODE,
+                f"currency {currency!r} is not the program account's "
+                f"{program.sponsor_bank_account_currency}",
+            )
+        )
+    total = payload.total_disbursement_amount
+    if total is None or total <= 0:
+        problems.append(
+            (
+                ErrorCode.INVALID_TOTAL_DISBURSEMENT_AMOUNT,
+                "total_disbursement_amount must be greater than 0",
+            )
+        )
+    elif currency and not has_valid_minor_units(total, currency):
+        problems.append(
+            (
+                ErrorCode.INVALID_TOTAL_DISBURSEMENT_AMOUNT,
+                f"total_disbursement_amount has more decimals than {currency} allows",
+            )
+        )
+    schedule = payload.disbursement_schedule_date
+    if schedule is None or schedule < today:
+        problems.append(
+            (
+                ErrorCode.INVALID_DISBURSEMENT_SCHEDULE_DATE,
+                "disbursement_schedule_date is required and may not be in the past",
+            )
+        )
+    if problems:
+        raise InvalidRequest(
+            problems[0][0],
+            "; ".join(m for _, m in problems),
+            {"envelope": [c.value for c, _ in problems]},
+        )
+
+    envelope_id = payload.disbursement_envelope_id or new_id()
+    if session.get(DisbursementEnvelope, envelope_id) is not None:
+        raise Conflict(ErrorCode.DUPLICATE_ENVELOPE, f"envelope {envelope_id} already exists")
+    assert program is not None and total is not None and schedule is not None and currency
+    assert payload.disbursement_frequency and payload.cycle_code_mnemonic
+    assert payload.number_of_beneficiaries and payload.number_of_disbursements
+    envelope = DisbursementEnvelope(
+        id=envelope_id,
+        sender_id=sender_id,
+        program_mnemonic=program.mnemonic,
+        disbursement_frequency=payload.disbursement_frequency,
+        cycle_code_mnemonic=payload.cycle_code_mnemonic,
+        number_of_beneficiaries=payload.number_of_beneficiaries,
+        number_of_disbursements=payload.number_of_disbursements,
+        total_disbursement_amount=total,
+        currency=currency,
+        schedule_date=schedule,
+    )
+    session.add(envelope)
+    session.flush()
+    session.add(EnvelopeStatus(envelope_id=envelope_id, received_amount=Decimal(0)))
+    session.flush()
+    return envelope
+
+
+def get_envelope(session: Session, envelope_id: str | None) -> DisbursementEnvelope:
+    envelope = session.get(DisbursementEnvelope, envelope_id) if envelope_id else None
+    if envelope is None:
+        raise NotFound(
+            ErrorCode.DISBURSEMENT_ENVELOPE_NOT_FOUND, f"no disbursement envelope {envelope_id!r}"
+        )
+    return envelope
+
+
+def lock_status(session: Session, envelope_id: str) -> EnvelopeStatus:
+    """Serialises everything that changes what an envelope may still do (adding, cancelling,
+    starting to send money) on the envelope's status row."""
+    status = session.scalar(
+        select(EnvelopeStatus)
+        .where(EnvelopeStatus.envelope_id == envelope_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    if status is None:
+        raise NotFound(
+            ErrorCode.DISBURSEMENT_ENVELOPE_NOT_FOUND, f"no disbursement envelope {envelope_id!r}"
+        )
+    return status
+
+
+def bump_counters(session: Session, envelope_id: str, **deltas: int | Decimal) -> None:
+    """Moves the envelope's counters in the caller's transaction, beside the row changes."""
+    deltas = {k: v for k, v in deltas.items() if v}
+    if not deltas:
+        return
+    columns = EnvelopeStatus.__table__.c
+    session.execute(
+        update(EnvelopeStatus)
+        .where(EnvelopeStatus.envelope_id == envelope_id)
+        .values({columns[name]: columns[name] + delta for name, delta in deltas.items()})
+        .execution_options(synchronize_session=False)
+    )
+
+
+def cancel_envelope(session: Session, envelope_id: str | None) -> DisbursementEnvelope:
+    envelope = get_envelope(session, envelope_id)
+    lock_status(session, envelope.id)
+    if envelope.cancelled:
+        raise Conflict(
+            ErrorCode.DISBURSEMENT_ENVELOPE_ALREADY_CANCELED,
+            f"envelope {envelope.id} is already cancelled",
+        )
+    started = session.scalar(
+        select(func.count())
+        .select_from(BankBatch)
+        .where(BankBatch.envelope_id == envelope.id, BankBatch.state != WorkState.PENDING)
+    )
+    if started:
+        raise Conflict(
+            ErrorCode.ENVELOPE_ALREADY_DISPATCHED,
+            f"money of envelope {envelope.id} has already gone to the bank",
+        )
+    now = utcnow()
+    envelope.cancelled = True
+    envelope.cancelled_at = now
+    counts = dict(
+        session.execute(
+            select(Disbursement.state, func.count())
+            .where(
+                Disbursement.envelope_id == envelope.id, Disbursement.state.in_(CANCELLABLE_STATES)
+            )
+            .group_by(Disbursement.state)
+        ).all()
+    )
+    amount = session.scalar(
+        select(func.coalesce(func.sum(Disbursement.amount), 0)).where(
+            Disbursement.envelope_id == envelope.id, Disbursement.state.in_(CANCELLABLE_STATES)
+        )
+    )
+    session.execute(
+        update(Disbursement)
+        .where(Disbursement.envelope_id == envelope.id, Disbursement.state.in_(CANCELLABLE_STATES))
+        .values(
+            state=DisbursementState.CANCELLED,
+            cancelled=True,
+            cancelled_at=now,
+            state_reason="envelope cancelled",
+        )
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(
+        update(BankBatch)
+        .where(BankBatch.envelope_id == envelope.id, BankBatch.state == WorkState.PENDING)
+        .values(state=WorkState.FAILED, last_error="envelope cancelled")
+    )
+    cancelled = sum(counts.values())
+    bump_counters(
+        session,
+        envelope.id,
+        received_count=-cancelled,
+        received_amount=-Decimal(amount or 0),
+        cancelled_count=cancelled,
+        failed_count=-counts.get(DisbursementState.UNRESOLVED, 0),
+    )
+    session.flush()
+    return envelope
+
+
+def envelope_payload(envelope: DisbursementEnvelope) -> EnvelopePayload:
+    return EnvelopePayload(
+        id=envelope.id,
+        disbursement_envelope_id=envelope.id,
+        benefit_program_mnemonic=envelope.program_mnemonic,
+        disbursement_frequency=envelope.disbursement_frequency,
+        cycle_code_mnemonic=envelope.cycle_code_mnemonic,
+        number_of_beneficiaries=envelope.number_of_beneficiaries,
+        number_of_disbursements=envelope.number_of_disbursements,
+        total_disbursement_amount=envelope.total_disbursement_amount,
+        disbursement_currency_code=envelope.currency,
+        disbursement_schedule_date=envelope.schedule_date,
+        cancellation_status=CancellationStatus.CANCELLED
+        if envelope.cancelled
+        else CancellationStatus.NOT_CANCELLED,
+        cancellation_timestamp=envelope.cancelled_at,
+        created_timestamp=envelope.created_at,
+    )
+
+
+def envelope_status(
+    session: Session, envelope_id: str | None, with_states: bool = True
+) -> EnvelopeStatusPayload:
+    envelope = get_envelope(session, envelope_id)
+    status = session.get(EnvelopeStatus, envelope.id, populate_existing=True)
+    program = session.get(BenefitProgram, envelope.program_mnemonic)
+    if status is None or program is None:
+        raise BridgeError(ErrorCode.DISBURSEMENT_ENVELOPE_NOT_FOUND, "envelope has no status")
+    by_state: dict[str, int] = {}
+    if with_states:
+        by_state = {
+            state: count
+            for state, count in session.execute(
+                select(Disbursement.state, func.count())
+                .where(Disbursement.envelope_id == envelope.id)
+                .group_by(Disbursement.state)
+            ).all()
+        }
+    return EnvelopeStatusPayload(
+        disbursement_envelope_id=envelope.id,
+        number_of_disbursements_received=status.received_count,
+        total_disbursement_amount_received=status.received_amount,
+        funds_available_with_bank=status.funds_available_state,
+        funds_available_latest_timestamp=status.funds_available_at,
+        funds_available_latest_error_code=status.funds_available_error,
+        funds_available_attempts=status.funds_available_attempts,
+        funds_blocked_with_bank=status.funds_blocked_state,
+        funds_blocked_latest_timestamp=status.funds_blocked_at,
+        funds_blocked_latest_error_code=status.funds_blocked_error,
+        funds_blocked_attempts=status.funds_blocked_attempts,
+        funds_blocked_reference_number=status.funds_block_reference,
+        id_mapper_resolution_required=program.id_mapper_resolution_required,
+        number_of_disbursements_shipped=status.shipped_count,
+        number_of_disbursements_reconciled=status.reconciled_count,
+        number_of_disbursements_reversed=status.reversed_count,
+        number_of_disbursements_cancelled=status.cancelled_count,
+        number_of_disbursements_failed=status.failed_count,
+        number_of_disbursements_declared=envelope.number_of_disbursements,
+        total_disbursement_amount_declared=envelope.total_disbursement_amount,
+        currency=envelope.currency,
+        cancelled=envelope.cancelled,
+        disbursements_by_state=by_state,
+    )
+
+
+def list_envelopes(
+    session: Session, program: str | None, offset: int, limit: int
+) -> tuple[list[DisbursementEnvelope], int]:
+    query = select(DisbursementEnvelope)
+    if program:
+        query = query.where(DisbursementEnvelope.program_mnemonic == program)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.scalars(
+        query.order_by(DisbursementEnvelope.created_at.desc(), DisbursementEnvelope.id)
+        .offset(offset)
+        .limit(limit)
+    )
+    return list(rows), total

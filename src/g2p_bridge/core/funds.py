@@ -1,0 +1,159 @@
+"""Funds for an envelope: check the program account holds the total, then block it.
+
+The block is the step that moves money out of reach, so its intent (state BLOCKING) is recorded
+before the bank is called, with an idempotency key derived from the envelope: a crash between
+the bank's answer and our commit is recovered by asking again with the same key."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session
+
+from g2p_bridge.connectors.banks.base import BankRejected, BankUnavailable
+from g2p_bridge.core.context import Context
+from g2p_bridge.db import is_postgres, transaction
+from g2p_bridge.models import BenefitProgram, DisbursementEnvelope, EnvelopeStatus
+from g2p_bridge.models.base import utcnow
+from g2p_bridge.models.enums import FundsAvailable, FundsBlocked
+from g2p_bridge.settings import Settings
+
+_OPEN_BLOCK_STATES = (
+    FundsBlocked.PENDING_CHECK,
+    FundsBlocked.BLOCKING,
+    FundsBlocked.ERROR,
+    FundsBlocked.FUNDS_BLOCK_FAILURE,
+)
+
+
+def block_key(envelope_id: str) -> str:
+    return f"block-{envelope_id}"
+
+
+def due_envelopes(session: Session, settings: Settings, now: datetime, today: date) -> list[str]:
+    """Complete, uncancelled envelopes whose schedule date has come and whose funds are not yet
+    blocked; marks them enqueued for one lease so the next tick does not send them again."""
+    conditions = [
+        EnvelopeStatus.funds_blocked_state.in_(_OPEN_BLOCK_STATES),
+        EnvelopeStatus.next_attempt_at <= now,
+        or_(EnvelopeStatus.lease_until.is_(None), EnvelopeStatus.lease_until < now),
+        EnvelopeStatus.funds_available_attempts < settings.max_attempts,
+        EnvelopeStatus.funds_blocked_attempts < settings.max_attempts,
+        DisbursementEnvelope.cancelled.is_(False),
+        EnvelopeStatus.received_count == DisbursementEnvelope.number_of_disbursements,
+        EnvelopeStatus.received_amount == DisbursementEnvelope.total_disbursement_amount,
+    ]
+    if not settings.allow_future_schedule_dates:
+        conditions.append(DisbursementEnvelope.schedule_date <= today)
+    query = (
+        select(EnvelopeStatus.envelope_id)
+        .join(DisbursementEnvelope, DisbursementEnvelope.id == EnvelopeStatus.envelope_id)
+        .where(and_(*conditions))
+        .limit(100)
+    )
+    if is_postgres(session):
+        query = query.with_for_update(of=EnvelopeStatus, skip_locked=True)
+    ids = list(session.scalars(query))
+    if ids:
+        session.execute(
+            update(EnvelopeStatus)
+            .where(EnvelopeStatus.envelope_id.in_(ids))
+            .values(next_attempt_at=now + timedelta(seconds=settings.lease_seconds))
+            .execution_options(synchronize_session=False)
+        )
+    return ids
+
+
+def _claim(session: Session, envelope_id: str, settings: Settings, now: datetime) -> bool:
+    result = session.execute(
+        update(EnvelopeStatus)
+        .where(
+            EnvelopeStatus.envelope_id == envelope_id,
+            EnvelopeStatus.funds_blocked_state.in_(_OPEN_BLOCK_STATES),
+            or_(EnvelopeStatus.lease_until.is_(None), EnvelopeStatus.lease_until < now),
+        )
+        .values(lease_until=now + timedelta(seconds=settings.lease_seconds))
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _backoff(settings: Settings, attempts: int) -> timedelta:
+    return timedelta(seconds=settings.retry_backoff_seconds * 2 ** max(attempts - 1, 0))
+
+
+def secure_funds(context: Context, envelope_id: str) -> bool:
+    """Checks then blocks the envelope's funds. True when funds are blocked after this call."""
+    settings = context.settings
+    with transaction(context.session_factory) as session:
+        if not _claim(session, envelope_id, settings, utcnow()):
+            return False
+        envelope = session.get(DisbursementEnvelope, envelope_id)
+        status = session.get(EnvelopeStatus, envelope_id)
+        assert envelope is not None and status is not None
+        program = session.get(BenefitProgram, envelope.program_mnemonic)
+        assert program is not None
+        if envelope.cancelled:
+            status.lease_until = None
+            return False
+        account = program.sponsor_bank_account_number
+        bank_code = program.sponsor_bank_code
+        currency = envelope.currency
+        total = envelope.total_disbursement_amount
+        blocking = status.funds_blocked_state == FundsBlocked.BLOCKING
+    bank = context.bank(bank_code)
+
+    if not blocking:
+        try:
+            check = bank.check_funds(account, currency, total)
+            available = (
+                FundsAvailable.FUNDS_AVAILABLE
+                if check.sufficient
+                else (FundsAvailable.FUNDS_NOT_AVAILABLE)
+            )
+            error = None if check.sufficient else (check.detail or "insufficient funds")
+        except (BankUnavailable, BankRejected) as exc:
+            available, error = FundsAvailable.ERROR, str(exc)
+        with transaction(context.session_factory) as session:
+            status = session.get(EnvelopeStatus, envelope_id)
+            assert status is not None
+            now = utcnow()
+            status.funds_available_state = available
+            status.funds_available_attempts += 1
+            status.funds_available_at = now
+            status.funds_available_error = error
+            if available != FundsAvailable.FUNDS_AVAILABLE:
+                status.lease_until = None
+                status.next_attempt_at = now + _backoff(settings, status.funds_available_attempts)
+                return False
+            # Intent first: from here on a retry re-sends the block with the same key.
+            status.funds_blocked_state = FundsBlocked.BLOCKING
+
+    outcome: str
+    reference: str | None = None
+    error = None
+    try:
+        result = bank.block_funds(account, currency, total, block_key(envelope_id))
+        if result.blocked:
+            outcome, reference = FundsBlocked.FUNDS_BLOCK_SUCCESS, result.reference
+        else:
+            outcome, error = FundsBlocked.FUNDS_BLOCK_FAILURE, result.detail
+    except BankUnavailable as exc:
+        # The bank may have blocked: stay BLOCKING so the retry asks with the same key.
+        outcome, error = FundsBlocked.BLOCKING, str(exc)
+    except BankRejected as exc:
+        outcome, error = FundsBlocked.FUNDS_BLOCK_FAILURE, str(exc)
+    with transaction(context.session_factory) as session:
+        status = session.get(EnvelopeStatus, envelope_id)
+        assert status is not None
+        now = utcnow()
+        status.funds_blocked_state = outcome
+        status.funds_blocked_attempts += 1
+        status.funds_blocked_at = now
+        status.funds_blocked_error = error
+        status.funds_block_reference = reference
+        status.lease_until = None
+        if outcome != FundsBlocked.FUNDS_BLOCK_SUCCESS:
+            status.next_attempt_at = now + _backoff(settings, status.funds_blocked_attempts)
+    return outcome == FundsBlocked.FUNDS_BLOCK_SUCCESS

@@ -1,0 +1,178 @@
+"""Resolving beneficiary ids to financial addresses, in batches, through the program's resolver."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from g2p_bridge.connectors.mappers.base import MapperUnavailable, ResolveItem, Unresolved
+from g2p_bridge.core.context import Context
+from g2p_bridge.core.envelopes import bump_counters
+from g2p_bridge.core.work import claim, retry_later
+from g2p_bridge.db import is_postgres, transaction
+from g2p_bridge.models import (
+    BenefitProgram,
+    Disbursement,
+    DisbursementEnvelope,
+    MapperBatch,
+    ResolvedAddress,
+)
+from g2p_bridge.models.base import new_id, utcnow
+from g2p_bridge.models.enums import DisbursementState, WorkState
+from g2p_bridge.settings import Settings
+
+
+def plan_mapper_batches(session: Session, settings: Settings, now: datetime) -> list[str]:
+    """Puts newly received disbursements into mapper batches; returns the new batch ids."""
+    query = (
+        select(Disbursement.id, Disbursement.envelope_id, BenefitProgram)
+        .join(DisbursementEnvelope, DisbursementEnvelope.id == Disbursement.envelope_id)
+        .join(BenefitProgram, BenefitProgram.mnemonic == DisbursementEnvelope.program_mnemonic)
+        .where(Disbursement.state == DisbursementState.RECEIVED)
+        .order_by(Disbursement.envelope_id, Disbursement.id)
+        .limit(settings.mapper_batch_size * settings.batches_planned_per_tick)
+    )
+    if is_postgres(session):
+        query = query.with_for_update(of=Disbursement, skip_locked=True)
+    by_envelope: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for disbursement_id, envelope_id, program in session.execute(query).tuples():
+        by_envelope[(envelope_id, program.resolver_name)].append(disbursement_id)
+    batch_ids = []
+    for (envelope_id, resolver), ids in by_envelope.items():
+        for start in range(0, len(ids), settings.mapper_batch_size):
+            chunk = ids[start : start + settings.mapper_batch_size]
+            batch_id = new_id()
+            session.execute(
+                insert(MapperBatch).values(
+                    id=batch_id,
+                    envelope_id=envelope_id,
+                    resolver=resolver,
+                    size=len(chunk),
+                    state=WorkState.PENDING,
+                    next_attempt_at=now,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            session.execute(
+                update(Disbursement)
+                .where(Disbursement.id.in_(chunk), Disbursement.state == DisbursementState.RECEIVED)
+                .values(state=DisbursementState.RESOLVING, mapper_batch_id=batch_id, updated_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            batch_ids.append(batch_id)
+    return batch_ids
+
+
+def resolve_mapper_batch(context: Context, batch_id: str) -> bool:
+    """Resolves one batch. The resolver is called outside any transaction; the answer is written
+    in one. True when this call did the work (False: someone else holds or finished it)."""
+    settings = context.settings
+    with transaction(context.session_factory) as session:
+        if not claim(session, MapperBatch, batch_id, settings, utcnow()):
+            return False
+        batch = session.get(MapperBatch, batch_id)
+        assert batch is not None
+        resolver_name = batch.resolver
+        items = [
+            ResolveItem(row.id, row.beneficiary_id, row.financial_address)
+            for row in session.execute(
+                select(
+                    Disbursement.id, Disbursement.beneficiary_id, Disbursement.financial_address
+                ).where(
+                    Disbursement.mapper_batch_id == batch_id,
+                    Disbursement.state == DisbursementState.RESOLVING,
+                )
+            )
+        ]
+    try:
+        answers = context.resolver(resolver_name).resolve(items) if items else {}
+    except MapperUnavailable as exc:
+        with transaction(context.session_factory) as session:
+            parked = retry_later(session, MapperBatch, batch_id, str(exc), settings, utcnow())
+            if parked:
+                _fail_unresolved(session, batch_id, f"mapper unavailable: {exc}")
+        return True
+
+    now = utcnow()
+    addresses: list[dict[str, object]] = []
+    unresolved: dict[str, str] = {}
+    for item in items:
+        answer = answers.get(item.disbursement_id) or Unresolved("resolver gave no answer")
+        destination = (
+            answer if isinstance(answer, Unresolved) else context.address_parser.parse(answer)
+        )
+        if isinstance(destination, Unresolved):
+            unresolved[item.disbursement_id] = destination.reason
+            continue
+        assert isinstance(answer, str)
+        addresses.append(
+            {
+                "disbursement_id": item.disbursement_id,
+                "financial_address": answer,
+                "address_type": destination.address_type,
+                "bank_account_number": destination.bank_account_number,
+                "bank_code": destination.bank_code,
+                "branch_code": destination.branch_code,
+                "mobile_number": destination.mobile_number,
+                "mobile_wallet_provider": destination.mobile_wallet_provider,
+                "email_address": destination.email_address,
+                "email_wallet_provider": destination.email_wallet_provider,
+                "resolved_at": now,
+            }
+        )
+    with transaction(context.session_factory) as session:
+        batch = session.get(MapperBatch, batch_id)
+        if batch is None or batch.state != WorkState.RUNNING:
+            return False
+        resolved_ids = [a["disbursement_id"] for a in addresses]
+        # A crash after an earlier write of this batch leaves addresses behind: replace them.
+        if resolved_ids:
+            session.execute(
+                ResolvedAddress.__table__.delete().where(
+                    ResolvedAddress.disbursement_id.in_(resolved_ids)
+                )
+            )
+            session.execute(insert(ResolvedAddress), addresses)
+            session.execute(
+                update(Disbursement)
+                .where(
+                    Disbursement.id.in_(resolved_ids),
+                    Disbursement.state == DisbursementState.RESOLVING,
+                )
+                .values(state=DisbursementState.RESOLVED, updated_at=now)
+                .execution_options(synchronize_session=False)
+            )
+        failed = 0
+        for disbursement_id, reason in unresolved.items():
+            failed += session.execute(
+                update(Disbursement)
+                .where(
+                    Disbursement.id == disbursement_id,
+                    Disbursement.state == DisbursementState.RESOLVING,
+                )
+                .values(state=DisbursementState.UNRESOLVED, state_reason=reason, updated_at=now)
+                .execution_options(synchronize_session=False)
+            ).rowcount  # type: ignore[attr-defined]
+        bump_counters(session, batch.envelope_id, failed_count=failed)
+        batch.state = WorkState.DONE
+        batch.lease_until = None
+    return True
+
+
+def _fail_unresolved(session: Session, batch_id: str, reason: str) -> None:
+    batch = session.get(MapperBatch, batch_id)
+    assert batch is not None
+    failed = session.execute(
+        update(Disbursement)
+        .where(
+            Disbursement.mapper_batch_id == batch_id,
+            Disbursement.state == DisbursementState.RESOLVING,
+        )
+        .values(state=DisbursementState.UNRESOLVED, state_reason=reason, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    ).rowcount  # type: ignore[attr-defined]
+    bump_counters(session, batch.envelope_id, failed_count=failed)

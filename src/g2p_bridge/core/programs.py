@@ -1,0 +1,95 @@
+"""Benefit program configuration: which sponsor bank account pays a program, and how its
+beneficiaries' financial addresses are resolved."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from g2p_bridge.core.errors import Conflict, ErrorCode, InvalidRequest, NotFound
+from g2p_bridge.models import BenefitProgram
+from g2p_bridge.money import is_known_currency
+from g2p_bridge.schemas import ProgramPayload
+
+
+def _validated_fields(payload: ProgramPayload, partial: bool) -> dict[str, object]:
+    fields = payload.model_dump(exclude_unset=partial, exclude={"program_mnemonic"})
+    problems = []
+    for required in (
+        "sponsor_bank_code",
+        "sponsor_bank_account_number",
+        "sponsor_bank_account_currency",
+    ):
+        if (required in fields or not partial) and not fields.get(required):
+            problems.append(f"{required} is required")
+    currency = fields.get("sponsor_bank_account_currency")
+    if currency and not is_known_currency(str(currency)):
+        problems.append(f"unknown ISO 4217 currency {currency!r}")
+    if fields.get("id_mapper_resolution_required") is None:
+        fields.pop("id_mapper_resolution_required", None)
+    if problems:
+        raise InvalidRequest(ErrorCode.INVALID_PROGRAM_CONFIGURATION, "; ".join(problems))
+    return fields
+
+
+def _ensure_account_free(session: Session, account_number: object, mnemonic: str) -> None:
+    owner = session.scalar(
+        select(BenefitProgram.mnemonic).where(
+            BenefitProgram.sponsor_bank_account_number == account_number,
+            BenefitProgram.mnemonic != mnemonic,
+        )
+    )
+    if owner:
+        raise Conflict(
+            ErrorCode.INVALID_ACCOUNT_NUMBER,
+            f"account {account_number} already pays program {owner}; statements could not "
+            "be attributed",
+        )
+
+
+def create_program(session: Session, payload: ProgramPayload) -> BenefitProgram:
+    mnemonic = payload.program_mnemonic
+    if not mnemonic:
+        raise InvalidRequest(ErrorCode.INVALID_PROGRAM_MNEMONIC, "program_mnemonic is required")
+    fields = _validated_fields(payload, partial=False)
+    if session.get(BenefitProgram, mnemonic) is not None:
+        raise Conflict(ErrorCode.PROGRAM_ALREADY_EXISTS, f"program {mnemonic} already exists")
+    _ensure_account_free(session, fields["sponsor_bank_account_number"], mnemonic)
+    program = BenefitProgram(mnemonic=mnemonic, **fields)
+    session.add(program)
+    session.flush()
+    return program
+
+
+def update_program(session: Session, mnemonic: str, payload: ProgramPayload) -> BenefitProgram:
+    program = get_program(session, mnemonic, for_update=True)
+    fields = _validated_fields(payload, partial=True)
+    if "sponsor_bank_account_number" in fields:
+        _ensure_account_free(session, fields["sponsor_bank_account_number"], mnemonic)
+    for name, value in fields.items():
+        setattr(program, name, value)
+    session.flush()
+    return program
+
+
+def get_program(session: Session, mnemonic: str, for_update: bool = False) -> BenefitProgram:
+    program = session.get(BenefitProgram, mnemonic, with_for_update=for_update)
+    if program is None:
+        raise NotFound(ErrorCode.INVALID_PROGRAM_MNEMONIC, f"no benefit program {mnemonic!r}")
+    return program
+
+
+def list_programs(session: Session) -> list[BenefitProgram]:
+    return list(session.scalars(select(BenefitProgram).order_by(BenefitProgram.mnemonic)))
+
+
+def program_payload(program: BenefitProgram) -> ProgramPayload:
+    return ProgramPayload(
+        program_mnemonic=program.mnemonic,
+        sponsor_bank_code=program.sponsor_bank_code,
+        sponsor_bank_account_number=program.sponsor_bank_account_number,
+        sponsor_bank_branch_code=program.sponsor_bank_branch_code,
+        sponsor_bank_account_currency=program.sponsor_bank_account_currency,
+        id_mapper_resolution_required=program.id_mapper_resolution_required,
+        resolver=program.resolver_name,
+    )

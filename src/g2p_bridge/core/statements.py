@@ -1,0 +1,458 @@
+"""Bank statements: receiving them, and reconciling their entries onto disbursements.
+
+A debit (D) marks a disbursement remitted; a reversal (RD) marks it reversed with the bank's
+reason. An entry that cannot be applied (unknown id, duplicate, wrong amount, reversal without a
+remittance) becomes a reconciliation error and the rest of the statement is still applied. A
+file that does not parse, or is for an account no program pays from, ends in ERROR with the
+reason and nothing of it applied. Balances and statement-number continuity are checked and
+reported as alarms, never as crashes."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from g2p_bridge.connectors.banks.base import BankConnector
+from g2p_bridge.core.context import Context
+from g2p_bridge.core.envelopes import bump_counters
+from g2p_bridge.core.errors import Conflict, ErrorCode, InvalidRequest, NotFound, PayloadTooLarge
+from g2p_bridge.core.mt940 import (
+    Entry,
+    MT940Error,
+    Statement,
+    decode_statement_bytes,
+    iter_statements,
+)
+from g2p_bridge.core.work import claim
+from g2p_bridge.db import transaction
+from g2p_bridge.models import (
+    AccountStatement,
+    BenefitProgram,
+    Disbursement,
+    DisbursementEnvelope,
+    DisbursementRecon,
+    ReconError,
+    StatementPage,
+)
+from g2p_bridge.models.base import utcnow
+from g2p_bridge.models.enums import DisbursementState, StatementState
+from g2p_bridge.schemas import StatementPayload
+
+CHUNK = 2000
+# A remittance may be found for money whose sending we have not yet recorded as done: the bank
+# paid it before our commit (a crash, or a slow answer).
+_REMITTABLE = (DisbursementState.DISPATCHING, DisbursementState.SHIPPED, DisbursementState.FAILED)
+
+
+def store_statement(
+    session: Session,
+    content: bytes,
+    filename: str | None,
+    uploaded_by: str | None,
+    max_bytes: int,
+) -> AccountStatement:
+    if len(content) > max_bytes:
+        raise PayloadTooLarge(
+            ErrorCode.STATEMENT_TOO_LARGE,
+            f"statement is {len(content)} bytes; the limit is {max_bytes}",
+        )
+    if not content.strip():
+        raise InvalidRequest(ErrorCode.STATEMENT_UPLOAD_ERROR, "statement file is empty")
+    if b"\x00" in content:
+        raise InvalidRequest(ErrorCode.STATEMENT_NOT_TEXT, "statement file is not text")
+    digest = hashlib.sha256(content).hexdigest()
+    existing = session.scalar(
+        select(AccountStatement.id).where(AccountStatement.content_sha256 == digest)
+    )
+    if existing:
+        raise Conflict(
+            ErrorCode.DUPLICATE_STATEMENT, f"this statement was already uploaded as {existing}"
+        )
+    statement = AccountStatement(
+        content_sha256=digest,
+        content=content,
+        filename=filename,
+        size_bytes=len(content),
+        uploaded_by=uploaded_by,
+    )
+    session.add(statement)
+    session.flush()
+    return statement
+
+
+def get_statement(session: Session, statement_id: str) -> AccountStatement:
+    statement = session.get(AccountStatement, statement_id)
+    if statement is None:
+        raise NotFound(ErrorCode.STATEMENT_NOT_FOUND, f"no statement {statement_id!r}")
+    return statement
+
+
+def statement_payload(
+    session: Session, statement: AccountStatement, error_limit: int = 1000
+) -> StatementPayload:
+    from g2p_bridge.core.disbursements import error_payload
+
+    errors = session.scalars(
+        select(ReconError)
+        .where(ReconError.statement_id == statement.id)
+        .order_by(ReconError.id)
+        .limit(error_limit)
+    )
+    return StatementPayload(
+        statement_id=statement.id,
+        state=statement.state,
+        error_reason=statement.error_reason,
+        account_number=statement.account_number,
+        program_mnemonic=statement.program_mnemonic,
+        filename=statement.filename,
+        size_bytes=statement.size_bytes,
+        entries_total=statement.entries_total,
+        entries_matched=statement.entries_matched,
+        entries_reversed=statement.entries_reversed,
+        entries_unmatched=statement.entries_unmatched,
+        balance_problems=statement.balance_problems,
+        sequence_gaps=statement.sequence_gaps,
+        uploaded_at=statement.uploaded_at,
+        processed_at=statement.processed_at,
+        errors=[error_payload(e) for e in errors],
+    )
+
+
+class StatementRejected(Exception):
+    """The whole statement is unusable; the reason goes on the statement row."""
+
+
+@dataclass
+class _Tally:
+    total: int = 0
+    matched: int = 0
+    reversed: int = 0
+    unmatched: int = 0
+    balance_problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Recon:
+    """What is known of one disbursement while a chunk is applied."""
+
+    disbursement: Any
+    recon: DisbursementRecon | None
+    is_new: bool = False
+
+
+def _entries_in_chunks(pages: Iterator[Statement]) -> Iterator[tuple[int, Statement, list[Entry]]]:
+    for index, page in enumerate(pages):
+        entries = list(page.entries)
+        if not entries:
+            yield index, page, []
+        for start in range(0, len(entries), CHUNK):
+            yield index, page, entries[start : start + CHUNK]
+
+
+def process_statement(context: Context, statement_id: str) -> bool:
+    """Reconciles one uploaded statement. True when this call did the work."""
+    with transaction(context.session_factory) as session:
+        if not claim(session, AccountStatement, statement_id, context.settings, utcnow()):
+            return False
+    try:
+        with transaction(context.session_factory) as session:
+            _reconcile(context, session, statement_id)
+    except (StatementRejected, MT940Error) as exc:
+        with transaction(context.session_factory) as session:
+            statement = session.get(AccountStatement, statement_id)
+            assert statement is not None
+            statement.state = StatementState.ERROR
+            statement.error_reason = str(exc)
+            statement.lease_until = None
+            statement.processed_at = utcnow()
+    return True
+
+
+def _reconcile(context: Context, session: Session, statement_id: str) -> None:
+    statement = session.get(AccountStatement, statement_id)
+    assert statement is not None
+    text = decode_statement_bytes(statement.content)
+    tally = _Tally()
+    programs: dict[str, BenefitProgram] = {}
+    seen_pages = 0
+    last_page = -1
+    accounts: set[str] = set()
+    for page_index, page, entries in _entries_in_chunks(iter_statements(text)):
+        program = programs.get(page.account) or _program_for(session, page.account)
+        programs[page.account] = program
+        accounts.add(page.account)
+        if page_index != last_page:
+            last_page = page_index
+            seen_pages += 1
+            problem = page.balance_problem()
+            if problem:
+                tally.balance_problems.append(problem)
+            session.add(
+                StatementPage(
+                    statement_id=statement_id,
+                    page_index=page_index,
+                    account_number=page.account,
+                    statement_number=page.statement_number,
+                    sequence_number=page.sequence_number,
+                    opening_balance=page.opening_balance.signed_amount,
+                    closing_balance=page.closing_balance.signed_amount,
+                    entry_count=len(page.entries),
+                    balance_problem=problem,
+                )
+            )
+            if page.opening_balance.currency != program.sponsor_bank_account_currency:
+                tally.balance_problems.append(
+                    f"statement {page.transaction_reference} is in "
+                    f"{page.opening_balance.currency}, program account is in "
+                    f"{program.sponsor_bank_account_currency}"
+                )
+        if entries:
+            _apply_chunk(
+                session,
+                context.bank(program.sponsor_bank_code),
+                program,
+                statement_id,
+                page,
+                entries,
+                tally,
+            )
+    if seen_pages == 0:
+        raise StatementRejected("no MT940 statement found in the file")
+    session.flush()
+    gaps = [gap for account in sorted(accounts) if (gap := _sequence_gaps(session, account))]
+    statement.account_number = ", ".join(sorted(accounts))[:64]
+    statement.program_mnemonic = ", ".join(sorted({p.mnemonic for p in programs.values()}))[:64]
+    statement.entries_total = tally.total
+    statement.entries_matched = tally.matched
+    statement.entries_reversed = tally.reversed
+    statement.entries_unmatched = tally.unmatched
+    statement.balance_problems = "\n".join(tally.balance_problems) or None
+    statement.sequence_gaps = "\n".join(gaps) or None
+    statement.state = StatementState.PROCESSED
+    statement.error_reason = None
+    statement.lease_until = None
+    statement.processed_at = utcnow()
+
+
+def _program_for(session: Session, account: str) -> BenefitProgram:
+    program = session.scalar(
+        select(BenefitProgram).where(BenefitProgram.sponsor_bank_account_number == account)
+    )
+    if program is None:
+        raise StatementRejected(f"no benefit program is paid from account {account!r}")
+    return program
+
+
+def _sequence_gaps(session: Session, account: str) -> str | None:
+    numbers = sorted(
+        {
+            int(n)
+            for n in session.scalars(
+                select(StatementPage.statement_number)
+                .where(StatementPage.account_number == account)
+                .distinct()
+            )
+            if n.isdigit()
+        }
+    )
+    missing = [n for a, b in zip(numbers, numbers[1:], strict=False) for n in range(a + 1, b)]
+    if not missing:
+        return None
+    shown = ", ".join(str(n) for n in missing[:20]) + (" ..." if len(missing) > 20 else "")
+    return f"account {account}: statement numbers missing: {shown}"
+
+
+def _apply_chunk(
+    session: Session,
+    bank: BankConnector,
+    program: BenefitProgram,
+    statement_id: str,
+    page: Statement,
+    entries: Sequence[Entry],
+    tally: _Tally,
+) -> None:
+    """Applies up to CHUNK entries with a fixed number of queries."""
+    ids = {bank.disbursement_id(e) or "" for e in entries if e.mark in ("D", "RD")}
+    ids.discard("")
+    known: dict[str, _Recon] = {}
+    if ids:
+        rows = session.execute(
+            select(
+                Disbursement.id,
+                Disbursement.envelope_id,
+                Disbursement.amount,
+                Disbursement.state,
+                Disbursement.bank_batch_id,
+                DisbursementEnvelope.program_mnemonic,
+            )
+            .join(DisbursementEnvelope, DisbursementEnvelope.id == Disbursement.envelope_id)
+            .where(Disbursement.id.in_(ids))
+        ).all()
+        recons = {
+            r.disbursement_id: r
+            for r in session.scalars(
+                select(DisbursementRecon).where(DisbursementRecon.disbursement_id.in_(ids))
+            )
+        }
+        known = {row.id: _Recon(row, recons.get(row.id)) for row in rows}
+
+    errors: list[dict[str, Any]] = []
+    state_changes: dict[str, tuple[str, str | None]] = {}
+    counter_deltas: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+
+    def error(entry: Entry, code: ErrorCode, detail: str, disbursement_id: str | None) -> None:
+        tally.unmatched += 1
+        errors.append(
+            {
+                "statement_id": statement_id,
+                "statement_number": page.statement_number,
+                "statement_sequence": page.sequence_number,
+                "entry_sequence": entry.sequence,
+                "entry_date": entry.entry_date,
+                "value_date": entry.value_date,
+                "error_code": code,
+                "detail": detail,
+                "disbursement_id": disbursement_id,
+                "bank_reference": entry.bank_reference,
+                "amount": entry.amount,
+                "created_at": utcnow(),
+            }
+        )
+
+    for entry in entries:
+        tally.total += 1
+        if entry.mark not in ("D", "RD"):
+            continue  # credits (deposits, returns of others' money) are not disbursements
+        disbursement_id = bank.disbursement_id(entry)
+        item = known.get(disbursement_id or "")
+        if item is None:
+            error(
+                entry,
+                ErrorCode.INVALID_DISBURSEMENT_ID,
+                f"no disbursement {disbursement_id!r}",
+                disbursement_id,
+            )
+            continue
+        row = item.disbursement
+        if row.program_mnemonic != program.mnemonic:
+            error(
+                entry,
+                ErrorCode.WRONG_ACCOUNT,
+                f"disbursement belongs to program {row.program_mnemonic}, not to this account's",
+                row.id,
+            )
+            continue
+        if entry.amount != row.amount:
+            error(
+                entry,
+                ErrorCode.AMOUNT_MISMATCH,
+                f"entry amount {entry.amount} != disbursement amount {row.amount}",
+                row.id,
+            )
+            continue
+        if entry.mark == "D":
+            if item.recon is not None and item.recon.remittance_statement_id is not None:
+                error(
+                    entry,
+                    ErrorCode.DUPLICATE_DISBURSEMENT,
+                    "remittance already recorded for this disbursement",
+                    row.id,
+                )
+                continue
+            current = state_changes.get(row.id, (row.state, None))[0]
+            if current not in _REMITTABLE:
+                error(
+                    entry,
+                    ErrorCode.DISBURSEMENT_NOT_SHIPPED,
+                    f"disbursement is {current}; it was never sent to the bank",
+                    row.id,
+                )
+                continue
+            if item.recon is None:
+                item.recon = DisbursementRecon(
+                    disbursement_id=row.id, envelope_id=row.envelope_id, reversal_found=False
+                )
+                item.is_new = True
+            recon = item.recon
+            recon.bank_batch_id = row.bank_batch_id
+            recon.beneficiary_name_from_bank = bank.beneficiary_name(entry)
+            recon.remittance_reference_number = entry.bank_reference
+            recon.remittance_statement_id = statement_id
+            recon.remittance_statement_number = page.statement_number
+            recon.remittance_statement_sequence = page.sequence_number
+            recon.remittance_entry_sequence = entry.sequence
+            recon.remittance_entry_date = entry.entry_date
+            recon.remittance_value_date = entry.value_date
+            recon.remittance_amount = entry.amount
+            state_changes[row.id] = (DisbursementState.RECONCILED, None)
+            counter_deltas[row.envelope_id]["reconciled_count"] += 1
+            if current == DisbursementState.FAILED:
+                counter_deltas[row.envelope_id]["failed_count"] -= 1
+            tally.matched += 1
+        else:
+            recon = item.recon
+            if recon is None or recon.remittance_statement_id is None:
+                error(
+                    entry,
+                    ErrorCode.INVALID_REVERSAL,
+                    "reversal of a disbursement with no remittance on record",
+                    row.id,
+                )
+                continue
+            if recon.reversal_found:
+                error(
+                    entry,
+                    ErrorCode.DUPLICATE_REVERSAL,
+                    "reversal already recorded for this disbursement",
+                    row.id,
+                )
+                continue
+            reason = bank.reversal_reason(entry)
+            recon.reversal_found = True
+            recon.reversal_statement_id = statement_id
+            recon.reversal_statement_number = page.statement_number
+            recon.reversal_statement_sequence = page.sequence_number
+            recon.reversal_entry_sequence = entry.sequence
+            recon.reversal_entry_date = entry.entry_date
+            recon.reversal_value_date = entry.value_date
+            recon.reversal_reason = reason
+            state_changes[row.id] = (DisbursementState.REVERSED, reason)
+            counter_deltas[row.envelope_id]["reversed_count"] += 1
+            tally.reversed += 1
+
+    # Recons loaded from the database are flushed by the session; new ones go in one INSERT.
+    new = [i.recon for i in known.values() if i.is_new and i.recon is not None]
+    if new:
+        session.execute(insert(DisbursementRecon), [_recon_row(r) for r in new])
+    if errors:
+        session.execute(insert(ReconError), errors)
+    now = utcnow()
+    by_state: dict[tuple[str, str | None], list[str]] = defaultdict(list)
+    for disbursement_id, change in state_changes.items():
+        by_state[change].append(disbursement_id)
+    for (state, reason), disbursement_ids in by_state.items():
+        values: dict[str, object] = {"state": state, "updated_at": now}
+        if state == DisbursementState.REVERSED:
+            values["state_reason"] = f"reversed by the bank: {reason or 'no reason given'}"
+        session.execute(
+            update(Disbursement)
+            .where(Disbursement.id.in_(disbursement_ids))
+            .values(values)
+            .execution_options(synchronize_session=False)
+        )
+    for envelope_id, deltas in counter_deltas.items():
+        bump_counters(session, envelope_id, **deltas)
+
+
+def _recon_row(recon: DisbursementRecon) -> dict[str, object]:
+    now = utcnow()
+    row = {c.key: getattr(recon, c.key) for c in DisbursementRecon.__table__.columns}
+    row["created_at"] = row.get("created_at") or now
+    row["updated_at"] = now
+    return row

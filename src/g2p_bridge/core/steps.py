@@ -1,0 +1,26 @@
+"""The pipeline's steps by name: what a Celery task or the embedded runner calls for a Work."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from g2p_bridge.core.context import Context
+from g2p_bridge.core.dispatch import send_bank_batch
+from g2p_bridge.core.funds import secure_funds
+from g2p_bridge.core.mapper_resolution import resolve_mapper_batch
+from g2p_bridge.core.statements import process_statement
+
+STEPS: dict[str, Callable[[Context, str], bool]] = {
+    "resolve_mapper_batch": resolve_mapper_batch,
+    "secure_funds": secure_funds,
+    "send_bank_batch": send_bank_batch,
+    "process_statement": process_statement,
+}
+
+# Which Celery queue each step's task goes to: bank-calling work apart from the rest.
+QUEUES = {
+    "resolve_mapper_batch": "mapper",
+    "secure_funds": "funds",
+    "send_bank_batch": "dispatch",
+    "process_statement": "statements",
+}

@@ -1,0 +1,36 @@
+"""The bridge's tables. Importing this package registers every table on ``Base.metadata``."""
+
+from g2p_bridge.models.base import Base
+from g2p_bridge.models.disbursement import (
+    BankBatch,
+    BeneficiaryAddress,
+    Disbursement,
+    MapperBatch,
+    ResolvedAddress,
+)
+from g2p_bridge.models.envelope import DisbursementEnvelope, EnvelopeStatus
+from g2p_bridge.models.program import BenefitProgram
+from g2p_bridge.models.statement import (
+    AccountStatement,
+    DisbursementRecon,
+    ProcessedRequest,
+    ReconError,
+    StatementPage,
+)
+
+__all__ = [
+    "AccountStatement",
+    "BankBatch",
+    "Base",
+    "BeneficiaryAddress",
+    "BenefitProgram",
+    "Disbursement",
+    "DisbursementEnvelope",
+    "DisbursementRecon",
+    "EnvelopeStatus",
+    "MapperBatch",
+    "ProcessedRequest",
+    "ReconError",
+    "ResolvedAddress",
+    "StatementPage",
+]

@@ -1,0 +1,115 @@
+"""Disbursements and the batches that carry them: ID-mapper resolution and bank payment batches."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from g2p_bridge.models.base import Amount, Base, UTCDateTime, new_id, utcnow
+from g2p_bridge.models.enums import DisbursementState, WorkState
+
+
+class Disbursement(Base):
+    """One payment to one beneficiary. Its batch columns are the reference's "batch control":
+    kept on the row itself so that claiming work is one indexed UPDATE, not a join."""
+
+    __tablename__ = "disbursements"
+
+    # The PBMS's own id when it sends one, else a UUID; also the bank's payment reference.
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    envelope_id: Mapped[str] = mapped_column(ForeignKey("disbursement_envelopes.id"))
+    mis_reference_number: Mapped[str | None] = mapped_column(String(128))
+    beneficiary_id: Mapped[str] = mapped_column(String(256))
+    beneficiary_name: Mapped[str] = mapped_column(String(256))
+    amount: Mapped[Decimal] = mapped_column(Amount)
+    narrative: Mapped[str] = mapped_column(String(512))
+    # A financial address given with the disbursement, for programs that resolve inline.
+    financial_address: Mapped[str | None] = mapped_column(String(256))
+    receipt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    cancelled: Mapped[bool] = mapped_column(Boolean, default=False)
+    cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    state: Mapped[str] = mapped_column(String(16), default=DisbursementState.RECEIVED)
+    state_reason: Mapped[str | None] = mapped_column(Text)
+    mapper_batch_id: Mapped[str | None] = mapped_column(ForeignKey("mapper_batches.id"))
+    bank_batch_id: Mapped[str | None] = mapped_column(ForeignKey("bank_batches.id"))
+    shipped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (
+        Index("ix_disbursements_envelope_state", "envelope_id", "state"),
+        Index("ix_disbursements_mapper_batch", "mapper_batch_id"),
+        Index("ix_disbursements_bank_batch", "bank_batch_id"),
+    )
+
+
+class MapperBatch(Base):
+    __tablename__ = "mapper_batches"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    envelope_id: Mapped[str] = mapped_column(ForeignKey("disbursement_envelopes.id"), index=True)
+    resolver: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16), default=WorkState.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (Index("ix_mapper_batches_due", "state", "next_attempt_at"),)
+
+
+class ResolvedAddress(Base):
+    """Where a beneficiary's money goes, as the resolver deconstructed the financial address."""
+
+    __tablename__ = "resolved_addresses"
+
+    disbursement_id: Mapped[str] = mapped_column(ForeignKey("disbursements.id"), primary_key=True)
+    financial_address: Mapped[str] = mapped_column(String(256))
+    address_type: Mapped[str] = mapped_column(String(16))
+    bank_account_number: Mapped[str | None] = mapped_column(String(64))
+    bank_code: Mapped[str | None] = mapped_column(String(32))
+    branch_code: Mapped[str | None] = mapped_column(String(32))
+    mobile_number: Mapped[str | None] = mapped_column(String(32))
+    mobile_wallet_provider: Mapped[str | None] = mapped_column(String(64))
+    email_address: Mapped[str | None] = mapped_column(String(256))
+    email_wallet_provider: Mapped[str | None] = mapped_column(String(64))
+    resolved_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class BankBatch(Base):
+    """A payment batch sent to the sponsor bank. Created PENDING; RUNNING is the recorded intent
+    (the bank may have it); DONE once the bank accepted it."""
+
+    __tablename__ = "bank_batches"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    envelope_id: Mapped[str] = mapped_column(ForeignKey("disbursement_envelopes.id"), index=True)
+    destination: Mapped[str | None] = mapped_column(String(64))
+    disbursement_count: Mapped[int] = mapped_column(Integer)
+    total_amount: Mapped[Decimal] = mapped_column(Amount)
+    state: Mapped[str] = mapped_column(String(16), default=WorkState.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    bank_response: Mapped[str | None] = mapped_column(Text)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (Index("ix_bank_batches_due", "state", "next_attempt_at"),)
+
+
+class BeneficiaryAddress(Base):
+    """A local ID-to-financial-address mapping, loaded from a CSV, for the "table" resolver."""
+
+    __tablename__ = "beneficiary_addresses"
+
+    beneficiary_id: Mapped[str] = mapped_column(String(256), primary_key=True)
+    financial_address: Mapped[str] = mapped_column(String(256))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

@@ -1,0 +1,32 @@
+"""Benefit program configuration: which sponsor bank account pays a program."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Boolean, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from g2p_bridge.models.base import Base, UTCDateTime, utcnow
+
+
+class BenefitProgram(Base):
+    __tablename__ = "benefit_programs"
+
+    mnemonic: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sponsor_bank_code: Mapped[str] = mapped_column(String(32))
+    # Statements are attributed to a program by this account, so it is unique.
+    sponsor_bank_account_number: Mapped[str] = mapped_column(String(64), unique=True)
+    sponsor_bank_branch_code: Mapped[str | None] = mapped_column(String(32))
+    sponsor_bank_account_currency: Mapped[str] = mapped_column(String(3))
+    id_mapper_resolution_required: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Resolver plug-in name; None picks g2p-connect when resolution is required, else inline.
+    resolver: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    @property
+    def resolver_name(self) -> str:
+        if self.resolver:
+            return self.resolver
+        return "g2p-connect" if self.id_mapper_resolution_required else "inline"

@@ -1,0 +1,124 @@
+"""Bank account statements and what reconciliation learnt from them."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+
+from sqlalchemy import Boolean, Date, ForeignKey, Index, Integer, LargeBinary, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from g2p_bridge.models.base import Amount, Base, UTCDateTime, new_id, utcnow
+from g2p_bridge.models.enums import StatementState
+
+
+class AccountStatement(Base):
+    """One uploaded statement file (it may hold several statements or pages)."""
+
+    __tablename__ = "account_statements"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    # The same file uploaded twice is recognised by its hash.
+    content_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    filename: Mapped[str | None] = mapped_column(String(256))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    uploaded_by: Mapped[str | None] = mapped_column(String(128))
+    account_number: Mapped[str | None] = mapped_column(String(64), index=True)
+    program_mnemonic: Mapped[str | None] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16), default=StatementState.PENDING)
+    error_reason: Mapped[str | None] = mapped_column(Text)
+    entries_total: Mapped[int] = mapped_column(Integer, default=0)
+    entries_matched: Mapped[int] = mapped_column(Integer, default=0)
+    entries_reversed: Mapped[int] = mapped_column(Integer, default=0)
+    entries_unmatched: Mapped[int] = mapped_column(Integer, default=0)
+    # Alarms an operator must see; they never stop the rest of the statement being reconciled.
+    balance_problems: Mapped[str | None] = mapped_column(Text)
+    sequence_gaps: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    uploaded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_account_statements_due", "state", "next_attempt_at"),)
+
+
+class StatementPage(Base):
+    """One :20: block of a file: the unit that is numbered and must balance."""
+
+    __tablename__ = "statement_pages"
+
+    statement_id: Mapped[str] = mapped_column(ForeignKey("account_statements.id"), primary_key=True)
+    page_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_number: Mapped[str] = mapped_column(String(64))
+    statement_number: Mapped[str] = mapped_column(String(16))
+    sequence_number: Mapped[str | None] = mapped_column(String(16))
+    opening_balance: Mapped[Decimal] = mapped_column(Amount)
+    closing_balance: Mapped[Decimal] = mapped_column(Amount)
+    entry_count: Mapped[int] = mapped_column(Integer)
+    balance_problem: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_statement_pages_account", "account_number", "statement_number"),)
+
+
+class DisbursementRecon(Base):
+    """What the bank's statements say happened to one disbursement."""
+
+    __tablename__ = "disbursement_recons"
+
+    disbursement_id: Mapped[str] = mapped_column(ForeignKey("disbursements.id"), primary_key=True)
+    envelope_id: Mapped[str] = mapped_column(String(64))
+    bank_batch_id: Mapped[str | None] = mapped_column(String(36))
+    beneficiary_name_from_bank: Mapped[str | None] = mapped_column(String(256))
+    remittance_reference_number: Mapped[str | None] = mapped_column(String(64))
+    remittance_statement_id: Mapped[str | None] = mapped_column(String(36))
+    remittance_statement_number: Mapped[str | None] = mapped_column(String(16))
+    remittance_statement_sequence: Mapped[str | None] = mapped_column(String(16))
+    remittance_entry_sequence: Mapped[int | None] = mapped_column(Integer)
+    remittance_entry_date: Mapped[date | None] = mapped_column(Date)
+    remittance_value_date: Mapped[date | None] = mapped_column(Date)
+    remittance_amount: Mapped[Decimal | None] = mapped_column(Amount)
+    reversal_found: Mapped[bool] = mapped_column(Boolean, default=False)
+    reversal_statement_id: Mapped[str | None] = mapped_column(String(36))
+    reversal_statement_number: Mapped[str | None] = mapped_column(String(16))
+    reversal_statement_sequence: Mapped[str | None] = mapped_column(String(16))
+    reversal_entry_sequence: Mapped[int | None] = mapped_column(Integer)
+    reversal_entry_date: Mapped[date | None] = mapped_column(Date)
+    reversal_value_date: Mapped[date | None] = mapped_column(Date)
+    reversal_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class ReconError(Base):
+    """A statement entry that could not be applied, with the reason; the rest of the statement
+    still is."""
+
+    __tablename__ = "recon_errors"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    statement_id: Mapped[str] = mapped_column(ForeignKey("account_statements.id"), index=True)
+    statement_number: Mapped[str | None] = mapped_column(String(16))
+    statement_sequence: Mapped[str | None] = mapped_column(String(16))
+    entry_sequence: Mapped[int | None] = mapped_column(Integer)
+    entry_date: Mapped[date | None] = mapped_column(Date)
+    value_date: Mapped[date | None] = mapped_column(Date)
+    error_code: Mapped[str] = mapped_column(String(64))
+    detail: Mapped[str | None] = mapped_column(Text)
+    disbursement_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    bank_reference: Mapped[str | None] = mapped_column(String(64))
+    amount: Mapped[Decimal | None] = mapped_column(Amount)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ProcessedRequest(Base):
+    """The first answer to each (sender, message_id), so a replayed request gets it again."""
+
+    __tablename__ = "processed_requests"
+
+    sender_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    message_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    action: Mapped[str] = mapped_column(String(64))
+    response: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,0 +1,197 @@
+"""Amounts and currencies: Decimal only, with the ISO 4217 minor units of each currency enforced."""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+
+# ISO 4217 minor units for currencies a G2P program is likely to pay in; anything else has 2.
+_MINOR_UNITS: dict[str, int] = {
+    "BHD": 3,
+    "BIF": 0,
+    "CLP": 0,
+    "DJF": 0,
+    "GNF": 0,
+    "IQD": 3,
+    "ISK": 0,
+    "JOD": 3,
+    "JPY": 0,
+    "KMF": 0,
+    "KRW": 0,
+    "KWD": 3,
+    "LYD": 3,
+    "OMR": 3,
+    "PYG": 0,
+    "RWF": 0,
+    "TND": 3,
+    "UGX": 0,
+    "UYI": 0,
+    "VND": 0,
+    "VUV": 0,
+    "XAF": 0,
+    "XOF": 0,
+    "XPF": 0,
+}
+# Currencies we know exist; an unknown code is rejected rather than guessed.
+_KNOWN = set(_MINOR_UNITS) | {
+    "AED",
+    "AFN",
+    "ALL",
+    "AMD",
+    "AOA",
+    "ARS",
+    "AUD",
+    "AZN",
+    "BAM",
+    "BDT",
+    "BGN",
+    "BOB",
+    "BRL",
+    "BWP",
+    "BYN",
+    "BZD",
+    "CAD",
+    "CDF",
+    "CHF",
+    "CNY",
+    "COP",
+    "CRC",
+    "CVE",
+    "CZK",
+    "DKK",
+    "DOP",
+    "DZD",
+    "EGP",
+    "ERN",
+    "ETB",
+    "EUR",
+    "FJD",
+    "GBP",
+    "GEL",
+    "GHS",
+    "GMD",
+    "GTQ",
+    "HNL",
+    "HTG",
+    "HUF",
+    "IDR",
+    "ILS",
+    "INR",
+    "IRR",
+    "JMD",
+    "KES",
+    "KGS",
+    "KHR",
+    "KZT",
+    "LAK",
+    "LBP",
+    "LKR",
+    "LRD",
+    "LSL",
+    "MAD",
+    "MDL",
+    "MGA",
+    "MKD",
+    "MMK",
+    "MNT",
+    "MRU",
+    "MUR",
+    "MVR",
+    "MWK",
+    "MXN",
+    "MYR",
+    "MZN",
+    "NAD",
+    "NGN",
+    "NIO",
+    "NOK",
+    "NPR",
+    "NZD",
+    "PAB",
+    "PEN",
+    "PGK",
+    "PHP",
+    "PKR",
+    "PLN",
+    "QAR",
+    "RON",
+    "RSD",
+    "RUB",
+    "SAR",
+    "SBD",
+    "SCR",
+    "SDG",
+    "SEK",
+    "SGD",
+    "SLE",
+    "SOS",
+    "SRD",
+    "SSP",
+    "STN",
+    "SYP",
+    "SZL",
+    "THB",
+    "TJS",
+    "TMT",
+    "TOP",
+    "TRY",
+    "TTD",
+    "TWD",
+    "TZS",
+    "UAH",
+    "USD",
+    "UYU",
+    "UZS",
+    "VES",
+    "WST",
+    "XCD",
+    "YER",
+    "ZAR",
+    "ZMW",
+    "ZWL",
+}
+
+# Column type for every amount: 18 integer digits and up to 4 minor-unit digits.
+AMOUNT_PRECISION = 22
+AMOUNT_SCALE = 4
+
+
+def is_known_currency(code: str) -> bool:
+    return code in _KNOWN
+
+
+def minor_units(currency: str) -> int:
+    return _MINOR_UNITS.get(currency, 2)
+
+
+def to_decimal(value: object) -> Decimal:
+    """Exact conversion; floats are refused because their binary value is not the amount meant."""
+    if isinstance(value, bool) or isinstance(value, float):
+        raise ValueError("amounts must be given as decimal strings or integers, not floats")
+    if isinstance(value, Decimal):
+        result = value
+    elif isinstance(value, int | str):
+        try:
+            result = Decimal(value)
+        except InvalidOperation as exc:
+            raise ValueError(f"not a decimal amount: {value!r}") from exc
+    else:
+        raise ValueError(f"not a decimal amount: {value!r}")
+    if not result.is_finite():
+        raise ValueError("amount must be a finite number")
+    return result
+
+
+def has_valid_minor_units(amount: Decimal, currency: str) -> bool:
+    exponent = amount.as_tuple().exponent
+    assert isinstance(exponent, int)  # finite decimals only reach here
+    return -exponent <= minor_units(currency) or amount == amount.quantize(
+        Decimal(1).scaleb(-minor_units(currency))
+    )
+
+
+def quantize(amount: Decimal, currency: str) -> Decimal:
+    return amount.quantize(Decimal(1).scaleb(-minor_units(currency)))
+
+
+def format_amount(amount: Decimal, currency: str) -> str:
+    return f"{quantize(amount, currency):f}"

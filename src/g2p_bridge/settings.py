@@ -1,0 +1,77 @@
+"""The bridge's one configuration object, read from the environment (prefix ``G2P_BRIDGE_``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class BankConnectorSettings(BaseSettings):
+    """How to reach one sponsor bank (``G2P_BRIDGE_BANK_CONNECTORS__<CODE>__BASE_URL``...)."""
+
+    base_url: str = "http://127.0.0.1:8003"
+    api_key: SecretStr | None = None
+    timeout_seconds: float = 30.0
+    verify_tls: bool = True
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="G2P_BRIDGE_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    # Unset means the embedded default: a SQLite file here and tasks run in-process.
+    database_url: str = "sqlite:///g2p_bridge.db"
+    broker_url: str | None = None
+    log_level: str = "INFO"
+
+    # Producers and workers.
+    beat_interval_seconds: float = 1.0
+    lease_seconds: int = 300
+    mapper_batch_size: int = 1000
+    dispatch_batch_size: int = 1000
+    batches_planned_per_tick: int = 200
+    max_attempts: int = 5
+    retry_backoff_seconds: float = 5.0
+    allow_future_schedule_dates: bool = False
+
+    # API limits.
+    max_disbursements_per_request: int = 10_000
+    max_statement_bytes: int = 20 * 1024 * 1024
+    max_request_bytes: int = 64 * 1024 * 1024
+
+    # Connectors and resolvers.
+    bank_connectors: dict[str, BankConnectorSettings] = Field(
+        default_factory=lambda: {"EXAMPLE": BankConnectorSettings()}
+    )
+    mapper_url: str = "http://127.0.0.1:8005/sync/resolve"
+    mapper_timeout_seconds: float = 30.0
+    local_mapping_file: str | None = None
+    fa_regex_bank_account: str = (
+        r"^account:(?P<account_number>[^@]+)@(?P<bank_code>[^.]+)(?:\.(?P<branch_code>.+))?$"
+    )
+    fa_regex_mobile_wallet: str = r"^mobile:(?P<mobile_number>[^@]+)@(?P<provider>.+)$"
+    fa_regex_email_wallet: str = r"^email:(?P<email_address>[^@]+@[^@]+)@(?P<provider>[^@]+)$"
+
+    @property
+    def embedded(self) -> bool:
+        return self.broker_url is None
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @model_validator(mode="after")
+    def _positive_sizes(self) -> Settings:
+        for name in ("mapper_batch_size", "dispatch_batch_size", "max_attempts"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        return self
+
+
+@lru_cache
+def get_settings(**overrides: Any) -> Settings:
+    return Settings(**overrides)

@@ -1,0 +1,88 @@
+"""The Celery application: one task per pipeline step plus the producer tick that beat sends.
+
+Tasks only carry row ids; the database row is the work and the claim, so a task delivered twice
+or redelivered after a worker died does its step once."""
+
+from __future__ import annotations
+
+import logging
+from functools import cache
+from typing import Any
+
+from celery import Celery
+from kombu import Queue
+
+from g2p_bridge.core.context import Context
+from g2p_bridge.core.steps import QUEUES, STEPS
+from g2p_bridge.db import make_engine, make_session_factory
+from g2p_bridge.producers import find_due_work
+from g2p_bridge.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+PRODUCER_QUEUE = "producers"
+
+
+def make_celery(settings: Settings) -> Celery:
+    app = Celery("g2p_bridge", broker=settings.broker_url or "memory://", set_as_current=False)
+    queues = sorted(set(QUEUES.values()) | {PRODUCER_QUEUE})
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        task_default_queue=PRODUCER_QUEUE,
+        task_queues=[Queue(q) for q in queues],
+        task_routes={f"g2p.{name}": {"queue": queue} for name, queue in QUEUES.items()}
+        | {"g2p.produce": {"queue": PRODUCER_QUEUE}},
+        # Below the broker's redelivery timeouts, so a slow task is never handed out twice.
+        task_time_limit=settings.lease_seconds,
+        task_soft_time_limit=max(settings.lease_seconds - 30, 30),
+        broker_transport_options={"visibility_timeout": settings.lease_seconds * 4},
+        broker_connection_retry_on_startup=True,
+        worker_send_task_events=False,
+        beat_schedule={
+            "produce": {
+                "task": "g2p.produce",
+                "schedule": settings.beat_interval_seconds,
+                "options": {"expires": settings.beat_interval_seconds * 5},
+            },
+        },
+    )
+
+    @app.task(name="g2p.produce")
+    def produce() -> int:
+        work = find_due_work(context())
+        for item in work:
+            app.send_task(f"g2p.{item.task}", args=[item.key])
+        return len(work)
+
+    for step_name in STEPS:
+        _register_step(app, step_name)
+    return app
+
+
+def _register_step(app: Celery, step_name: str) -> None:
+    step = STEPS[step_name]
+
+    @app.task(name=f"g2p.{step_name}")
+    def run(key: str) -> bool:
+        done = step(context(), key)
+        # Finishing a step often makes the next one due: look now rather than at the next beat.
+        if done and step_name in ("secure_funds", "resolve_mapper_batch"):
+            app.send_task("g2p.produce")
+        return done
+
+    del run
+
+
+@cache
+def context() -> Context:
+    settings = get_settings()
+    return Context(settings, make_session_factory(make_engine(settings.database_url)))
+
+
+def enqueue_after_commit(app: Celery, task: str, *args: Any) -> None:
+    app.send_task(f"g2p.{task}", args=list(args))
+
+
+celery_app = make_celery(get_settings())
