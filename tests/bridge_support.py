@@ -213,7 +213,7 @@ def states(session_factory: sessionmaker[Session], envelope_id: str) -> dict[str
         return dict(session.execute(
             select(Disbursement.state, func.count())
             .where(Disbursement.envelope_id == envelope_id)
-            .group_by(Disbursement.state)).tuples().all())
+            .group_by(Disbursement.state)).all())
 
 
 def yesterday() -> date:

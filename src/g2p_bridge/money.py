@@ -181,7 +181,15 @@ def to_decimal(value: object) -> Decimal:
     return result
 
 
+# Larger than any single G2P payment or envelope, and small enough that SQLite's 64-bit integer
+# storage of 1/10,000ths (see models.base.Amount) holds it exactly.
+MAX_AMOUNT = Decimal("100000000000000")
+
+
 def has_valid_minor_units(amount: Decimal, currency: str) -> bool:
+    """Finite, below MAX_AMOUNT, and with no more decimals than the currency has."""
+    if not amount.is_finite() or abs(amount) >= MAX_AMOUNT:
+        return False
     exponent = amount.as_tuple().exponent
     assert isinstance(exponent, int)  # finite decimals only reach here
     return -exponent <= minor_units(currency) or amount == amount.quantize(

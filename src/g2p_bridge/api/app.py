@@ -111,7 +111,8 @@ def _add_health(app: FastAPI) -> None:
             with request.app.state.session_factory() as session:
                 session.execute(text("SELECT 1"))
         except Exception as exc:
-            return json_response({"status": "unavailable", "database": str(exc)[:200]}, 503)
+            log.warning("readiness: database unreachable: %s", exc)
+            return json_response({"status": "unavailable", "database": "unreachable"}, 503)
         return json_response({"status": "ok", "database": "ok"})
 
 

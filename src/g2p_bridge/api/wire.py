@@ -50,11 +50,15 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 def parse_json(body: bytes) -> Any:
     try:
-        return json.loads(body, parse_float=Decimal)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return json.loads(body, parse_float=Decimal, parse_constant=_no_constants)
+    except (UnicodeDecodeError, ValueError) as exc:
         raise InvalidRequest(ErrorCode.INVALID_REQUEST, f"body is not valid JSON: {exc}") from exc
     except RecursionError as exc:
         raise InvalidRequest(ErrorCode.INVALID_REQUEST, "body is nested too deeply") from exc
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
 
 
 def validation_message(exc: ValidationError) -> str:

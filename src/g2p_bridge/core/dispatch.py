@@ -50,7 +50,7 @@ def plan_bank_batches(context: Context, session: Session, now: datetime) -> list
             EnvelopeStatus.funds_blocked_state == FundsBlocked.FUNDS_BLOCK_SUCCESS,
             DisbursementEnvelope.cancelled.is_(False),
         )
-    ).tuples()
+    )
     budget = settings.dispatch_batch_size * settings.batches_planned_per_tick
     batch_ids: list[str] = []
     for envelope_id, bank_code in list(envelopes):
@@ -70,7 +70,7 @@ def plan_bank_batches(context: Context, session: Session, now: datetime) -> list
         if is_postgres(session):
             query = query.with_for_update(of=Disbursement, skip_locked=True)
         groups: dict[str | None, list[tuple[str, Decimal]]] = defaultdict(list)
-        for disbursement_id, amount, address in session.execute(query).tuples():
+        for disbursement_id, amount, address in session.execute(query):
             groups[_destination(group_by, address)].append((disbursement_id, amount))
             budget -= 1
         for destination, rows in groups.items():
@@ -117,7 +117,7 @@ def _instructions(
             Disbursement.state == DisbursementState.DISPATCHING,
         )
         .order_by(Disbursement.id)
-    ).tuples()
+    )
     return [
         PaymentInstruction(
             payment_reference=d.id,

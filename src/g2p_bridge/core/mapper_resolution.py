@@ -38,7 +38,7 @@ def plan_mapper_batches(session: Session, settings: Settings, now: datetime) -> 
     if is_postgres(session):
         query = query.with_for_update(of=Disbursement, skip_locked=True)
     by_envelope: dict[tuple[str, str], list[str]] = defaultdict(list)
-    for disbursement_id, envelope_id, program in session.execute(query).tuples():
+    for disbursement_id, envelope_id, program in session.execute(query):
         by_envelope[(envelope_id, program.resolver_name)].append(disbursement_id)
     batch_ids = []
     for (envelope_id, resolver), ids in by_envelope.items():

@@ -33,7 +33,7 @@ class TableResolver(Resolver):
                     select(
                         BeneficiaryAddress.beneficiary_id, BeneficiaryAddress.financial_address
                     ).where(BeneficiaryAddress.beneficiary_id.in_(ids))
-                ).tuples()
+                ).all()
             )
         return {
             item.disbursement_id: known.get(item.beneficiary_id)

@@ -1,0 +1,548 @@
+"""HTTP API of the Example Bank, compatible with the OpenG2P Example Bank contract.
+
+Bank-contract endpoints (``/check_funds``, ``/block_funds``, ``/initiate_payment``,
+``/generate_account_statement``) always answer with their contract body; a refusal has
+``status: "failure"`` and an ``error_message``, with HTTP 200 for business outcomes
+(insufficient funds) and 4xx when the request names unknown or mismatched things.
+Malformed input gets FastAPI's 422. Amounts go out as JSON strings and are accepted as
+strings or numbers; request bodies are parsed with ``Decimal`` for numbers, so
+``100.10`` is never rounded through a float.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any, Literal, TypeVar
+
+from fastapi import FastAPI, Form, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
+from pydantic import ValidationError as PydanticValidationError
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from example_bank import services
+from example_bank.db import make_engine, make_session_factory, migrate
+from example_bank.embedded import InProcessProcessor
+from example_bank.models import INTERNAL_TYPES, Account, LedgerEntry
+from example_bank.processing import write_statements
+from example_bank.settings import BankSettings
+
+log = logging.getLogger(__name__)
+
+MAX_AMOUNT = Decimal(10) ** 18
+CENT = Decimal("0.01")
+
+
+def parse_amount(value: Any) -> Decimal:
+    """Exact amount from a JSON string or number (at most 2 decimal places)."""
+    if isinstance(value, bool):
+        raise ValueError("amount must be a decimal string or number")
+    if isinstance(value, float):  # only when a caller bypassed the exact JSON parsing
+        value = repr(value)
+    if isinstance(value, int):
+        value = Decimal(value)
+    elif isinstance(value, str):
+        try:
+            value = Decimal(value.strip())
+        except InvalidOperation:
+            raise ValueError(f"not a decimal amount: {value!r}") from None
+    if not isinstance(value, Decimal):
+        raise ValueError("amount must be a decimal string or number")
+    if not value.is_finite():
+        raise ValueError("amount must be finite")
+    if abs(value) >= MAX_AMOUNT:
+        raise ValueError("amount is too large")
+    if value != value.quantize(CENT):
+        raise ValueError("amount has more than 2 decimal places")
+    return value.quantize(CENT)
+
+
+def _positive(value: Decimal) -> Decimal:
+    if value <= 0:
+        raise ValueError("amount must be positive")
+    return value
+
+
+def _currency(value: str) -> str:
+    value = value.strip().upper()
+    if len(value) != 3 or not value.isalpha():
+        raise ValueError("currency must be a 3-letter ISO 4217 code")
+    return value
+
+
+Amount = Annotated[Decimal, BeforeValidator(parse_amount)]
+PositiveAmount = Annotated[Decimal, BeforeValidator(parse_amount), AfterValidator(_positive)]
+Currency = Annotated[str, AfterValidator(_currency)]
+NonEmpty = Annotated[str, Field(min_length=1, max_length=100)]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+
+class CheckFundsRequest(_In):
+    account_number: NonEmpty
+    account_currency: Currency
+    total_funds_needed: PositiveAmount
+
+
+class CheckFundsResponse(BaseModel):
+    status: Literal["success", "failure"]
+    account_number: str
+    has_sufficient_funds: bool
+    error_message: str | None = None
+
+
+class BlockFundsRequest(_In):
+    account_number: NonEmpty
+    currency: Currency
+    amount: PositiveAmount
+    idempotency_key: str | None = Field(default=None, max_length=200)
+
+
+class BlockFundsResponse(BaseModel):
+    status: Literal["success", "failure"]
+    block_reference_no: str | None = None
+    error_message: str | None = None
+
+
+class PaymentInstruction(_In):
+    payment_reference_number: NonEmpty
+    remitting_account: NonEmpty
+    remitting_account_currency: Currency
+    payment_amount: PositiveAmount
+    funds_blocked_reference_number: NonEmpty
+    beneficiary_name: str | None = Field(default=None, max_length=200)
+    beneficiary_account: str | None = Field(default=None, max_length=64)
+    beneficiary_account_currency: Currency | None = None
+    beneficiary_account_type: str | None = Field(default=None, max_length=32)
+    beneficiary_bank_code: str | None = Field(default=None, max_length=64)
+    beneficiary_branch_code: str | None = Field(default=None, max_length=64)
+    beneficiary_mobile_wallet_provider: str | None = Field(default=None, max_length=64)
+    beneficiary_phone_no: str | None = Field(default=None, max_length=32)
+    beneficiary_email: str | None = Field(default=None, max_length=200)
+    beneficiary_email_wallet_provider: str | None = Field(default=None, max_length=64)
+    narrative_1: str | None = Field(default=None, max_length=200)
+    narrative_2: str | None = Field(default=None, max_length=200)
+    narrative_3: str | None = Field(default=None, max_length=200)
+    narrative_4: str | None = Field(default=None, max_length=200)
+    narrative_5: str | None = Field(default=None, max_length=200)
+    narrative_6: str | None = Field(default=None, max_length=200)
+    payment_date: str | None = Field(default=None, max_length=40)
+
+
+class InitiatePaymentResponse(BaseModel):
+    status: Literal["success", "failure"]
+    error_message: str | None = None
+    accepted_count: int = 0
+    duplicate_payment_references: list[str] = Field(default_factory=list)
+    batch_id: int | None = None
+
+
+class GenerateStatementRequest(_In):
+    program_account_number: NonEmpty
+
+
+class GenerateStatementResponse(BaseModel):
+    status: Literal["success", "failure"]
+    account_statement_id: str | None = None
+    error_message: str | None = None
+
+
+class CreateAccountRequest(_In):
+    account_number: NonEmpty
+    holder_name: Annotated[str, Field(min_length=1, max_length=200)]
+    currency: Currency
+    phone: str | None = Field(default=None, max_length=32)
+    email: str | None = Field(default=None, max_length=200)
+    initial_deposit: Amount | None = None
+
+
+class DepositRequest(_In):
+    amount: PositiveAmount
+
+
+class AccountView(BaseModel):
+    account_number: str
+    holder_name: str
+    currency: str
+    phone: str | None
+    email: str | None
+    account_type: str
+    book_balance: Decimal
+    blocked_amount: Decimal
+    available_balance: Decimal
+    created_at: datetime
+
+    @classmethod
+    def of(cls, account: Account) -> AccountView:
+        return cls(
+            account_number=account.account_number,
+            holder_name=account.holder_name,
+            currency=account.currency,
+            phone=account.phone,
+            email=account.email,
+            account_type=account.account_type,
+            book_balance=account.book_balance,
+            blocked_amount=account.blocked_amount,
+            available_balance=account.book_balance - account.blocked_amount,
+            created_at=account.created_at,
+        )
+
+
+class DepositResponse(BaseModel):
+    bank_reference: str
+    account: AccountView
+
+
+M = TypeVar("M")
+
+
+async def parse_body(request: Request, adapter: TypeAdapter[M]) -> M:
+    """Parse JSON with exact decimals and validate it; bad input becomes a 422."""
+    raw = await request.body()
+    try:
+        data = json.loads(raw, parse_float=Decimal) if raw else None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RequestValidationError(
+            [{"type": "json_invalid", "loc": ("body",), "msg": f"invalid JSON: {exc}"}]
+        ) from None
+    try:
+        return adapter.validate_python(data)
+    except PydanticValidationError as exc:
+        errors = exc.errors(include_url=False, include_context=False, include_input=False)
+        for error in errors:
+            error["loc"] = ("body", *error["loc"])
+        raise RequestValidationError(errors) from None
+
+
+_CHECK = TypeAdapter(CheckFundsRequest)
+_BLOCK = TypeAdapter(BlockFundsRequest)
+_PAYMENTS = TypeAdapter(list[PaymentInstruction])
+_STATEMENT = TypeAdapter(GenerateStatementRequest)
+_CREATE = TypeAdapter(CreateAccountRequest)
+_DEPOSIT = TypeAdapter(DepositRequest)
+
+
+def _json(status_code: int, model: BaseModel) -> JSONResponse:
+    return JSONResponse(status_code=status_code, content=model.model_dump(mode="json"))
+
+
+def create_app(
+    settings: BankSettings | None = None,
+    *,
+    session_factory: sessionmaker[Session] | None = None,
+    start_processor: bool | None = None,
+    migrate_db: bool = False,
+) -> FastAPI:
+    """Build the API.
+
+    ``start_processor`` (default: when ``broker_url`` is unset) runs the in-process
+    processor thread for the app's lifetime; ``migrate_db`` upgrades the schema at
+    startup.
+    """
+    settings = settings or BankSettings()
+    engine = None
+    if session_factory is None:
+        engine = make_engine(settings.database_url)
+        session_factory = make_session_factory(engine)
+    factory = session_factory
+    if start_processor is None:
+        start_processor = settings.broker_url is None
+    processor = InProcessProcessor(settings, factory) if start_processor else None
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if migrate_db:
+            migrate(settings.database_url)
+        if processor is not None:
+            processor.start()
+        try:
+            yield
+        finally:
+            if processor is not None:
+                processor.stop()
+            if engine is not None:
+                engine.dispose()
+
+    app = FastAPI(title="Example Bank", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.session_factory = factory
+    app.state.processor = processor
+
+    def notify(batch_id: int) -> None:
+        """Hand a committed batch to the processor (never before the commit)."""
+        if settings.broker_url:
+            from example_bank.worker import enqueue_batch
+
+            try:
+                enqueue_batch(batch_id)
+            except Exception:  # the beat sweep picks the batch up anyway
+                log.exception("could not enqueue batch %s; the sweep will process it", batch_id)
+        elif processor is not None:
+            processor.wake()
+
+    @app.get("/health/live")
+    def live() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/health/ready")
+    def ready() -> JSONResponse:
+        try:
+            with factory() as session:
+                session.execute(text("SELECT 1"))
+        except Exception as exc:
+            return JSONResponse(
+                status_code=503, content={"status": "unavailable", "error": str(exc)}
+            )
+        return JSONResponse(content={"status": "ok"})
+
+    @app.post("/check_funds", response_model=CheckFundsResponse)
+    async def check_funds(request: Request) -> JSONResponse:
+        body = await parse_body(request, _CHECK)
+        return await _run(check_funds_sync, body)
+
+    def check_funds_sync(body: CheckFundsRequest) -> JSONResponse:
+        try:
+            with factory() as session, session.begin():
+                ok = services.check_funds(
+                    session, body.account_number, body.account_currency, body.total_funds_needed
+                )
+        except services.BankError as exc:
+            failure = CheckFundsResponse(
+                status="failure",
+                account_number=body.account_number,
+                has_sufficient_funds=False,
+                error_message=exc.message,
+            )
+            return _json(exc.status_code, failure)
+        answer = CheckFundsResponse(
+            status="success", account_number=body.account_number, has_sufficient_funds=ok
+        )
+        return _json(200, answer)
+
+    @app.post("/block_funds", response_model=BlockFundsResponse)
+    async def block_funds(request: Request) -> JSONResponse:
+        body = await parse_body(request, _BLOCK)
+        return await _run(block_funds_sync, body)
+
+    def block_funds_sync(body: BlockFundsRequest) -> JSONResponse:
+        try:
+            result = _with_retry_on_conflict(
+                factory,
+                lambda s: services.block_funds(
+                    s, body.account_number, body.currency, body.amount, body.idempotency_key
+                ),
+            )
+        except services.BankError as exc:
+            return _json(
+                exc.status_code, BlockFundsResponse(status="failure", error_message=exc.message)
+            )
+        if result.block_reference is None:
+            return _json(
+                200, BlockFundsResponse(status="failure", error_message=result.error_message)
+            )
+        return _json(
+            200, BlockFundsResponse(status="success", block_reference_no=result.block_reference)
+        )
+
+    @app.post("/initiate_payment", response_model=InitiatePaymentResponse)
+    async def initiate_payment(request: Request) -> JSONResponse:
+        body = await parse_body(request, _PAYMENTS)
+        return await _run(initiate_payment_sync, body)
+
+    def initiate_payment_sync(body: list[PaymentInstruction]) -> JSONResponse:
+        instructions = [p.model_dump() for p in body]
+        try:
+            result = _with_retry_on_conflict(
+                factory, lambda s: services.accept_payments(s, instructions)
+            )
+        except services.BankError as exc:
+            return _json(
+                exc.status_code,
+                InitiatePaymentResponse(status="failure", error_message=exc.message),
+            )
+        if result.batch_id is not None:
+            notify(result.batch_id)
+        answer = InitiatePaymentResponse(
+            status="success",
+            accepted_count=result.accepted_count,
+            duplicate_payment_references=result.duplicate_payment_references,
+            batch_id=result.batch_id,
+        )
+        return _json(200, answer)
+
+    @app.post("/generate_account_statement", response_model=GenerateStatementResponse)
+    async def generate_account_statement(request: Request) -> JSONResponse:
+        body = await parse_body(request, _STATEMENT)
+        return await _run(generate_statement_sync, body)
+
+    def generate_statement_sync(body: GenerateStatementRequest) -> JSONResponse:
+        try:
+            with factory() as session, session.begin():
+                ids = write_statements(
+                    session, body.program_account_number, settings, allow_empty=True
+                )
+        except LookupError as exc:
+            failure = GenerateStatementResponse(status="failure", error_message=str(exc.args[0]))
+            return _json(404, failure)
+        if processor is not None:
+            processor.wake()
+        return _json(
+            200, GenerateStatementResponse(status="success", account_statement_id=str(ids[0]))
+        )
+
+    @app.post("/ussd", response_class=PlainTextResponse)
+    def ussd(
+        sessionId: Annotated[str, Form()] = "",
+        serviceCode: Annotated[str, Form()] = "",
+        phoneNumber: Annotated[str, Form()] = "",
+        networkCode: Annotated[str, Form()] = "",
+        text: Annotated[str, Form()] = "",
+    ) -> str:
+        with factory() as session, session.begin():
+            return ussd_reply(session, phoneNumber, text)
+
+    @app.post("/accounts", status_code=201)
+    async def create_account(request: Request) -> AccountView:
+        body = await parse_body(request, _CREATE)
+        return await _run(create_account_sync, body)
+
+    def create_account_sync(body: CreateAccountRequest) -> AccountView:
+        with _admin_errors(), factory() as session, session.begin():
+            account = services.create_account(
+                session,
+                account_number=body.account_number,
+                holder_name=body.holder_name,
+                currency=body.currency,
+                bank_code=settings.bank_code,
+                phone=body.phone,
+                email=body.email,
+                initial_deposit=body.initial_deposit,
+            )
+            session.flush()
+            session.refresh(account)
+            return AccountView.of(account)
+
+    @app.post("/accounts/{account_number}/deposit")
+    async def deposit(account_number: str, request: Request) -> DepositResponse:
+        body = await parse_body(request, _DEPOSIT)
+        return await _run(lambda b: deposit_sync(account_number, b), body)
+
+    def deposit_sync(account_number: str, body: DepositRequest) -> DepositResponse:
+        with _admin_errors(), factory() as session, session.begin():
+            reference = services.deposit(
+                session, account_number, body.amount, bank_code=settings.bank_code
+            )
+            account = services.get_account(session, account_number)
+            return DepositResponse(bank_reference=reference, account=AccountView.of(account))
+
+    @app.get("/accounts")
+    def list_accounts(
+        include_internal: bool = False,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> list[AccountView]:
+        with factory() as session, session.begin():
+            stmt = select(Account).order_by(Account.account_number).limit(limit).offset(offset)
+            if not include_internal:
+                stmt = stmt.where(Account.account_type.not_in(INTERNAL_TYPES))
+            return [AccountView.of(a) for a in session.scalars(stmt)]
+
+    @app.get("/accounts/{account_number}")
+    def get_account(account_number: str) -> AccountView:
+        with _admin_errors(), factory() as session, session.begin():
+            return AccountView.of(services.get_account(session, account_number))
+
+    return app
+
+
+async def _run(func: Callable[[Any], M], arg: Any) -> M:
+    """Run blocking DB work in the thread pool (the body was parsed on the event loop)."""
+    from starlette.concurrency import run_in_threadpool
+
+    return await run_in_threadpool(func, arg)
+
+
+class _admin_errors:
+    """Turn service refusals into ``{"detail": ...}`` HTTP errors for admin endpoints."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if isinstance(exc, services.BankError):
+            raise HTTPException(status_code=exc.status_code, detail=exc.message) from exc
+
+
+def _with_retry_on_conflict(
+    factory: sessionmaker[Session], work: Callable[[Session], M], attempts: int = 3
+) -> M:
+    """Run ``work`` in a transaction, retrying when a concurrent request won a unique race.
+
+    Two identical requests racing (same payment references or idempotency key) collide
+    on a unique index; on retry the loser sees the winner's rows and answers as a replay.
+    """
+    from sqlalchemy.exc import IntegrityError
+
+    for attempt in range(attempts):
+        try:
+            with factory() as session, session.begin():
+                return work(session)
+        except IntegrityError:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def ussd_reply(session: Session, phone: str, text_input: str) -> str:
+    """Africa's Talking style USSD menu: ``CON`` continues the session, ``END`` closes it."""
+    normalized = services.normalize_phone(phone)
+    accounts = (
+        list(
+            session.scalars(
+                select(Account)
+                .where(Account.phone == normalized, Account.account_type.not_in(INTERNAL_TYPES))
+                .order_by(Account.account_number)
+            )
+        )
+        if normalized
+        else []
+    )
+    if not accounts:
+        return "END No Example Bank account is registered for this phone number."
+    choice = text_input.split("*")[0].strip() if text_input else ""
+    if choice == "":
+        return "CON Welcome to Example Bank\n1. Balance\n2. Last 5 transactions"
+    if choice == "1":
+        lines = [
+            f"{a.account_number}: {a.currency} {a.book_balance} (available "
+            f"{a.book_balance - a.blocked_amount})"
+            for a in accounts
+        ]
+        return "END Balance\n" + "\n".join(lines)
+    if choice == "2":
+        numbers = [a.account_number for a in accounts]
+        entries = session.scalars(
+            select(LedgerEntry)
+            .where(LedgerEntry.account_number.in_(numbers))
+            .order_by(LedgerEntry.id.desc())
+            .limit(5)
+        ).all()
+        if not entries:
+            return "END No transactions yet."
+        currency = {a.account_number: a.currency for a in accounts}
+        lines = [
+            f"{e.entry_date:%d/%m} {e.mark} {currency[e.account_number]} {abs(e.amount)} "
+            f"{e.payment_reference or e.bank_reference}"
+            for e in entries
+        ]
+        return "END Last 5 transactions\n" + "\n".join(lines)
+    return "END Invalid choice."

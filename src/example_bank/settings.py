@@ -1,0 +1,35 @@
+"""Configuration of the Example Bank, read from ``EXAMPLE_BANK_*`` environment variables."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class BankSettings(BaseSettings):
+    """All knobs of the simulated bank. Defaults give the embedded (single-process) mode."""
+
+    model_config = SettingsConfigDict(env_prefix="EXAMPLE_BANK_", extra="ignore")
+
+    # SQLite in the working directory means "embedded": no external services needed.
+    database_url: str = "sqlite:///example_bank.db"
+    # None means batches are processed by a background thread of the API process.
+    broker_url: str | None = None
+    bank_code: str = "EXAMPLE"
+    # Share (0..1) of payments to OTHER banks that fail downstream and are reversed.
+    # A ratio, not money, so a float is fine here.
+    failure_rate: float = Field(default=0.05, ge=0.0, le=1.0)
+    seed: int = 42
+    bridge_statement_url: str = "http://127.0.0.1:8000/upload_mt940"
+    bridge_token: SecretStr | None = None
+    statement_max_entries: int = Field(default=5000, ge=1)
+    delivery_max_attempts: int = Field(default=8, ge=1)
+    delivery_retry_seconds: float = Field(default=2.0, ge=0.0)
+    delivery_timeout_seconds: float = Field(default=30.0, gt=0.0)
+    processing_interval_seconds: float = Field(default=0.5, gt=0.0)
+    # Payments handled per set-based step; bounds memory for very large batches.
+    processing_chunk_size: int = Field(default=5000, ge=1)
+    # A claimed batch whose worker vanished becomes claimable again after this.
+    batch_lease_seconds: float = Field(default=300.0, gt=0.0)
+    # A batch that raised this many times is parked as FAILED (visible, not retried).
+    batch_max_attempts: int = Field(default=5, ge=1)
