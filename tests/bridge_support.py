@@ -29,51 +29,93 @@ from g2p_bridge.settings import BankConnectorSettings, Settings
 TODAY = utcnow().date()
 
 
-def header(action: str, count: int = 1, message_id: str | None = None,
-           sender: str = "pbms-1") -> dict[str, Any]:
-    return {"version": "1.0.0", "message_id": message_id or new_id(),
-            "message_ts": utcnow().isoformat(), "action": action, "sender_id": sender,
-            "sender_uri": "", "receiver_id": "bridge", "total_count": count,
-            "is_msg_encrypted": False, "meta": None}
+def header(
+    action: str, count: int = 1, message_id: str | None = None, sender: str = "pbms-1"
+) -> dict[str, Any]:
+    return {
+        "version": "1.0.0",
+        "message_id": message_id or new_id(),
+        "message_ts": utcnow().isoformat(),
+        "action": action,
+        "sender_id": sender,
+        "sender_uri": "",
+        "receiver_id": "bridge",
+        "total_count": count,
+        "is_msg_encrypted": False,
+        "meta": None,
+    }
 
 
-def program_request(mnemonic: str = "PROG1", account: str = "1000000001",
-                    currency: str = "USD", resolver: str = "inline") -> dict[str, Any]:
-    return {"header": header("create_benefit_program_configuration"),
-            "message": {"program_mnemonic": mnemonic, "sponsor_bank_code": "EXAMPLE",
-                        "sponsor_bank_account_number": account,
-                        "sponsor_bank_branch_code": "BR1",
-                        "sponsor_bank_account_currency": currency,
-                        "id_mapper_resolution_required": resolver != "inline",
-                        "resolver": resolver}}
+def program_request(
+    mnemonic: str = "PROG1",
+    account: str = "1000000001",
+    currency: str = "USD",
+    resolver: str = "inline",
+) -> dict[str, Any]:
+    return {
+        "header": header("create_benefit_program_configuration"),
+        "message": {
+            "program_mnemonic": mnemonic,
+            "sponsor_bank_code": "EXAMPLE",
+            "sponsor_bank_account_number": account,
+            "sponsor_bank_branch_code": "BR1",
+            "sponsor_bank_account_currency": currency,
+            "id_mapper_resolution_required": resolver != "inline",
+            "resolver": resolver,
+        },
+    }
 
 
-def envelope_request(envelope_id: str | None = None, count: int = 3,
-                     total: str = "300.00", program: str = "PROG1", currency: str = "USD",
-                     schedule: date | None = None, **overrides: Any) -> dict[str, Any]:
-    message = {"disbursement_envelope_id": envelope_id, "benefit_program_mnemonic": program,
-               "disbursement_frequency": "Monthly", "cycle_code_mnemonic": "2026-11",
-               "number_of_beneficiaries": count, "number_of_disbursements": count,
-               "total_disbursement_amount": Decimal(total),
-               "disbursement_currency_code": currency,
-               "disbursement_schedule_date": (schedule or TODAY).isoformat()}
+def envelope_request(
+    envelope_id: str | None = None,
+    count: int = 3,
+    total: str = "300.00",
+    program: str = "PROG1",
+    currency: str = "USD",
+    schedule: date | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
+    message = {
+        "disbursement_envelope_id": envelope_id,
+        "benefit_program_mnemonic": program,
+        "disbursement_frequency": "Monthly",
+        "cycle_code_mnemonic": "2026-11",
+        "number_of_beneficiaries": count,
+        "number_of_disbursements": count,
+        "total_disbursement_amount": Decimal(total),
+        "disbursement_currency_code": currency,
+        "disbursement_schedule_date": (schedule or TODAY).isoformat(),
+    }
     message.update(overrides)
     return {"header": header("create_disbursement_envelope"), "message": message}
 
 
-def disbursement_items(envelope_id: str, count: int = 3, amount: str = "100.00",
-                       prefix: str | None = None, bank: str = "OTHERBANK") -> list[dict[str, Any]]:
+def disbursement_items(
+    envelope_id: str,
+    count: int = 3,
+    amount: str = "100.00",
+    prefix: str | None = None,
+    bank: str = "OTHERBANK",
+) -> list[dict[str, Any]]:
     prefix = prefix or f"d-{envelope_id[:8]}"
-    return [{"disbursement_id": f"{prefix}-{i:06d}", "disbursement_envelope_id": envelope_id,
-             "mis_reference_number": f"mis-{i}", "beneficiary_id": f"ben-{i}",
-             "beneficiary_name": f"Beneficiary {i}", "disbursement_amount": Decimal(amount),
-             "narrative": "November cash transfer",
-             "financial_address": f"account:ACC{i:08d}@{bank}.BR{i % 3}"}
-            for i in range(count)]
+    return [
+        {
+            "disbursement_id": f"{prefix}-{i:06d}",
+            "disbursement_envelope_id": envelope_id,
+            "mis_reference_number": f"mis-{i}",
+            "beneficiary_id": f"ben-{i}",
+            "beneficiary_name": f"Beneficiary {i}",
+            "disbursement_amount": Decimal(amount),
+            "narrative": "November cash transfer",
+            "financial_address": f"account:ACC{i:08d}@{bank}.BR{i % 3}",
+        }
+        for i in range(count)
+    ]
 
 
-def disbursements_request(items: list[dict[str, Any]], message_id: str | None = None,
-                          action: str = "create_disbursements") -> dict[str, Any]:
+def disbursements_request(
+    items: list[dict[str, Any]], message_id: str | None = None, action: str = "create_disbursements"
+) -> dict[str, Any]:
     return {"header": header(action, len(items), message_id), "message": items}
 
 
@@ -125,8 +167,9 @@ class FakeBank(BankConnector):
             self._maybe_fail()
             return FundsCheck(sufficient=self.balance >= amount)
 
-    def block_funds(self, account_number: str, currency: str, amount: Decimal,
-                    idempotency_key: str) -> BlockResult:
+    def block_funds(
+        self, account_number: str, currency: str, amount: Decimal, idempotency_key: str
+    ) -> BlockResult:
         with self.lock:
             self._maybe_fail()
             self.block_calls += 1
@@ -139,8 +182,9 @@ class FakeBank(BankConnector):
             self._maybe_fail()
             if self.reject_payments:
                 return PaymentBatchResult(accepted=False, detail="simulated: account frozen")
-            duplicates = tuple(p.payment_reference for p in payments
-                               if p.payment_reference in self.payments)
+            duplicates = tuple(
+                p.payment_reference for p in payments if p.payment_reference in self.payments
+            )
             for p in payments:
                 self.payments.setdefault(p.payment_reference, p)
             if self.timeout_after_processing > 0:
@@ -149,27 +193,43 @@ class FakeBank(BankConnector):
             return PaymentBatchResult(accepted=True, duplicates=duplicates)
 
 
-def fake_context(session_factory: sessionmaker[Session], bank: FakeBank | None = None,
-                 **settings: Any) -> Context:
-    defaults: dict[str, Any] = {"database_url": "sqlite://", "retry_backoff_seconds": 0,
-                                "lease_seconds": 60, "mapper_batch_size": 50,
-                                "dispatch_batch_size": 50}
+def fake_context(
+    session_factory: sessionmaker[Session], bank: FakeBank | None = None, **settings: Any
+) -> Context:
+    defaults: dict[str, Any] = {
+        "database_url": "sqlite://",
+        "retry_backoff_seconds": 0,
+        "lease_seconds": 60,
+        "mapper_batch_size": 50,
+        "dispatch_batch_size": 50,
+    }
     defaults.update(settings)
     context = Context(Settings(**defaults), session_factory)
     context.use_bank("EXAMPLE", bank or FakeBank())
     return context
 
 
-def mt940(account: str, entries: list[tuple[str, str, Decimal, str]], number: int = 1,
-          opening: Decimal = Decimal("1000000.00"), currency: str = "USD",
-          balanced: bool = True) -> str:
+def mt940(
+    account: str,
+    entries: list[tuple[str, str, Decimal, str]],
+    number: int = 1,
+    opening: Decimal = Decimal("1000000.00"),
+    currency: str = "USD",
+    balanced: bool = True,
+) -> str:
     """A statement with (mark, disbursement id, amount, narrative) entries."""
     day = TODAY.strftime("%y%m%d")
-    lines = [f":20:TEST{number:06d}", f":25:{account}", f":28C:{number}/1",
-             f":60F:{'C' if opening >= 0 else 'D'}{day}{currency}{_amt(abs(opening))}"]
+    lines = [
+        f":20:TEST{number:06d}",
+        f":25:{account}",
+        f":28C:{number}/1",
+        f":60F:{'C' if opening >= 0 else 'D'}{day}{currency}{_amt(abs(opening))}",
+    ]
     balance = opening
     for i, (mark, ref, amount, narrative) in enumerate(entries):
-        lines.append(f":61:{day}{TODAY.strftime('%m%d')}{mark}{_amt(amount)}NTRF{ref}//B{number}-{i}")
+        lines.append(
+            f":61:{day}{TODAY.strftime('%m%d')}{mark}{_amt(amount)}NTRF{ref}//B{number}-{i}"
+        )
         lines.append(f":86:{narrative}")
         balance += amount if mark in ("C", "RD") else -amount
     if not balanced:
@@ -187,20 +247,28 @@ def counters_match_rows(session_factory: sessionmaker[Session]) -> None:
     """The envelope counters always equal what the rows say."""
     with transaction(session_factory) as session:
         for status in session.scalars(select(EnvelopeStatus)):
-            rows = select(func.count()).select_from(Disbursement).where(
-                Disbursement.envelope_id == status.envelope_id)
-            count = lambda *conds: session.scalar(rows.where(*conds))  # noqa: E731
+            rows = (
+                select(func.count())
+                .select_from(Disbursement)
+                .where(Disbursement.envelope_id == status.envelope_id)
+            )
+            count = lambda *conds, rows=rows: session.scalar(rows.where(*conds))  # noqa: E731
             amount = session.scalar(
                 select(func.coalesce(func.sum(Disbursement.amount), 0)).where(
                     Disbursement.envelope_id == status.envelope_id,
-                    Disbursement.cancelled.is_(False)))
+                    Disbursement.cancelled.is_(False),
+                )
+            )
             actual = {
                 "received_count": count(Disbursement.cancelled.is_(False)),
                 "received_amount": Decimal(amount),
                 "cancelled_count": count(Disbursement.cancelled.is_(True)),
                 "shipped_count": count(Disbursement.shipped_at.is_not(None)),
-                "reconciled_count": count(Disbursement.state.in_(
-                    [DisbursementState.RECONCILED, DisbursementState.REVERSED])),
+                "reconciled_count": count(
+                    Disbursement.state.in_(
+                        [DisbursementState.RECONCILED, DisbursementState.REVERSED]
+                    )
+                ),
                 "reversed_count": count(Disbursement.state == DisbursementState.REVERSED),
                 "failed_count": count(Disbursement.state.in_(FAILED_STATES)),
             }
@@ -210,10 +278,13 @@ def counters_match_rows(session_factory: sessionmaker[Session]) -> None:
 
 def states(session_factory: sessionmaker[Session], envelope_id: str) -> dict[str, int]:
     with transaction(session_factory) as session:
-        return dict(session.execute(
-            select(Disbursement.state, func.count())
-            .where(Disbursement.envelope_id == envelope_id)
-            .group_by(Disbursement.state)).all())
+        return dict(
+            session.execute(
+                select(Disbursement.state, func.count())
+                .where(Disbursement.envelope_id == envelope_id)
+                .group_by(Disbursement.state)
+            ).all()
+        )
 
 
 def yesterday() -> date:

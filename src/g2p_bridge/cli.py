@@ -7,6 +7,7 @@ import logging
 import sys
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -204,10 +205,10 @@ def statements_parse(file: Path, as_json: bool) -> None:
     """Show what the bridge reads from an MT940 file, storing nothing."""
     from g2p_bridge.core.mt940 import MT940Error, decode_statement_bytes, iter_statements
 
-    pages = []
+    pages: list[dict[str, Any]] = []
     try:
         for page in iter_statements(decode_statement_bytes(file.read_bytes())):
-            entries = []
+            entries: list[dict[str, Any]] = []
             for e in page.entries:
                 fields = e.subfields()
                 entries.append(
@@ -243,24 +244,26 @@ def statements_parse(file: Path, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(pages, indent=2))
         return
-    for page in pages:
-        debits = sum(Decimal(e["amount"]) for e in page["entries"] if e["mark"] == "D")
-        reversals = [e for e in page["entries"] if e["mark"] == "RD"]
+    for shown in pages:
+        debits = sum(Decimal(e["amount"]) for e in shown["entries"] if e["mark"] == "D")
+        reversals = [e for e in shown["entries"] if e["mark"] == "RD"]
         click.echo(
-            f"statement {page['reference']}  account {page['account']}  number "
-            f"{page['statement_number']}/{page['sequence_number'] or '-'}  "
-            f"{page['currency']} {page['opening_balance']} -> {page['closing_balance']}"
+            f"statement {shown['reference']}  account {shown['account']}  number "
+            f"{shown['statement_number']}/{shown['sequence_number'] or '-'}  "
+            f"{shown['currency']} {shown['opening_balance']} -> {shown['closing_balance']}"
         )
-        click.echo(f"  {len(page['entries'])} entries, debits {debits}, {len(reversals)} reversals")
-        click.echo(f"  balance: {page['balance_problem'] or 'opening + entries = closing'}")
-        for e in page["entries"][:20]:
+        click.echo(
+            f"  {len(shown['entries'])} entries, debits {debits}, {len(reversals)} reversals"
+        )
+        click.echo(f"  balance: {shown['balance_problem'] or 'opening + entries = closing'}")
+        for e in shown["entries"][:20]:
             click.echo(
                 f"  {e['sequence']:>5} {e['mark']:<2} {e['amount']:>14} "
                 f"{e['disbursement_id'] or '-':<36} {e['beneficiary_name'] or ''}"
                 f"{'  reason: ' + e['reversal_reason'] if e['reversal_reason'] else ''}"
             )
-        if len(page["entries"]) > 20:
-            click.echo(f"  ... {len(page['entries']) - 20} more")
+        if len(shown["entries"]) > 20:
+            click.echo(f"  ... {len(shown['entries']) - 20} more")
 
 
 @main.group()

@@ -77,15 +77,21 @@ def _post(client: httpx.Client, path: str, body: Any) -> dict[str, Any]:
 
 
 def _header(action: str, count: int = 1) -> dict[str, Any]:
-    return {"message_id": new_id(), "message_ts": utcnow().isoformat(), "action": action,
-            "sender_id": "demo-pbms", "total_count": count}
+    return {
+        "message_id": new_id(),
+        "message_ts": utcnow().isoformat(),
+        "action": action,
+        "sender_id": "demo-pbms",
+        "total_count": count,
+    }
 
 
-def run_demo(count: int, failure_rate: Decimal, workdir: Path, quiet: bool = False) -> dict[str, Any]:
+def run_demo(
+    count: int, failure_rate: Decimal, workdir: Path, quiet: bool = False
+) -> dict[str, Any]:
     from example_bank.api import create_app as create_bank_app
     from example_bank.db import migrate as migrate_bank
     from example_bank.settings import BankSettings
-
     from g2p_bridge.api.app import create_app
     from g2p_bridge.connectors.mappers.local import load_mapping_csv
     from g2p_bridge.db import make_engine, make_session_factory, transaction
@@ -103,14 +109,19 @@ def run_demo(count: int, failure_rate: Decimal, workdir: Path, quiet: bool = Fal
     bridge_url = f"http://127.0.0.1:{bridge_sock.getsockname()[1]}"
     bank_url = f"http://127.0.0.1:{bank_sock.getsockname()[1]}"
     settings = Settings(
-        database_url=f"sqlite:///{workdir / 'bridge.db'}", broker_url=None,
-        beat_interval_seconds=0.2, retry_backoff_seconds=0.5,
+        database_url=f"sqlite:///{workdir / 'bridge.db'}",
+        broker_url=None,
+        beat_interval_seconds=0.2,
+        retry_backoff_seconds=0.5,
         bank_connectors={"EXAMPLE": BankConnectorSettings(base_url=bank_url)},
     )
     bank_settings = BankSettings(
-        database_url=f"sqlite:///{workdir / 'bank.db'}", broker_url=None,
-        failure_rate=float(failure_rate), bridge_statement_url=f"{bridge_url}/upload_mt940",
-        processing_interval_seconds=0.2, delivery_retry_seconds=0.5,
+        database_url=f"sqlite:///{workdir / 'bank.db'}",
+        broker_url=None,
+        failure_rate=float(failure_rate),
+        bridge_statement_url=f"{bridge_url}/upload_mt940",
+        processing_interval_seconds=0.2,
+        delivery_retry_seconds=0.5,
     )
     upgrade(settings.database_url)
     migrate_bank(bank_settings.database_url)
@@ -118,29 +129,54 @@ def run_demo(count: int, failure_rate: Decimal, workdir: Path, quiet: bool = Fal
     total = sum((_amount(i) for i in range(count)), Decimal(0))
     started = time.monotonic()
 
-    with _serve(create_bank_app(bank_settings), bank_sock), _serve(
-        create_app(settings, session_factory, run_pipeline=True), bridge_sock
-    ), httpx.Client() as http:
+    with (
+        _serve(create_bank_app(bank_settings), bank_sock),
+        _serve(create_app(settings, session_factory, run_pipeline=True), bridge_sock),
+        httpx.Client() as http,
+    ):
         say(f"Example Bank on {bank_url}, bridge on {bridge_url}; data in {workdir}/")
-        response = http.post(f"{bank_url}/accounts", json={
-            "account_number": PROGRAM_ACCOUNT, "holder_name": "Ministry of Social Protection",
-            "currency": "USD", "initial_deposit": str(total * 2)})
+        response = http.post(
+            f"{bank_url}/accounts",
+            json={
+                "account_number": PROGRAM_ACCOUNT,
+                "holder_name": "Ministry of Social Protection",
+                "currency": "USD",
+                "initial_deposit": str(total * 2),
+            },
+        )
         response.raise_for_status()
         own = [i for i in range(count) if (_address(i) or "").endswith("@EXAMPLE.BR01")]
         for i in own:
-            http.post(f"{bank_url}/accounts", json={
-                "account_number": f"BEN-{i:08d}", "holder_name": f"Beneficiary {i}",
-                "currency": "USD", "phone": f"07{i:08d}"}).raise_for_status()
-        say(f"bank: program account {PROGRAM_ACCOUNT} funded with {total * 2} USD; "
-            f"{len(own)} beneficiaries bank with the Example Bank")
+            http.post(
+                f"{bank_url}/accounts",
+                json={
+                    "account_number": f"BEN-{i:08d}",
+                    "holder_name": f"Beneficiary {i}",
+                    "currency": "USD",
+                    "phone": f"07{i:08d}",
+                },
+            ).raise_for_status()
+        say(
+            f"bank: program account {PROGRAM_ACCOUNT} funded with {total * 2} USD; "
+            f"{len(own)} beneficiaries bank with the Example Bank"
+        )
 
         http.base_url = httpx.URL(bridge_url)
-        _post(http, "/create_benefit_program_configuration", {
-            "header": _header("create_benefit_program_configuration"),
-            "message": {"program_mnemonic": PROGRAM, "sponsor_bank_code": "EXAMPLE",
-                        "sponsor_bank_account_number": PROGRAM_ACCOUNT,
-                        "sponsor_bank_account_currency": "USD",
-                        "id_mapper_resolution_required": True, "resolver": "table"}})
+        _post(
+            http,
+            "/create_benefit_program_configuration",
+            {
+                "header": _header("create_benefit_program_configuration"),
+                "message": {
+                    "program_mnemonic": PROGRAM,
+                    "sponsor_bank_code": "EXAMPLE",
+                    "sponsor_bank_account_number": PROGRAM_ACCOUNT,
+                    "sponsor_bank_account_currency": "USD",
+                    "id_mapper_resolution_required": True,
+                    "resolver": "table",
+                },
+            },
+        )
         mapping = workdir / "id-mappings.csv"
         with mapping.open("w") as handle:
             handle.write("beneficiary_id,financial_address\n")
@@ -151,43 +187,70 @@ def run_demo(count: int, failure_rate: Decimal, workdir: Path, quiet: bool = Fal
             mapped = load_mapping_csv(session, mapping)
         say(f"bridge: program {PROGRAM} configured; {mapped} ID mappings loaded")
 
-        envelope = _post(http, "/create_disbursement_envelope", {
-            "header": _header("create_disbursement_envelope"),
-            "message": {"benefit_program_mnemonic": PROGRAM, "disbursement_frequency": "Monthly",
-                        "cycle_code_mnemonic": utcnow().strftime("%Y-%m"),
-                        "number_of_beneficiaries": count, "number_of_disbursements": count,
-                        "total_disbursement_amount": str(total),
-                        "disbursement_currency_code": "USD",
-                        "disbursement_schedule_date": utcnow().date().isoformat()}})
+        envelope = _post(
+            http,
+            "/create_disbursement_envelope",
+            {
+                "header": _header("create_disbursement_envelope"),
+                "message": {
+                    "benefit_program_mnemonic": PROGRAM,
+                    "disbursement_frequency": "Monthly",
+                    "cycle_code_mnemonic": utcnow().strftime("%Y-%m"),
+                    "number_of_beneficiaries": count,
+                    "number_of_disbursements": count,
+                    "total_disbursement_amount": str(total),
+                    "disbursement_currency_code": "USD",
+                    "disbursement_schedule_date": utcnow().date().isoformat(),
+                },
+            },
+        )
         envelope_id = envelope["message"]["disbursement_envelope_id"]
         for start in range(0, count, REQUEST_SIZE):
-            items = [{"disbursement_envelope_id": envelope_id, "beneficiary_id": f"NID-{i:08d}",
-                      "beneficiary_name": f"Beneficiary {i}", "disbursement_amount": str(_amount(i)),
-                      "narrative": "Monthly cash transfer", "mis_reference_number": f"MIS-{i}"}
-                     for i in range(start, min(start + REQUEST_SIZE, count))]
-            _post(http, "/create_disbursements",
-                  {"header": _header("create_disbursements", len(items)), "message": items})
+            items = [
+                {
+                    "disbursement_envelope_id": envelope_id,
+                    "beneficiary_id": f"NID-{i:08d}",
+                    "beneficiary_name": f"Beneficiary {i}",
+                    "disbursement_amount": str(_amount(i)),
+                    "narrative": "Monthly cash transfer",
+                    "mis_reference_number": f"MIS-{i}",
+                }
+                for i in range(start, min(start + REQUEST_SIZE, count))
+            ]
+            _post(
+                http,
+                "/create_disbursements",
+                {"header": _header("create_disbursements", len(items)), "message": items},
+            )
         ingested = time.monotonic()
-        say(f"bridge: envelope {envelope_id} with {count} disbursements ({total} USD) received "
-            f"in {ingested - started:.1f} s; the pipeline takes it from here")
+        say(
+            f"bridge: envelope {envelope_id} with {count} disbursements ({total} USD) received "
+            f"in {ingested - started:.1f} s; the pipeline takes it from here"
+        )
 
         deadline = time.monotonic() + max(120.0, count / 50)
         status: dict[str, Any] = {}
         last = ""
         while time.monotonic() < deadline:
-            status = _post(http, "/get_disbursement_envelope_status", {
-                "header": _header("get_disbursement_envelope_status"),
-                "message": envelope_id})["message"]
-            progress = (f"  funds {status['funds_blocked_with_bank']}, shipped "
-                        f"{status['number_of_disbursements_shipped']}, reconciled "
-                        f"{status['number_of_disbursements_reconciled']}, reversed "
-                        f"{status['number_of_disbursements_reversed']}, failed "
-                        f"{status['number_of_disbursements_failed']}")
+            status = _post(
+                http,
+                "/get_disbursement_envelope_status",
+                {"header": _header("get_disbursement_envelope_status"), "message": envelope_id},
+            )["message"]
+            progress = (
+                f"  funds {status['funds_blocked_with_bank']}, shipped "
+                f"{status['number_of_disbursements_shipped']}, reconciled "
+                f"{status['number_of_disbursements_reconciled']}, reversed "
+                f"{status['number_of_disbursements_reversed']}, failed "
+                f"{status['number_of_disbursements_failed']}"
+            )
             if progress != last:
                 say(progress)
                 last = progress
-            settled = status["number_of_disbursements_reconciled"] + status[
-                "number_of_disbursements_failed"]
+            settled = (
+                status["number_of_disbursements_reconciled"]
+                + status["number_of_disbursements_failed"]
+            )
             if settled >= count - status["number_of_disbursements_cancelled"]:
                 break
             time.sleep(0.3)
@@ -196,8 +259,9 @@ def run_demo(count: int, failure_rate: Decimal, workdir: Path, quiet: bool = Fal
         statements = http.get("/statements").json()
 
     by_state = status.get("disbursements_by_state", {})
-    complete = sum(by_state.get(s, 0) for s in ("RECONCILED", "REVERSED", "UNRESOLVED",
-                                                "FAILED")) == count
+    complete = (
+        sum(by_state.get(s, 0) for s in ("RECONCILED", "REVERSED", "UNRESOLVED", "FAILED")) == count
+    )
     return {
         "complete": complete,
         "envelope_id": envelope_id,
@@ -206,15 +270,30 @@ def run_demo(count: int, failure_rate: Decimal, workdir: Path, quiet: bool = Fal
         "currency": "USD",
         "envelope_status": status,
         "disbursements_by_state": by_state,
-        "statements": [{k: s[k] for k in ("statement_id", "state", "entries_total",
-                                          "entries_matched", "entries_reversed",
-                                          "entries_unmatched", "balance_problems",
-                                          "sequence_gaps")} for s in statements["items"]],
-        "program_account": {k: account.get(k) for k in ("account_number", "book_balance",
-                                                         "blocked_amount",
-                                                         "available_balance")},
-        "seconds": {"ingest": round(ingested - started, 2),
-                    "ingest_to_settled": round(finished - ingested, 2)},
+        "statements": [
+            {
+                k: s[k]
+                for k in (
+                    "statement_id",
+                    "state",
+                    "entries_total",
+                    "entries_matched",
+                    "entries_reversed",
+                    "entries_unmatched",
+                    "balance_problems",
+                    "sequence_gaps",
+                )
+            }
+            for s in statements["items"]
+        ],
+        "program_account": {
+            k: account.get(k)
+            for k in ("account_number", "book_balance", "blocked_amount", "available_balance")
+        },
+        "seconds": {
+            "ingest": round(ingested - started, 2),
+            "ingest_to_settled": round(finished - ingested, 2),
+        },
         "workdir": str(workdir),
     }
 
@@ -222,13 +301,18 @@ def run_demo(count: int, failure_rate: Decimal, workdir: Path, quiet: bool = Fal
 def print_summary(summary: dict[str, Any]) -> None:
     status = summary["envelope_status"]
     print()
-    print(f"Envelope {summary['envelope_id']}: {summary['disbursements']} disbursements, "
-          f"{summary['total_amount']} {summary['currency']}")
+    print(
+        f"Envelope {summary['envelope_id']}: {summary['disbursements']} disbursements, "
+        f"{summary['total_amount']} {summary['currency']}"
+    )
     rows = [
         ("received", status.get("number_of_disbursements_received")),
         ("funds available", status.get("funds_available_with_bank")),
-        ("funds blocked", f"{status.get('funds_blocked_with_bank')} "
-                          f"(ref {status.get('funds_blocked_reference_number')})"),
+        (
+            "funds blocked",
+            f"{status.get('funds_blocked_with_bank')} "
+            f"(ref {status.get('funds_blocked_reference_number')})",
+        ),
         ("shipped", status.get("number_of_disbursements_shipped")),
         ("reconciled", status.get("number_of_disbursements_reconciled")),
         ("reversed", status.get("number_of_disbursements_reversed")),
@@ -243,13 +327,20 @@ def print_summary(summary: dict[str, Any]) -> None:
     print("Statements reconciled:")
     for s in summary["statements"]:
         alarms = s["balance_problems"] or s["sequence_gaps"] or "balanced, no gaps"
-        print(f"  {s['statement_id'][:8]} {s['state']:<10} {s['entries_total']:>6} entries, "
-              f"{s['entries_matched']} remitted, {s['entries_reversed']} reversed, "
-              f"{s['entries_unmatched']} unmatched; {alarms}")
+        print(
+            f"  {s['statement_id'][:8]} {s['state']:<10} {s['entries_total']:>6} entries, "
+            f"{s['entries_matched']} remitted, {s['entries_reversed']} reversed, "
+            f"{s['entries_unmatched']} unmatched; {alarms}"
+        )
     account = summary["program_account"]
-    print(f"Program account {account['account_number']}: book {account['book_balance']}, "
-          f"blocked {account['blocked_amount']}, available {account['available_balance']}")
+    print(
+        f"Program account {account['account_number']}: book {account['book_balance']}, "
+        f"blocked {account['blocked_amount']}, available {account['available_balance']}"
+    )
     seconds = summary["seconds"]
     print(f"Ingest took {seconds['ingest']} s; ingest to settled {seconds['ingest_to_settled']} s.")
-    print("Complete." if summary["complete"] else "NOT complete: some disbursements are still in "
-          "flight (see the states above).")
+    print(
+        "Complete."
+        if summary["complete"]
+        else "NOT complete: some disbursements are still in flight (see the states above)."
+    )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 # ISO 4217 minor units for currencies a G2P program is likely to pay in; anything else has 2.
 _MINOR_UNITS: dict[str, int] = {
@@ -161,24 +161,6 @@ def is_known_currency(code: str) -> bool:
 
 def minor_units(currency: str) -> int:
     return _MINOR_UNITS.get(currency, 2)
-
-
-def to_decimal(value: object) -> Decimal:
-    """Exact conversion; floats are refused because their binary value is not the amount meant."""
-    if isinstance(value, bool) or isinstance(value, float):
-        raise ValueError("amounts must be given as decimal strings or integers, not floats")
-    if isinstance(value, Decimal):
-        result = value
-    elif isinstance(value, int | str):
-        try:
-            result = Decimal(value)
-        except InvalidOperation as exc:
-            raise ValueError(f"not a decimal amount: {value!r}") from exc
-    else:
-        raise ValueError(f"not a decimal amount: {value!r}")
-    if not result.is_finite():
-        raise ValueError("amount must be a finite number")
-    return result
 
 
 # Larger than any single G2P payment or envelope, and small enough that SQLite's 64-bit integer

@@ -3,9 +3,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from bridge_support import dumps, program_request
 from fastapi.testclient import TestClient
 
+from bridge_support import dumps, program_request
 from g2p_bridge.api.app import create_app
 from g2p_bridge.settings import Settings
 
@@ -18,8 +18,9 @@ class Client:
         self.woken = woken
 
     def post(self, path: str, body: object, **kwargs: object):  # type: ignore[no-untyped-def]
-        return self.http.post(path, content=dumps(body),
-                              headers={"content-type": "application/json"}, **kwargs)
+        return self.http.post(
+            path, content=dumps(body), headers={"content-type": "application/json"}, **kwargs
+        )
 
     def get(self, path: str, **kwargs: object):  # type: ignore[no-untyped-def]
         return self.http.get(path, **kwargs)

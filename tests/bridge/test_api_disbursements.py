@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+
 from bridge_support import (
     counters_match_rows,
     disbursement_items,
@@ -16,25 +17,31 @@ from bridge_support import (
 
 @pytest.fixture
 def envelope(client, program) -> str:
-    response = client.post("/create_disbursement_envelope",
-                           envelope_request("env-1", count=3, total="300.00"))
+    response = client.post(
+        "/create_disbursement_envelope", envelope_request("env-1", count=3, total="300.00")
+    )
     assert response.status_code == 200, response.text
     return "env-1"
 
 
 def _status(client, envelope_id: str = "env-1") -> dict:
-    return client.post("/get_disbursement_envelope_status",
-                       {"header": header("get_disbursement_envelope_status"),
-                        "message": envelope_id}).json()["message"]
+    return client.post(
+        "/get_disbursement_envelope_status",
+        {"header": header("get_disbursement_envelope_status"), "message": envelope_id},
+    ).json()["message"]
 
 
 def test_disbursements_are_stored_and_counted(client, envelope, session_factory) -> None:
-    response = client.post("/create_disbursements",
-                           disbursements_request(disbursement_items(envelope, 3)))
+    response = client.post(
+        "/create_disbursements", disbursements_request(disbursement_items(envelope, 3))
+    )
     body = response.json()
     assert response.status_code == 200, body
     assert [d["disbursement_id"] for d in body["message"]] == [
-        "d-env-1-000000", "d-env-1-000001", "d-env-1-000002"]
+        "d-env-1-000000",
+        "d-env-1-000001",
+        "d-env-1-000002",
+    ]
     assert all(d["state"] == "RECEIVED" for d in body["message"])
     status = _status(client)
     assert status["number_of_disbursements_received"] == 3
@@ -44,11 +51,15 @@ def test_disbursements_are_stored_and_counted(client, envelope, session_factory)
 
 
 def test_exact_decimal_amounts_survive_the_wire(client, program, session_factory) -> None:
-    created = client.post("/create_disbursement_envelope",
-                          envelope_request("env-big", count=1, total="98765432109876.54"))
+    created = client.post(
+        "/create_disbursement_envelope",
+        envelope_request("env-big", count=1, total="98765432109876.54"),
+    )
     assert created.status_code == 200, created.text
-    too_big = client.post("/create_disbursement_envelope",
-                          envelope_request("env-huge", count=1, total="100000000000000"))
+    too_big = client.post(
+        "/create_disbursement_envelope",
+        envelope_request("env-huge", count=1, total="100000000000000"),
+    )
     assert too_big.json()["header"]["status_reason_message"] == "INVALID_TOTAL_DISBURSEMENT_AMOUNT"
     items = disbursement_items("env-big", 1, amount="98765432109876.54")
     assert client.post("/create_disbursements", disbursements_request(items)).status_code == 200
@@ -92,22 +103,33 @@ def test_item_rules(client, envelope, field, value, code) -> None:
 def test_request_level_rules(client, envelope, program) -> None:
     four = disbursement_items(envelope, 4)
     too_many = client.post("/create_disbursements", disbursements_request(four))
-    assert too_many.json()["header"]["status_reason_message"] == "NO_OF_DISBUESEMENTS_EXCEEDS_DECLARED"
+    assert (
+        too_many.json()["header"]["status_reason_message"] == "NO_OF_DISBUESEMENTS_EXCEEDS_DECLARED"
+    )
     rich = disbursement_items(envelope, 2, amount="200.00")
     over = client.post("/create_disbursements", disbursements_request(rich))
-    assert over.json()["header"]["status_reason_message"] == "TOTAL_DISBURSEMENT_AMOUNT_EXCEEDS_DECLARED"
+    assert (
+        over.json()["header"]["status_reason_message"]
+        == "TOTAL_DISBURSEMENT_AMOUNT_EXCEEDS_DECLARED"
+    )
     client.post("/create_disbursement_envelope", envelope_request("env-2"))
     mixed = disbursement_items(envelope, 1) + disbursement_items("env-2", 1)
-    assert client.post("/create_disbursements", disbursements_request(mixed)).json()[
-        "header"]["status_reason_message"] == "MULTIPLE_ENVELOPES_FOUND"
-    unknown = client.post("/create_disbursements",
-                          disbursements_request(disbursement_items("env-404", 1)))
+    assert (
+        client.post("/create_disbursements", disbursements_request(mixed)).json()["header"][
+            "status_reason_message"
+        ]
+        == "MULTIPLE_ENVELOPES_FOUND"
+    )
+    unknown = client.post(
+        "/create_disbursements", disbursements_request(disbursement_items("env-404", 1))
+    )
     assert unknown.status_code == 404
     assert unknown.json()["header"]["status_reason_message"] == "DISBURSEMENT_ENVELOPE_NOT_FOUND"
     empty = client.post("/create_disbursements", disbursements_request([]))
     assert empty.status_code == 422
-    limit = client.post("/create_disbursements",
-                        disbursements_request(disbursement_items(envelope, 101)))
+    limit = client.post(
+        "/create_disbursements", disbursements_request(disbursement_items(envelope, 101))
+    )
     assert limit.json()["header"]["status_reason_message"] == "TOO_MANY_ITEMS"
     assert limit.json()["header"]["status_reason_code"] == "rjct.total_count.limit_exceeded"
 
@@ -117,7 +139,9 @@ def test_duplicate_ids_in_request_and_across_requests(client, envelope) -> None:
     items[1]["disbursement_id"] = items[0]["disbursement_id"]
     response = client.post("/create_disbursements", disbursements_request(items))
     assert [d["response_error_codes"] for d in response.json()["message"]] == [
-        ["DUPLICATE_DISBURSEMENT"], ["DUPLICATE_DISBURSEMENT"]]
+        ["DUPLICATE_DISBURSEMENT"],
+        ["DUPLICATE_DISBURSEMENT"],
+    ]
     first = disbursement_items(envelope, 1)
     assert client.post("/create_disbursements", disbursements_request(first)).status_code == 200
     again = client.post("/create_disbursements", disbursements_request(first))
@@ -139,17 +163,29 @@ def test_replayed_request_stores_nothing_twice(client, envelope, session_factory
 
 def test_cancelled_envelope_takes_no_disbursements(client, envelope, session_factory) -> None:
     client.post("/create_disbursements", disbursements_request(disbursement_items(envelope, 2)))
-    cancel = client.post("/cancel_disbursement_envelope",
-                         {"header": header("cancel_disbursement_envelope"),
-                          "message": {"disbursement_envelope_id": envelope}})
+    cancel = client.post(
+        "/cancel_disbursement_envelope",
+        {
+            "header": header("cancel_disbursement_envelope"),
+            "message": {"disbursement_envelope_id": envelope},
+        },
+    )
     assert cancel.status_code == 200, cancel.text
     assert cancel.json()["message"]["cancellation_status"] == "Cancelled"
-    again = client.post("/cancel_disbursement_envelope",
-                        {"header": header("cancel_disbursement_envelope"),
-                         "message": {"disbursement_envelope_id": envelope}})
-    assert again.json()["header"]["status_reason_message"] == "DISBURSEMENT_ENVELOPE_ALREADY_CANCELED"
-    late = client.post("/create_disbursements",
-                       disbursements_request(disbursement_items(envelope, 1, prefix="late")))
+    again = client.post(
+        "/cancel_disbursement_envelope",
+        {
+            "header": header("cancel_disbursement_envelope"),
+            "message": {"disbursement_envelope_id": envelope},
+        },
+    )
+    assert (
+        again.json()["header"]["status_reason_message"] == "DISBURSEMENT_ENVELOPE_ALREADY_CANCELED"
+    )
+    late = client.post(
+        "/create_disbursements",
+        disbursements_request(disbursement_items(envelope, 1, prefix="late")),
+    )
     assert late.json()["header"]["status_reason_message"] == "ENVELOPE_ALREADY_CANCELLED"
     status = _status(client)
     assert status["cancelled"] is True
@@ -158,21 +194,37 @@ def test_cancelled_envelope_takes_no_disbursements(client, envelope, session_fac
     counters_match_rows(session_factory)
 
 
-def test_cancelling_disbursements_frees_the_declared_room(client, envelope, session_factory) -> None:
+def test_cancelling_disbursements_frees_the_declared_room(
+    client, envelope, session_factory
+) -> None:
     items = disbursement_items(envelope, 3)
     client.post("/create_disbursements", disbursements_request(items))
-    cancel = client.post("/cancel_disbursements", disbursements_request(
-        [{"disbursement_id": items[0]["disbursement_id"]}], action="cancel_disbursements"))
+    cancel = client.post(
+        "/cancel_disbursements",
+        disbursements_request(
+            [{"disbursement_id": items[0]["disbursement_id"]}], action="cancel_disbursements"
+        ),
+    )
     assert cancel.status_code == 200, cancel.text
     assert cancel.json()["message"][0]["cancellation_status"] == "Cancelled"
-    twice = client.post("/cancel_disbursements", disbursements_request(
-        [{"disbursement_id": items[0]["disbursement_id"]}], action="cancel_disbursements"))
+    twice = client.post(
+        "/cancel_disbursements",
+        disbursements_request(
+            [{"disbursement_id": items[0]["disbursement_id"]}], action="cancel_disbursements"
+        ),
+    )
     assert twice.json()["message"][0]["response_error_codes"] == ["DISBURSEMENT_ALREADY_CANCELED"]
-    unknown = client.post("/cancel_disbursements", disbursements_request(
-        [{"disbursement_id": "nope"}, {"disbursement_id": items[1]["disbursement_id"]}],
-        action="cancel_disbursements"))
+    unknown = client.post(
+        "/cancel_disbursements",
+        disbursements_request(
+            [{"disbursement_id": "nope"}, {"disbursement_id": items[1]["disbursement_id"]}],
+            action="cancel_disbursements",
+        ),
+    )
     assert [d["response_error_codes"] for d in unknown.json()["message"]] == [
-        ["INVALID_DISBURSEMENT_ID"], []]
+        ["INVALID_DISBURSEMENT_ID"],
+        [],
+    ]
     replacement = disbursement_items(envelope, 1, prefix="replacement")
     added = client.post("/create_disbursements", disbursements_request(replacement))
     assert added.status_code == 200, added.text
@@ -185,9 +237,13 @@ def test_cancelling_disbursements_frees_the_declared_room(client, envelope, sess
 def test_disbursement_status_tells_state_and_unknown_ids(client, envelope) -> None:
     items = disbursement_items(envelope, 2)
     client.post("/create_disbursements", disbursements_request(items))
-    body = client.post("/get_disbursement_status",
-                       {"header": header("get_disbursement_status", 2),
-                        "message": [items[0]["disbursement_id"], "unknown-id"]}).json()
+    body = client.post(
+        "/get_disbursement_status",
+        {
+            "header": header("get_disbursement_status", 2),
+            "message": [items[0]["disbursement_id"], "unknown-id"],
+        },
+    ).json()
     first, second = body["message"]
     assert first["state"] == "RECEIVED"
     assert first["disbursement_envelope_id"] == envelope

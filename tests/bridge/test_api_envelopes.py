@@ -6,6 +6,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+
 from bridge_support import TODAY, envelope_request, header, program_request
 
 
@@ -22,11 +23,14 @@ def test_program_rules(client, program) -> None:
     again = client.post("/create_benefit_program_configuration", program_request())
     assert again.status_code == 409
     assert again.json()["header"]["status_reason_message"] == "PROGRAM_ALREADY_EXISTS"
-    same_account = client.post("/create_benefit_program_configuration",
-                               program_request(mnemonic="PROG2"))
+    same_account = client.post(
+        "/create_benefit_program_configuration", program_request(mnemonic="PROG2")
+    )
     assert same_account.status_code == 409
-    bad_currency = client.post("/create_benefit_program_configuration",
-                               program_request(mnemonic="PROG3", account="9", currency="XYZ"))
+    bad_currency = client.post(
+        "/create_benefit_program_configuration",
+        program_request(mnemonic="PROG3", account="9", currency="XYZ"),
+    )
     assert bad_currency.status_code == 422
     assert client.get("/programs/NOPE").status_code == 404
 
@@ -38,9 +42,10 @@ def test_envelope_is_created_with_the_pbms_id_and_reported(client, program) -> N
     assert body["header"]["status"] == "succ"
     assert body["message"]["disbursement_envelope_id"] == "env-1"
     assert Decimal(body["message"]["total_disbursement_amount"]) == Decimal("300.00")
-    status = client.post("/get_disbursement_envelope_status",
-                         {"header": header("get_disbursement_envelope_status"),
-                          "message": "env-1"}).json()
+    status = client.post(
+        "/get_disbursement_envelope_status",
+        {"header": header("get_disbursement_envelope_status"), "message": "env-1"},
+    ).json()
     assert status["header"]["status"] == "succ"
     message = status["message"]
     assert message["number_of_disbursements_received"] == 0
@@ -51,8 +56,10 @@ def test_envelope_is_created_with_the_pbms_id_and_reported(client, program) -> N
 def test_envelope_without_id_gets_a_uuid(client, program) -> None:
     first = client.post("/create_disbursement_envelope", envelope_request()).json()
     second = client.post("/create_disbursement_envelope", envelope_request()).json()
-    ids = {first["message"]["disbursement_envelope_id"],
-           second["message"]["disbursement_envelope_id"]}
+    ids = {
+        first["message"]["disbursement_envelope_id"],
+        second["message"]["disbursement_envelope_id"],
+    }
     assert len(ids) == 2 and all(len(i) == 32 for i in ids)
 
 
@@ -68,8 +75,10 @@ def test_envelope_without_id_gets_a_uuid(client, program) -> None:
         ({"total_disbursement_amount": Decimal("-5")}, "INVALID_TOTAL_DISBURSEMENT_AMOUNT"),
         ({"total_disbursement_amount": Decimal("1.001")}, "INVALID_TOTAL_DISBURSEMENT_AMOUNT"),
         ({"disbursement_currency_code": "EUR"}, "INVALID_DISBURSEMENT_CURRENCY_CODE"),
-        ({"disbursement_schedule_date": (TODAY - timedelta(days=1)).isoformat()},
-         "INVALID_DISBURSEMENT_SCHEDULE_DATE"),
+        (
+            {"disbursement_schedule_date": (TODAY - timedelta(days=1)).isoformat()},
+            "INVALID_DISBURSEMENT_SCHEDULE_DATE",
+        ),
     ],
 )
 def test_envelope_rules(client, program, overrides, code) -> None:
@@ -78,15 +87,20 @@ def test_envelope_rules(client, program, overrides, code) -> None:
     body = response.json()
     assert body["header"]["status"] == "rjct"
     assert body["header"]["status_reason_message"] == code
-    assert code in body["header"]["meta"]["error_message"] or body["header"]["meta"]["error_message"]
-    missing = client.post("/get_disbursement_envelope_status",
-                          {"header": header("get_disbursement_envelope_status"),
-                           "message": "env-x"})
+    assert (
+        code in body["header"]["meta"]["error_message"] or body["header"]["meta"]["error_message"]
+    )
+    missing = client.post(
+        "/get_disbursement_envelope_status",
+        {"header": header("get_disbursement_envelope_status"), "message": "env-x"},
+    )
     assert missing.status_code == 404  # nothing was written
 
 
 def test_duplicate_envelope_id_is_refused(client, program) -> None:
-    assert client.post("/create_disbursement_envelope", envelope_request("env-1")).status_code == 200
+    assert (
+        client.post("/create_disbursement_envelope", envelope_request("env-1")).status_code == 200
+    )
     again = client.post("/create_disbursement_envelope", envelope_request("env-1"))
     assert again.status_code == 409
     assert again.json()["header"]["status_reason_message"] == "DUPLICATE_ENVELOPE"
@@ -112,23 +126,33 @@ def test_envelope_listing_is_paginated(client, program) -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    [b"{", b"[]", b'{"header": 5, "message": {}}', b"\xff\xfe", b'{"header": {}}',
-     b'{"header": {"message_id": "m", "message_ts": "t", "action": "a", "sender_id": "s",'
-     b' "total_count": "many"}, "message": {}}',
-     b'{"header": {"message_id": "m", "message_ts": "t", "action": "a", "sender_id": "s",'
-     b' "total_count": 1}, "message": {"disbursement_frequency": ["x"]}}'],
+    [
+        b"{",
+        b"[]",
+        b'{"header": 5, "message": {}}',
+        b"\xff\xfe",
+        b'{"header": {}}',
+        b'{"header": {"message_id": "m", "message_ts": "t", "action": "a", "sender_id": "s",'
+        b' "total_count": "many"}, "message": {}}',
+        b'{"header": {"message_id": "m", "message_ts": "t", "action": "a", "sender_id": "s",'
+        b' "total_count": 1}, "message": {"disbursement_frequency": ["x"]}}',
+    ],
 )
 def test_malformed_requests_are_rejected_not_500(client, program, raw) -> None:
-    response = client.http.post("/create_disbursement_envelope", content=raw,
-                                headers={"content-type": "application/json"})
+    response = client.http.post(
+        "/create_disbursement_envelope", content=raw, headers={"content-type": "application/json"}
+    )
     assert 400 <= response.status_code < 500, response.text
     assert response.json()["header"]["status"] == "rjct"
 
 
 def test_oversize_body_is_refused(client, program, settings) -> None:
     settings.max_request_bytes = 1000
-    response = client.http.post("/create_disbursement_envelope", content=b" " * 5000,
-                                headers={"content-type": "application/json"})
+    response = client.http.post(
+        "/create_disbursement_envelope",
+        content=b" " * 5000,
+        headers={"content-type": "application/json"},
+    )
     assert response.status_code == 413
     assert response.json()["header"]["status_reason_message"] == "REQUEST_TOO_LARGE"
 
@@ -140,10 +164,17 @@ def test_unknown_route_and_method_are_g2p_refusals(client) -> None:
 
 def test_openapi_document_has_the_reference_paths(client) -> None:
     document = client.get("/openapi.json").json()
-    for path in ["/create_disbursement_envelope", "/cancel_disbursement_envelope",
-                 "/create_disbursements", "/cancel_disbursements",
-                 "/get_disbursement_envelope_status", "/get_disbursement_status",
-                 "/upload_mt940", "/create_benefit_program_configuration", "/ping"]:
+    for path in [
+        "/create_disbursement_envelope",
+        "/cancel_disbursement_envelope",
+        "/create_disbursements",
+        "/cancel_disbursements",
+        "/get_disbursement_envelope_status",
+        "/get_disbursement_status",
+        "/upload_mt940",
+        "/create_benefit_program_configuration",
+        "/ping",
+    ]:
         assert path in document["paths"], path
     schemas = document["components"]["schemas"]
     assert "DisbursementRequest" in schemas and "RequestHeader" in schemas

@@ -7,6 +7,8 @@ import threading
 from decimal import Decimal
 
 import pytest
+from sqlalchemy import select, update
+
 from bridge_support import (
     FakeBank,
     counters_match_rows,
@@ -16,8 +18,6 @@ from bridge_support import (
     mt940,
     states,
 )
-from sqlalchemy import select, update
-
 from g2p_bridge.core import disbursements, envelopes, programs
 from g2p_bridge.core.context import Context
 from g2p_bridge.core.dispatch import send_bank_batch
@@ -36,19 +36,32 @@ class WorkerKilled(BaseException):
     """Stands for SIGKILL: nothing after it in the worker runs, no handler catches it."""
 
 
-def setup_envelope(context: Context, count: int, envelope_id: str = "env-1",
-                   amount: str = "10.00", resolver: str = "inline") -> list[str]:
+def setup_envelope(
+    context: Context,
+    count: int,
+    envelope_id: str = "env-1",
+    amount: str = "10.00",
+    resolver: str = "inline",
+) -> list[str]:
     total = Decimal(amount) * count
     with transaction(context.session_factory) as session:
         if session.get(programs.BenefitProgram, "PROG1") is None:
-            programs.create_program(session, ProgramPayload(
-                program_mnemonic="PROG1", sponsor_bank_code="EXAMPLE",
-                sponsor_bank_account_number=ACCOUNT, sponsor_bank_account_currency="USD",
-                resolver=resolver, id_mapper_resolution_required=resolver != "inline"))
+            programs.create_program(
+                session,
+                ProgramPayload(
+                    program_mnemonic="PROG1",
+                    sponsor_bank_code="EXAMPLE",
+                    sponsor_bank_account_number=ACCOUNT,
+                    sponsor_bank_account_currency="USD",
+                    resolver=resolver,
+                    id_mapper_resolution_required=resolver != "inline",
+                ),
+            )
         body = envelope_request(envelope_id, count=count, total=str(total))["message"]
         envelopes.create_envelope(session, EnvelopePayload(**body), "pbms-1", utcnow().date())
-        items = [DisbursementPayload(**i)
-                 for i in disbursement_items(envelope_id, count, amount=amount)]
+        items = [
+            DisbursementPayload(**i) for i in disbursement_items(envelope_id, count, amount=amount)
+        ]
         stored = disbursements.create_disbursements(session, items, 100_000)
     return [d.disbursement_id or "" for d in stored]
 
@@ -84,15 +97,22 @@ def test_happy_path_pays_each_once_and_reconciles(session_factory) -> None:
     assert runner.run_until_idle(timeout=60)
     row = statement_row(context, statement_id)
     assert row.state == "PROCESSED", row.error_reason
-    assert (row.entries_total, row.entries_matched, row.entries_reversed,
-            row.entries_unmatched) == (125, 120, 5, 0)
+    assert (
+        row.entries_total,
+        row.entries_matched,
+        row.entries_reversed,
+        row.entries_unmatched,
+    ) == (125, 120, 5, 0)
     assert row.balance_problems is None
     assert states(session_factory, "env-1") == {"RECONCILED": 115, "REVERSED": 5}
     with transaction(session_factory) as session:
         status = envelopes.envelope_status(session, "env-1")
         (reversed_status,) = disbursements.disbursement_statuses(session, [reversed_ids[0]])
-    assert (status.number_of_disbursements_shipped, status.number_of_disbursements_reconciled,
-            status.number_of_disbursements_reversed) == (120, 120, 5)
+    assert (
+        status.number_of_disbursements_shipped,
+        status.number_of_disbursements_reconciled,
+        status.number_of_disbursements_reversed,
+    ) == (120, 120, 5)
     assert reversed_status.state == "REVERSED"
     recon = reversed_status.disbursement_recon_records.disbursement_recon_payloads[0]
     assert recon.reversal_found and recon.reversal_reason == "ACCOUNT_CLOSED"
@@ -145,7 +165,8 @@ def test_same_task_delivered_twice_sends_once(session_factory) -> None:
 
 
 def test_worker_killed_after_the_bank_paid_is_recovered_without_paying_twice(
-        session_factory) -> None:
+    session_factory,
+) -> None:
     bank = FakeBank()
     context = fake_context(session_factory, bank)
     ids = setup_envelope(context, 10)
@@ -234,13 +255,15 @@ def test_cancellation_before_and_after_dispatch(session_factory) -> None:
     _plan(context)
     with transaction(session_factory) as session:  # batched but not sent: still cancellable
         disbursements.cancel_disbursements(
-            session, [DisbursementPayload(disbursement_id=ids[0])], 100)
+            session, [DisbursementPayload(disbursement_id=ids[0])], 100
+        )
     (batch,) = _batches(context)
     send_bank_batch(context, batch.id)
     assert ids[0] not in bank.payments and len(bank.payments) == 9
     with pytest.raises(BridgeError) as late, transaction(session_factory) as session:
         disbursements.cancel_disbursements(
-            session, [DisbursementPayload(disbursement_id=ids[1])], 100)
+            session, [DisbursementPayload(disbursement_id=ids[1])], 100
+        )
     assert late.value.item_errors == {"0": ["DISBURSEMENT_ALREADY_DISPATCHED"]}
     with pytest.raises(BridgeError) as envelope_late, transaction(session_factory) as session:
         envelopes.cancel_envelope(session, "env-1")
@@ -292,8 +315,10 @@ def test_unresolvable_beneficiaries_fail_with_a_reason(session_factory, tmp_path
     bank = FakeBank()
     context = fake_context(session_factory, bank)
     csv = tmp_path / "map.csv"
-    csv.write_text("beneficiary_id,financial_address\nben-0,account:111@OTHERBANK.B1\n"
-                   "ben-1,mobile:0711000000@MPESA\nben-2,nonsense\n")
+    csv.write_text(
+        "beneficiary_id,financial_address\nben-0,account:111@OTHERBANK.B1\n"
+        "ben-1,mobile:0711000000@MPESA\nben-2,nonsense\n"
+    )
     with transaction(session_factory) as session:
         assert load_mapping_csv(session, csv) == 3
     setup_envelope(context, 4, resolver="table")
@@ -301,7 +326,8 @@ def test_unresolvable_beneficiaries_fail_with_a_reason(session_factory, tmp_path
     assert states(session_factory, "env-1") == {"SHIPPED": 2, "UNRESOLVED": 2}
     with transaction(session_factory) as session:
         statuses = disbursements.disbursement_statuses(
-            session, ["d-env-1-000002", "d-env-1-000003"])
+            session, ["d-env-1-000002", "d-env-1-000003"]
+        )
     assert "matches no known format" in (statuses[0].state_reason or "")
     assert "not in the mapping table" in (statuses[1].state_reason or "")
     paid = {p.payment_reference: p for p in bank.payments.values()}
@@ -333,10 +359,16 @@ def test_statement_problems_become_errors_and_alarms(session_factory) -> None:
     assert (row.entries_total, row.entries_matched, row.entries_unmatched) == (6, 1, 4)
     assert "difference" in (row.balance_problems or "")
     with transaction(session_factory) as session:
-        codes = sorted(e.error_code for e in session.scalars(
-            select(ReconError).where(ReconError.statement_id == first)))
-    assert codes == ["AMOUNT_MISMATCH", "DUPLICATE_DISBURSEMENT", "INVALID_DISBURSEMENT_ID",
-                     "INVALID_REVERSAL"]
+        codes = sorted(
+            e.error_code
+            for e in session.scalars(select(ReconError).where(ReconError.statement_id == first))
+        )
+    assert codes == [
+        "AMOUNT_MISMATCH",
+        "DUPLICATE_DISBURSEMENT",
+        "INVALID_DISBURSEMENT_ID",
+        "INVALID_REVERSAL",
+    ]
     assert "missing: 2" in (statement_row(context, third).sequence_gaps or "")
     assert states(session_factory, "env-1") == {"RECONCILED": 2, "SHIPPED": 3}
     counters_match_rows(session_factory)
@@ -352,15 +384,17 @@ def test_statement_problems_become_errors_and_alarms(session_factory) -> None:
     ],
 )
 def test_unusable_statement_ends_in_error_with_nothing_applied(
-        session_factory, text, reason) -> None:
+    session_factory, text, reason
+) -> None:
     bank = FakeBank()
     context = fake_context(session_factory, bank)
     ids = setup_envelope(context, 2)
     runner = EmbeddedRunner(context)
     assert runner.run_until_idle(timeout=30)
     good = mt940(ACCOUNT, [("D", ids[0], Decimal("10.00"), "n")])
-    statement_id = upload(context, text.replace("1000000001", ACCOUNT) + "\n" + good
-                          if "garbage" in text else text)
+    statement_id = upload(
+        context, text.replace("1000000001", ACCOUNT) + "\n" + good if "garbage" in text else text
+    )
     assert runner.run_until_idle(timeout=30)
     row = statement_row(context, statement_id)
     assert row.state == "ERROR" and reason in (row.error_reason or "")

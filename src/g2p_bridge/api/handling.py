@@ -24,11 +24,13 @@ R = TypeVar("R", bound=G2PRequest[Any])
 
 
 def session_factory(request: Request) -> sessionmaker[Session]:
-    return request.app.state.session_factory  # type: ignore[no-any-return]
+    factory: sessionmaker[Session] = request.app.state.session_factory
+    return factory
 
 
 def settings_of(request: Request) -> Settings:
-    return request.app.state.settings  # type: ignore[no-any-return]
+    settings: Settings = request.app.state.settings
+    return settings
 
 
 def wake(request: Request, reason: str, *args: str) -> None:

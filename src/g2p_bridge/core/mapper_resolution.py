@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import datetime
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from g2p_bridge.connectors.mappers.base import MapperUnavailable, ResolveItem, Unresolved
@@ -132,9 +132,7 @@ def resolve_mapper_batch(context: Context, batch_id: str) -> bool:
         # A crash after an earlier write of this batch leaves addresses behind: replace them.
         if resolved_ids:
             session.execute(
-                ResolvedAddress.__table__.delete().where(
-                    ResolvedAddress.disbursement_id.in_(resolved_ids)
-                )
+                delete(ResolvedAddress).where(ResolvedAddress.disbursement_id.in_(resolved_ids))
             )
             session.execute(insert(ResolvedAddress), addresses)
             session.execute(

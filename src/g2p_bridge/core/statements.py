@@ -13,6 +13,7 @@ import hashlib
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 from sqlalchemy import insert, select, update
@@ -261,7 +262,7 @@ def _sequence_gaps(session: Session, account: str) -> str | None:
             if n.isdigit()
         }
     )
-    missing = [n for a, b in zip(numbers, numbers[1:], strict=False) for n in range(a + 1, b)]
+    missing = [n for a, b in pairwise(numbers) for n in range(a + 1, b)]
     if not missing:
         return None
     shown = ", ".join(str(n) for n in missing[:20]) + (" ..." if len(missing) > 20 else "")
@@ -396,8 +397,8 @@ def _apply_chunk(
                 counter_deltas[row.envelope_id]["failed_count"] -= 1
             tally.matched += 1
         else:
-            recon = item.recon
-            if recon is None or recon.remittance_statement_id is None:
+            reversed_recon = item.recon
+            if reversed_recon is None or reversed_recon.remittance_statement_id is None:
                 error(
                     entry,
                     ErrorCode.INVALID_REVERSAL,
@@ -405,7 +406,7 @@ def _apply_chunk(
                     row.id,
                 )
                 continue
-            if recon.reversal_found:
+            if reversed_recon.reversal_found:
                 error(
                     entry,
                     ErrorCode.DUPLICATE_REVERSAL,
@@ -414,14 +415,14 @@ def _apply_chunk(
                 )
                 continue
             reason = bank.reversal_reason(entry)
-            recon.reversal_found = True
-            recon.reversal_statement_id = statement_id
-            recon.reversal_statement_number = page.statement_number
-            recon.reversal_statement_sequence = page.sequence_number
-            recon.reversal_entry_sequence = entry.sequence
-            recon.reversal_entry_date = entry.entry_date
-            recon.reversal_value_date = entry.value_date
-            recon.reversal_reason = reason
+            reversed_recon.reversal_found = True
+            reversed_recon.reversal_statement_id = statement_id
+            reversed_recon.reversal_statement_number = page.statement_number
+            reversed_recon.reversal_statement_sequence = page.sequence_number
+            reversed_recon.reversal_entry_sequence = entry.sequence
+            reversed_recon.reversal_entry_date = entry.entry_date
+            reversed_recon.reversal_value_date = entry.value_date
+            reversed_recon.reversal_reason = reason
             state_changes[row.id] = (DisbursementState.REVERSED, reason)
             counter_deltas[row.envelope_id]["reversed_count"] += 1
             tally.reversed += 1

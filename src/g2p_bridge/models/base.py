@@ -1,4 +1,4 @@
-"""The one declarative base: constraint naming, UTC timestamps and the column types every table uses."""
+"""The one declarative base: constraint names, UTC timestamps, the column types of all tables."""
 
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ class FundsAvailable(StrEnum):
 
 class FundsBlocked(StrEnum):
     PENDING_CHECK = "PENDING_CHECK"
-    # Intent recorded, bank called; a crash here is recovered by re-sending the same idempotency key.
+    # Intent recorded, bank called; a crash here is recovered by asking again with the same key.
     BLOCKING = "BLOCKING"
     FUNDS_BLOCK_SUCCESS = "FUNDS_BLOCK_SUCCESS"
     FUNDS_BLOCK_FAILURE = "FUNDS_BLOCK_FAILURE"
