@@ -8,7 +8,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from g2p_bridge.connectors.banks.base import (
@@ -21,7 +21,7 @@ from g2p_bridge.connectors.banks.base import (
 )
 from g2p_bridge.core.context import Context
 from g2p_bridge.db import transaction
-from g2p_bridge.models import Disbursement, EnvelopeStatus
+from g2p_bridge.models import Base, Disbursement, EnvelopeStatus
 from g2p_bridge.models.base import new_id, utcnow
 from g2p_bridge.models.enums import FAILED_STATES, DisbursementState
 from g2p_bridge.settings import BankConnectorSettings, Settings
@@ -241,6 +241,18 @@ def mt940(
 
 def _amt(value: Decimal) -> str:
     return f"{value:.2f}".replace(".", ",")
+
+
+def clear_tables(engine: Engine) -> None:
+    # DELETE beats TRUNCATE on the few rows a test leaves: TRUNCATE rewrites every table file.
+    postgres = engine.dialect.name == "postgresql"
+    with engine.begin() as conn:
+        if postgres:
+            # The audit trail refuses DELETE (a trigger); TRUNCATE is how a test wipes it.
+            conn.exec_driver_sql("TRUNCATE audit_events")
+        for table in reversed(Base.metadata.sorted_tables):
+            if not (postgres and table.name == "audit_events"):
+                conn.execute(table.delete())
 
 
 def counters_match_rows(session_factory: sessionmaker[Session]) -> None:

@@ -13,9 +13,9 @@ import psycopg
 import pytest
 from sqlalchemy import Engine
 
+from bridge_support import clear_tables
 from g2p_bridge.db import make_engine, make_session_factory
 from g2p_bridge.migrations import upgrade
-from g2p_bridge.models import Base
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -53,13 +53,6 @@ def postgres_engine(postgres_url: str) -> Iterator[Engine]:
     engine.dispose()
 
 
-def _truncate(engine: Engine) -> None:
-    # DELETE beats TRUNCATE on the few rows a test leaves: TRUNCATE rewrites every table file.
-    with engine.begin() as conn:
-        for table in reversed(Base.metadata.sorted_tables):
-            conn.execute(table.delete())
-
-
 @pytest.fixture(params=["postgres", "sqlite"])
 def database_url(
     request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path
@@ -67,9 +60,9 @@ def database_url(
     """Each test that takes this runs once on PostgreSQL and once on the embedded SQLite."""
     if request.param == "postgres":
         engine = request.getfixturevalue("postgres_engine")
-        _truncate(engine)
+        clear_tables(engine)
         yield request.getfixturevalue("postgres_url")
-        _truncate(engine)
+        clear_tables(engine)
     else:
         path = tmp_path / "bridge.db"
         shutil.copy(sqlite_template, path)

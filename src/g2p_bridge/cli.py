@@ -71,7 +71,7 @@ def beat(loglevel: str) -> None:
     _require_broker()
     from g2p_bridge.workers.celery_app import PRODUCER_QUEUE, celery_app
 
-    celery_app.worker_main(
+    celery_app().worker_main(
         [
             "worker",
             "--beat",
@@ -99,7 +99,7 @@ def worker(queues: str, concurrency: int, pool: str, loglevel: str) -> None:
     _require_broker()
     from g2p_bridge.workers.celery_app import celery_app
 
-    celery_app.worker_main(
+    celery_app().worker_main(
         [
             "worker",
             "-Q",

@@ -6,8 +6,8 @@ or redelivered after a worker died does its step once."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from functools import cache
-from typing import Any
 
 from celery import Celery
 from kombu import Queue
@@ -22,7 +22,17 @@ log = logging.getLogger(__name__)
 PRODUCER_QUEUE = "producers"
 
 
-def make_celery(settings: Settings) -> Celery:
+def make_celery(settings: Settings, context: Context | None = None) -> Celery:
+    """``context`` is for tests that bring their own (a fake bank); by default each worker
+    process builds one from ``settings`` when its first task runs."""
+    contexts: list[Context] = [context] if context else []
+
+    def current_context() -> Context:
+        if not contexts:
+            engine = make_engine(settings.database_url)
+            contexts.append(Context(settings, make_session_factory(engine)))
+        return contexts[0]
+
     app = Celery("g2p_bridge", broker=settings.broker_url or "memory://", set_as_current=False)
     queues = sorted(set(QUEUES.values()) | {PRODUCER_QUEUE})
     app.conf.update(
@@ -51,22 +61,22 @@ def make_celery(settings: Settings) -> Celery:
 
     @app.task(name="g2p.produce")
     def produce() -> int:
-        work = find_due_work(context())
+        work = find_due_work(current_context())
         for item in work:
             app.send_task(f"g2p.{item.task}", args=[item.key])
         return len(work)
 
     for step_name in STEPS:
-        _register_step(app, step_name)
+        _register_step(app, step_name, current_context)
     return app
 
 
-def _register_step(app: Celery, step_name: str) -> None:
+def _register_step(app: Celery, step_name: str, current_context: Callable[[], Context]) -> None:
     step = STEPS[step_name]
 
     @app.task(name=f"g2p.{step_name}")
     def run(key: str) -> bool:
-        done = step(context(), key)
+        done = step(current_context(), key)
         # Finishing a step often makes the next one due: look now rather than at the next beat.
         if done and step_name in ("secure_funds", "resolve_mapper_batch"):
             app.send_task("g2p.produce")
@@ -76,13 +86,7 @@ def _register_step(app: Celery, step_name: str) -> None:
 
 
 @cache
-def context() -> Context:
-    settings = get_settings()
-    return Context(settings, make_session_factory(make_engine(settings.database_url)))
-
-
-def enqueue_after_commit(app: Celery, task: str, *args: Any) -> None:
-    app.send_task(f"g2p.{task}", args=list(args))
-
-
-celery_app = make_celery(get_settings())
+def celery_app() -> Celery:
+    """The process's one Celery app. Celery keeps one task registry per process, so a second
+    app registering the same task names would silently share the first one's tasks."""
+    return make_celery(get_settings())

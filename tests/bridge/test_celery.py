@@ -1,0 +1,99 @@
+"""The pipeline under Celery with a real Redis broker and PostgreSQL: configured for money,
+and a task delivered twice acts once."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+from celery import Celery
+from celery.contrib.testing.worker import start_worker
+from test_pipeline import setup_envelope
+
+from bridge_support import FakeBank, clear_tables, counters_match_rows, fake_context, states
+from g2p_bridge.core.context import Context
+from g2p_bridge.db import make_session_factory, transaction
+from g2p_bridge.models import BankBatch
+from g2p_bridge.workers.celery_app import make_celery
+
+REDIS = "redis://127.0.0.1:6379/14"
+
+
+@pytest.fixture(scope="module")
+def celery_setup(postgres_url, postgres_engine) -> tuple[Context, FakeBank, Celery]:
+    # One app per process: Celery's task registry is process-wide.
+    bank = FakeBank()
+    context = fake_context(
+        make_session_factory(postgres_engine),
+        bank,
+        database_url=postgres_url,
+        broker_url=REDIS,
+        beat_interval_seconds=0.2,
+    )
+    return context, bank, make_celery(context.settings, context)
+
+
+@pytest.fixture
+def postgres_context(celery_setup, postgres_engine) -> Iterator[tuple[Context, FakeBank, Celery]]:
+    clear_tables(postgres_engine)
+    yield celery_setup
+    clear_tables(postgres_engine)
+
+
+def test_celery_is_configured_for_money(postgres_context) -> None:
+    _, _, app = postgres_context
+    conf = app.conf
+    assert conf.task_acks_late and conf.task_reject_on_worker_lost
+    assert conf.worker_prefetch_multiplier == 1
+    assert conf.task_ignore_result
+    assert {q.name for q in conf.task_queues} == {
+        "producers",
+        "mapper",
+        "funds",
+        "dispatch",
+        "statements",
+    }
+    assert conf.task_routes["g2p.send_bank_batch"] == {"queue": "dispatch"}
+    assert conf.task_time_limit <= conf.broker_transport_options["visibility_timeout"]
+
+
+def test_pipeline_runs_under_celery_with_redis(postgres_context) -> None:
+    context, bank, app = postgres_context
+    client = redis.Redis.from_url(REDIS)
+    client.flushdb()
+    envelope_id = f"env-{uuid.uuid4().hex[:6]}"
+    ids = setup_envelope(context, 120, envelope_id=envelope_id)
+    queues = "producers,mapper,funds,dispatch,statements"
+    with start_worker(
+        app,
+        pool="solo",
+        perform_ping_check=False,
+        queues=queues.split(","),
+        shutdown_timeout=30,
+        loglevel="WARNING",
+    ):
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            app.send_task("g2p.produce")  # what beat does every tick
+            time.sleep(0.3)
+            if states(context.session_factory, envelope_id).get("SHIPPED") == 120:
+                break
+        assert states(context.session_factory, envelope_id) == {"SHIPPED": 120}
+        # Redelivery: the same batch task sent again finds its batch done and does nothing.
+        with transaction(context.session_factory) as session:
+            batch_ids = list(
+                session.scalars(BankBatch.__table__.select().with_only_columns(BankBatch.id))
+            )
+        calls = bank.payment_calls
+        for batch_id in batch_ids:
+            app.send_task("g2p.send_bank_batch", args=[batch_id])
+            app.send_task("g2p.send_bank_batch", args=[batch_id])
+        app.send_task("g2p.produce")
+        time.sleep(2)
+    assert bank.payment_calls == calls
+    assert sorted(bank.payments) == sorted(ids)
+    counters_match_rows(context.session_factory)
+    client.flushdb()
