@@ -130,12 +130,20 @@ class StatementPage:
     last_page: bool = True
 
 
-def entry_lines(entry: StatementEntry) -> Iterator[str]:
-    """Lines of one statement entry."""
+def entry_lines(
+    entry: StatementEntry, _dates: dict[tuple[date, date], str] | None = None
+) -> Iterator[str]:
+    """Lines of one statement entry (``_dates`` caches the formatted date pair)."""
+    key = (entry.value_date, entry.entry_date)
+    dates = _dates.get(key) if _dates is not None else None
+    if dates is None:
+        # strftime is the slowest part of an entry; statements repeat a few dates.
+        dates = f"{entry.value_date:%y%m%d}{entry.entry_date:%m%d}"
+        if _dates is not None:
+            _dates[key] = dates
     yield (
-        f":61:{entry.value_date:%y%m%d}{entry.entry_date:%m%d}{entry.mark}"
-        f"{format_amount(entry.amount)}NTRF{entry.customer_reference or 'NONREF'}"
-        f"//{entry.bank_reference}"
+        f":61:{dates}{entry.mark}{format_amount(entry.amount)}"
+        f"NTRF{entry.customer_reference or 'NONREF'}//{entry.bank_reference}"
     )
     if entry.details:
         yield from wrap_86(entry.details)
@@ -150,8 +158,9 @@ def iter_statement_lines(page: StatementPage, entries: Iterable[StatementEntry])
     yield f":{opening_tag}:" + format_balance(
         page.opening_balance, page.opening_date, page.currency
     )
+    dates: dict[tuple[date, date], str] = {}
     for entry in entries:
-        yield from entry_lines(entry)
+        yield from entry_lines(entry, dates)
     closing_tag = "62F" if page.last_page else "62M"
     yield f":{closing_tag}:" + format_balance(
         page.closing_balance, page.closing_date, page.currency

@@ -22,7 +22,7 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
-from sqlalchemy import and_, bindparam, exists, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from example_bank.models import (
@@ -60,7 +60,7 @@ from example_bank.mt940_writer import (
     render_statement,
     structured_details,
 )
-from example_bank.services import ZERO, chunked, insert_ignore
+from example_bank.services import ZERO, bulk_insert, insert_ignore, matching
 from example_bank.settings import BankSettings
 
 log = logging.getLogger(__name__)
@@ -323,7 +323,7 @@ def _process_chunk(
         totals.book[remitter] += amount
         totals.book[counterparty] -= amount
 
-    session.execute(insert(_ledger), entries)
+    bulk_insert(session, _ledger, entries)
     if failures:
         session.execute(_FAIL_PAYMENT, failures)
     session.execute(
@@ -387,9 +387,9 @@ def _own_beneficiary_accounts(
         }
     )
     found: dict[str, str] = {}
-    for chunk in chunked(wanted):
+    for clause in matching(session, Account.account_number, wanted):
         stmt = select(Account.account_number, Account.currency).where(
-            Account.account_number.in_(chunk), Account.account_type == CUSTOMER
+            clause, Account.account_type == CUSTOMER
         )
         found.update((number, currency) for number, currency in session.execute(stmt))
     return found

@@ -15,7 +15,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import Table, any_, bindparam, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -68,6 +68,43 @@ def chunked(items: Sequence[Any], size: int = IN_CHUNK) -> Iterator[Sequence[Any
     """Consecutive slices of at most ``size`` items."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def bulk_insert(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Insert many rows in the session's transaction, as fast as the database allows.
+
+    PostgreSQL: ``COPY ... FROM STDIN`` through the session's own connection (about 5x
+    faster than a pipelined executemany, which matters at a million payments). Elsewhere:
+    one ``executemany`` INSERT. Rows must all have the same keys and carry every NOT NULL
+    column (COPY applies no Python-side defaults) with values already in database form.
+    """
+    if not rows:
+        return
+    if session.get_bind().dialect.name != "postgresql":
+        session.execute(insert(table), rows)
+        return
+    columns = list(rows[0])
+    driver_connection: Any = session.connection().connection.driver_connection
+    sql = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
+    with driver_connection.cursor() as cursor, cursor.copy(sql) as copy:
+        for row in rows:
+            copy.write_row([row[column] for column in columns])
+
+
+def matching(session: Session, column: Any, values: Sequence[Any]) -> Iterator[Any]:
+    """WHERE clauses that together select ``column IN values``.
+
+    PostgreSQL gets a single ``= ANY(array)`` with one parameter (no statement with
+    thousands of placeholders to build); SQLite gets IN lists of at most IN_CHUNK values.
+    """
+    if not values:
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        array = bindparam(None, list(values), type_=postgresql.ARRAY(column.type))
+        yield column == any_(array)
+        return
+    for chunk in chunked(values):
+        yield column.in_(chunk)
 
 
 def insert_ignore(session: Session, table: Any, rows: list[dict[str, Any]]) -> None:
@@ -329,8 +366,8 @@ def existing_references(session: Session, refs: Sequence[str]) -> set[str]:
     """Which of ``refs`` were already received (indexed IN lookups, chunked)."""
     found: set[str] = set()
     column = Payment.payment_reference_number
-    for chunk in chunked(refs):
-        found.update(session.scalars(select(column).where(column.in_(chunk))))
+    for clause in matching(session, column, refs):
+        found.update(session.scalars(select(column).where(clause)))
     return found
 
 
@@ -369,7 +406,7 @@ def accept_payments(session: Session, instructions: Sequence[dict[str, Any]]) ->
         row["batch_id"] = batch.id
         row["state"] = RECEIVED
         rows.append(row)
-    session.execute(insert(payments_table), rows)
+    bulk_insert(session, payments_table, rows)
     return AcceptResult(len(new), duplicates, batch.id)
 
 
@@ -380,14 +417,9 @@ def _validate_against_blocks(
     problems: dict[str, list[str]] = defaultdict(list)
     block_refs = sorted({i["funds_blocked_reference_number"] for i in new})
     blocks: dict[str, FundBlock] = {}
-    for chunk in chunked(block_refs):
+    for clause in matching(session, FundBlock.block_reference, block_refs):
         # Lock the blocks: two concurrent batches must not both spend the same remainder.
-        stmt = (
-            select(FundBlock)
-            .where(FundBlock.block_reference.in_(chunk))
-            .order_by(FundBlock.block_reference)
-            .with_for_update()
-        )
+        stmt = select(FundBlock).where(clause).order_by(FundBlock.block_reference).with_for_update()
         blocks.update((b.block_reference, b) for b in session.scalars(stmt))
     needed: dict[str, Decimal] = defaultdict(lambda: ZERO)
     needed_refs: dict[str, list[str]] = defaultdict(list)

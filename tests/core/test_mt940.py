@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import itertools
-import time
 import tracemalloc
 from collections.abc import Iterator
 from datetime import date
@@ -646,12 +645,8 @@ def test_memory_stays_flat_over_many_statements() -> None:
 
 
 def test_two_hundred_thousand_entries() -> None:
-    started = time.perf_counter()
     (statement,) = list(iter_statements(_statement_lines(0, 200_000)))
-    elapsed = time.perf_counter() - started
     assert len(statement.entries) == 200_000
     assert statement.entries[-1].sequence == 200_000
     assert statement.entries[-1].subfields()["NAME"] == "Person 199999"
     assert statement.balance_problem() is None
-    # About 3 s on an idle laptop; the bound only catches work that grows faster than linear.
-    assert elapsed < 60, elapsed
