@@ -56,7 +56,11 @@ def test_celery_is_configured_for_money(postgres_context) -> None:
         "dispatch",
         "statements",
     }
-    assert conf.task_routes["g2p.send_bank_batch"] == {"queue": "dispatch"}
+    assert conf.task_routes["g2p.send_bank_batch"]["routing_key"] == "dispatch"
+    # Each queue has its own exchange and key, so a task lands in one queue only.
+    assert {(q.name, q.exchange.name, q.routing_key) for q in conf.task_queues} == {
+        (name, name, name) for name in ("producers", "mapper", "funds", "dispatch", "statements")
+    }
     assert conf.task_time_limit <= conf.broker_transport_options["visibility_timeout"]
 
 

@@ -6,11 +6,12 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from decimal import Decimal
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from g2p_bridge.core.envelopes import bump_counters, get_envelope, lock_status
 from g2p_bridge.core.errors import ErrorCode, InvalidRequest, NotFound
+from g2p_bridge.db import bulk_insert, one_of
 from g2p_bridge.models import Disbursement, DisbursementRecon, ReconError
 from g2p_bridge.models.base import new_id, utcnow
 from g2p_bridge.models.enums import CANCELLABLE_STATES, DisbursementState
@@ -33,7 +34,9 @@ def _existing_ids(session: Session, ids: Sequence[str]) -> set[str]:
     found: set[str] = set()
     for start in range(0, len(ids), _LOOKUP_CHUNK):
         chunk = ids[start : start + _LOOKUP_CHUNK]
-        found.update(session.scalars(select(Disbursement.id).where(Disbursement.id.in_(chunk))))
+        found.update(
+            session.scalars(select(Disbursement.id).where(one_of(session, Disbursement.id, chunk)))
+        )
     return found
 
 
@@ -124,12 +127,12 @@ def create_disbursements(
             "financial_address": item.financial_address,
             "receipt_at": now,
             "cancelled": False,
-            "state": DisbursementState.RECEIVED,
+            "state": DisbursementState.RECEIVED.value,
             "updated_at": now,
         }
         for item in items
     ]
-    session.execute(insert(Disbursement), rows)
+    bulk_insert(session, Disbursement, rows)
     bump_counters(session, envelope.id, received_count=len(rows), received_amount=total)
     return [
         item.model_copy(
@@ -163,7 +166,7 @@ def cancel_disbursements(
         for start in range(0, len(ids), _LOOKUP_CHUNK)
         for row in session.scalars(
             select(Disbursement)
-            .where(Disbursement.id.in_(ids[start : start + _LOOKUP_CHUNK]))
+            .where(one_of(session, Disbursement.id, ids[start : start + _LOOKUP_CHUNK]))
             .order_by(Disbursement.id)
             .with_for_update()
             .execution_options(populate_existing=True)
@@ -194,7 +197,7 @@ def cancel_disbursements(
         lock_status(session, envelope_id)
         session.execute(
             update(Disbursement)
-            .where(Disbursement.id.in_([r.id for r in rows]))
+            .where(one_of(session, Disbursement.id, [r.id for r in rows]))
             .values(
                 state=DisbursementState.CANCELLED,
                 cancelled=True,

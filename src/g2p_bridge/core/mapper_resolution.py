@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import datetime
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from g2p_bridge.connectors.mappers.base import MapperUnavailable, ResolveItem, Unresolved
 from g2p_bridge.core.context import Context
 from g2p_bridge.core.envelopes import bump_counters
 from g2p_bridge.core.work import claim, retry_later
-from g2p_bridge.db import is_postgres, transaction
+from g2p_bridge.db import bulk_insert, is_postgres, one_of, transaction
 from g2p_bridge.models import (
     BenefitProgram,
     Disbursement,
@@ -59,7 +59,10 @@ def plan_mapper_batches(session: Session, settings: Settings, now: datetime) -> 
             )
             session.execute(
                 update(Disbursement)
-                .where(Disbursement.id.in_(chunk), Disbursement.state == DisbursementState.RECEIVED)
+                .where(
+                    one_of(session, Disbursement.id, chunk),
+                    Disbursement.state == DisbursementState.RECEIVED,
+                )
                 .values(state=DisbursementState.RESOLVING, mapper_batch_id=batch_id, updated_at=now)
                 .execution_options(synchronize_session=False)
             )
@@ -113,7 +116,7 @@ def resolve_mapper_batch(context: Context, batch_id: str) -> bool:
             {
                 "disbursement_id": item.disbursement_id,
                 "financial_address": answer,
-                "address_type": destination.address_type,
+                "address_type": destination.address_type.value,
                 "bank_account_number": destination.bank_account_number,
                 "bank_code": destination.bank_code,
                 "branch_code": destination.branch_code,
@@ -125,36 +128,48 @@ def resolve_mapper_batch(context: Context, batch_id: str) -> bool:
             }
         )
     with transaction(context.session_factory) as session:
-        batch = session.get(MapperBatch, batch_id)
+        # Locked, so a worker whose lease ran out cannot write the same answers a second time.
+        batch = session.get(MapperBatch, batch_id, with_for_update=True)
         if batch is None or batch.state != WorkState.RUNNING:
             return False
-        resolved_ids = [a["disbursement_id"] for a in addresses]
-        # A crash after an earlier write of this batch leaves addresses behind: replace them.
+        resolved_ids = [str(a["disbursement_id"]) for a in addresses]
         if resolved_ids:
-            session.execute(
-                delete(ResolvedAddress).where(ResolvedAddress.disbursement_id.in_(resolved_ids))
-            )
-            session.execute(insert(ResolvedAddress), addresses)
+            bulk_insert(session, ResolvedAddress, addresses)
             session.execute(
                 update(Disbursement)
                 .where(
-                    Disbursement.id.in_(resolved_ids),
+                    one_of(session, Disbursement.id, resolved_ids),
                     Disbursement.state == DisbursementState.RESOLVING,
                 )
                 .values(state=DisbursementState.RESOLVED, updated_at=now)
                 .execution_options(synchronize_session=False)
             )
         failed = 0
-        for disbursement_id, reason in unresolved.items():
-            failed += session.execute(
-                update(Disbursement)
+        if unresolved:
+            # One executemany; a row cancelled meanwhile is left alone, hence the count after.
+            table = Disbursement.__table__
+            assert isinstance(table, Table)
+            session.execute(
+                update(table)
                 .where(
-                    Disbursement.id == disbursement_id,
-                    Disbursement.state == DisbursementState.RESOLVING,
+                    table.c.id == bindparam("row_id"), table.c.state == DisbursementState.RESOLVING
                 )
-                .values(state=DisbursementState.UNRESOLVED, state_reason=reason, updated_at=now)
-                .execution_options(synchronize_session=False)
-            ).rowcount  # type: ignore[attr-defined]
+                .values(
+                    state=DisbursementState.UNRESOLVED,
+                    state_reason=bindparam("reason"),
+                    updated_at=now,
+                ),
+                [{"row_id": i, "reason": r} for i, r in unresolved.items()],
+            )
+            failed = (
+                session.scalar(
+                    select(func.count()).where(
+                        Disbursement.mapper_batch_id == batch_id,
+                        Disbursement.state == DisbursementState.UNRESOLVED,
+                    )
+                )
+                or 0
+            )
         bump_counters(session, batch.envelope_id, failed_count=failed)
         batch.state = WorkState.DONE
         batch.lease_until = None

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from functools import cache
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from g2p_bridge.core.context import Context
 from g2p_bridge.core.steps import QUEUES, STEPS
@@ -41,9 +41,18 @@ def make_celery(settings: Settings, context: Context | None = None) -> Celery:
         worker_prefetch_multiplier=1,
         task_ignore_result=True,
         task_default_queue=PRODUCER_QUEUE,
-        task_queues=[Queue(q) for q in queues],
-        task_routes={f"g2p.{name}": {"queue": queue} for name, queue in QUEUES.items()}
-        | {"g2p.produce": {"queue": PRODUCER_QUEUE}},
+        task_queues=[Queue(q, Exchange(q, type="direct"), routing_key=q) for q in queues],
+        task_routes={
+            f"g2p.{name}": {"queue": queue, "exchange": queue, "routing_key": queue}
+            for name, queue in QUEUES.items()
+        }
+        | {
+            "g2p.produce": {
+                "queue": PRODUCER_QUEUE,
+                "exchange": PRODUCER_QUEUE,
+                "routing_key": PRODUCER_QUEUE,
+            }
+        },
         # Below the broker's redelivery timeouts, so a slow task is never handed out twice.
         task_time_limit=settings.lease_seconds,
         task_soft_time_limit=max(settings.lease_seconds - 30, 30),
