@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from decimal import Decimal
 from pathlib import Path
@@ -15,9 +14,10 @@ from g2p_bridge.settings import get_settings
 
 
 def _setup_logging() -> None:
-    logging.basicConfig(
-        level=get_settings().log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    from g2p_bridge.observability import setup_logging
+
+    settings = get_settings()
+    setup_logging(settings.log_level, settings.log_format)
 
 
 @click.group()
@@ -282,6 +282,83 @@ def mappings_load(file: Path) -> None:
     with transaction(factory) as session:
         count = load_mapping_csv(session, file)
     click.echo(f"{count} mappings loaded")
+
+
+@main.group()
+def auth() -> None:
+    """Access tokens for the API."""
+
+
+@auth.command("token")
+@click.option("--client", "client_id", required=True, help="the client id (the token's sub)")
+@click.option("--role", type=click.Choice(["pbms", "bank", "admin"]), default="pbms")
+@click.option("--program", "programs", multiple=True, help="a program the client may act on")
+@click.option("--bank-code", "bank_codes", multiple=True, help="a bank code (role bank)")
+@click.option("--ttl", default=3600, show_default=True, type=click.IntRange(1, 366 * 86400))
+def auth_token(
+    client_id: str, role: str, programs: tuple[str, ...], bank_codes: tuple[str, ...], ttl: int
+) -> None:
+    """Print a signed token for a client (the embedded key file, or G2P_BRIDGE_AUTH_SECRET_KEY)."""
+    from g2p_bridge.auth import AuthConfigurationError, issue_token
+
+    try:
+        token = issue_token(get_settings(), client_id, role, programs, bank_codes, ttl)
+    except AuthConfigurationError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(token)
+
+
+@main.command("audit")
+@click.option("--envelope", "envelope_id", default=None, help="an envelope's trail")
+@click.option("--disbursement", "disbursement_id", default=None, help="a disbursement's trail")
+@click.option("--since", default=None, help="ISO 8601 time, UTC if no offset is given")
+@click.option("--until", default=None, help="ISO 8601 time, UTC if no offset is given")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100_000))
+@click.option("--json", "as_json", is_flag=True)
+def audit_command(
+    envelope_id: str | None,
+    disbursement_id: str | None,
+    since: str | None,
+    until: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """Show the audit trail, oldest first."""
+    from datetime import UTC, datetime
+
+    from g2p_bridge.core import audit as service
+    from g2p_bridge.db import make_engine, make_session_factory, transaction
+
+    def when(value: str | None) -> datetime | None:
+        if value is None:
+            return None
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise click.BadParameter(f"{value!r} is not an ISO 8601 time") from exc
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+    factory = make_session_factory(make_engine(get_settings().database_url))
+    with transaction(factory) as session:
+        events = [
+            service.event_payload(e)
+            for e in service.query(
+                session,
+                envelope_id=envelope_id,
+                disbursement_id=disbursement_id,
+                since=when(since),
+                until=when(until),
+                limit=limit,
+            )
+        ]
+    if as_json:
+        click.echo(json.dumps(events, indent=2))
+        return
+    for e in events:
+        click.echo(
+            f"{e['at']}  {e['actor']:<16} {e['action']:<22} {e['outcome']:<7} "
+            f"{e['entity_type']}:{e['entity_id'] or '-'}  {json.dumps(e['detail'] or {})}"
+        )
 
 
 @main.command()

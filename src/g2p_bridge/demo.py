@@ -68,20 +68,22 @@ def _address(i: int) -> str | None:
     return f"mobile:07{i:08d}@MPESA"
 
 
-def _post(client: httpx.Client, path: str, body: Any) -> dict[str, Any]:
-    response = client.post(path, json=body, timeout=120)
+def _post(client: httpx.Client, path: str, body: Any, token: str) -> dict[str, Any]:
+    response = client.post(
+        path, json=body, timeout=120, headers={"Authorization": f"Bearer {token}"}
+    )
     data: dict[str, Any] = response.json()
     if response.status_code >= 400 or data.get("header", {}).get("status") == "rjct":
         raise RuntimeError(f"{path} refused: HTTP {response.status_code} {data}")
     return data
 
 
-def _header(action: str, count: int = 1) -> dict[str, Any]:
+def _header(action: str, count: int = 1, sender: str = "demo-pbms") -> dict[str, Any]:
     return {
         "message_id": new_id(),
         "message_ts": utcnow().isoformat(),
         "action": action,
-        "sender_id": "demo-pbms",
+        "sender_id": sender,
         "total_count": count,
     }
 
@@ -93,6 +95,7 @@ def run_demo(
     from example_bank.db import migrate as migrate_bank
     from example_bank.settings import BankSettings
     from g2p_bridge.api.app import create_app
+    from g2p_bridge.auth import issue_token
     from g2p_bridge.connectors.mappers.local import load_mapping_csv
     from g2p_bridge.db import make_engine, make_session_factory, transaction
     from g2p_bridge.migrations import upgrade
@@ -115,7 +118,13 @@ def run_demo(
         retry_backoff_seconds=0.5,
         bank_connectors={"EXAMPLE": BankConnectorSettings(base_url=bank_url)},
     )
+    # The embedded key file signs these: an operator, the program's MIS, and the bank.
+    admin_token = issue_token(settings, "demo-admin", "admin")
+    day = 86400
+    pbms_token = issue_token(settings, "demo-pbms", "pbms", programs=[PROGRAM], ttl_seconds=day)
+    bank_token = issue_token(settings, "demo-bank", "bank", bank_codes=["EXAMPLE"], ttl_seconds=day)
     bank_settings = BankSettings(
+        bridge_token=bank_token,
         database_url=f"sqlite:///{workdir / 'bank.db'}",
         broker_url=None,
         failure_rate=float(failure_rate),
@@ -166,7 +175,7 @@ def run_demo(
             http,
             "/create_benefit_program_configuration",
             {
-                "header": _header("create_benefit_program_configuration"),
+                "header": _header("create_benefit_program_configuration", sender="demo-admin"),
                 "message": {
                     "program_mnemonic": PROGRAM,
                     "sponsor_bank_code": "EXAMPLE",
@@ -176,6 +185,7 @@ def run_demo(
                     "resolver": "table",
                 },
             },
+            admin_token,
         )
         mapping = workdir / "id-mappings.csv"
         with mapping.open("w") as handle:
@@ -203,6 +213,7 @@ def run_demo(
                     "disbursement_schedule_date": utcnow().date().isoformat(),
                 },
             },
+            pbms_token,
         )
         envelope_id = envelope["message"]["disbursement_envelope_id"]
         for start in range(0, count, REQUEST_SIZE):
@@ -221,6 +232,7 @@ def run_demo(
                 http,
                 "/create_disbursements",
                 {"header": _header("create_disbursements", len(items)), "message": items},
+                pbms_token,
             )
         ingested = time.monotonic()
         say(
@@ -236,6 +248,7 @@ def run_demo(
                 http,
                 "/get_disbursement_envelope_status",
                 {"header": _header("get_disbursement_envelope_status"), "message": envelope_id},
+                pbms_token,
             )["message"]
             progress = (
                 f"  funds {status['funds_blocked_with_bank']}, shipped "
@@ -256,7 +269,9 @@ def run_demo(
             time.sleep(0.3)
         finished = time.monotonic()
         account = http.get(f"{bank_url}/accounts/{PROGRAM_ACCOUNT}").json()
-        statements = http.get("/statements").json()
+        statements = http.get(
+            "/statements", headers={"Authorization": f"Bearer {admin_token}"}
+        ).json()
 
     by_state = status.get("disbursements_by_state", {})
     complete = (

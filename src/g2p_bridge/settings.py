@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -42,6 +42,28 @@ class Settings(BaseSettings):
     max_disbursements_per_request: int = 10_000
     max_statement_bytes: int = 20 * 1024 * 1024
     max_request_bytes: int = 64 * 1024 * 1024
+    # Any single string in a G2P Connect request body, and the program configuration body.
+    max_string_length: int = 1024
+    max_program_request_bytes: int = 64 * 1024
+
+    # Authentication: bearer JWTs checked against a JWKS URL or one static key. With none of the
+    # three set, the embedded SQLite default generates a key file next to the database; any other
+    # deployment refuses to start unless auth_disabled is set explicitly.
+    auth_jwks_url: str | None = None
+    auth_jwks_timeout_seconds: float = 5.0
+    auth_jwks_cache_seconds: float = 300.0
+    auth_secret_key: SecretStr | None = None
+    auth_public_key: str | None = None
+    auth_issuer: str = "g2p-bridge"
+    auth_audience: str = "g2p-bridge"
+    auth_leeway_seconds: int = 30
+    auth_disabled: bool = False
+    auth_key_file: str | None = None
+
+    # Observability.
+    log_format: str = "text"
+    broker_check_timeout_seconds: float = 2.0
+    metrics_state_cache_seconds: float = 5.0
 
     # Connectors and resolvers.
     bank_connectors: dict[str, BankConnectorSettings] = Field(
@@ -64,11 +86,23 @@ class Settings(BaseSettings):
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
 
+    @field_validator("bank_connectors", mode="after")
+    @classmethod
+    def _bank_codes_upper(
+        cls, value: dict[str, BankConnectorSettings]
+    ) -> dict[str, BankConnectorSettings]:
+        # Environment variable names come in lower-cased; bank codes are upper case.
+        return {code.upper(): connector for code, connector in value.items()}
+
     @model_validator(mode="after")
     def _positive_sizes(self) -> Settings:
         for name in ("mapper_batch_size", "dispatch_batch_size", "max_attempts"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if self.max_string_length < 1:
+            raise ValueError("max_string_length must be at least 1")
+        if self.log_format not in ("text", "json"):
+            raise ValueError("log_format must be text or json")
         return self
 
 

@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
@@ -16,11 +17,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from g2p_bridge import __version__
-from g2p_bridge.api import disbursements, envelopes, programs, statements
+from g2p_bridge.api import audit_events, disbursements, envelopes, programs, statements
+from g2p_bridge.api.security import RequestContextMiddleware, authenticate
 from g2p_bridge.api.wire import add_request_schemas, json_response, refusal, validation_message
+from g2p_bridge.auth import Authenticator
 from g2p_bridge.core.context import Context
 from g2p_bridge.core.errors import BridgeError, ErrorCode, InvalidRequest
 from g2p_bridge.db import make_engine, make_session_factory
+from g2p_bridge.observability import DisbursementStates, render_metrics
 from g2p_bridge.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -35,6 +39,8 @@ def create_app(
     """``run_pipeline`` runs producers and workers in this process (the embedded default);
     ``wake`` is told after a commit that made new work (a Celery send, or the embedded runner)."""
     settings = settings or get_settings()
+    # Before anything else: an API that cannot tell who calls it must not start.
+    authenticator = Authenticator(settings)
     session_factory = session_factory or make_session_factory(make_engine(settings.database_url))
     runner = None
     if run_pipeline:
@@ -63,8 +69,13 @@ def create_app(
     app.state.settings = settings
     app.state.session_factory = session_factory
     app.state.wake = wake or (lambda *_: None)
-    for module in (envelopes, disbursements, statements, programs):
-        app.include_router(module.router)
+    app.state.authenticator = authenticator
+    app.state.disbursement_states = DisbursementStates(
+        session_factory, settings.metrics_state_cache_seconds
+    )
+    for module in (envelopes, disbursements, statements, programs, audit_events):
+        app.include_router(module.router, dependencies=[Depends(authenticate)])
+    app.add_middleware(RequestContextMiddleware)
     _add_health(app)
     _add_error_handlers(app)
 
@@ -74,10 +85,24 @@ def create_app(
                 title=app.title, version=app.version, description=app.description, routes=app.routes
             )
             app.openapi_schema = add_request_schemas(schema)
+            _document_refusals(app.openapi_schema)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def _document_refusals(schema: dict[str, Any]) -> None:
+    """Protected operations answer 401 and 403 too; say so, so clients and fuzzers know."""
+    refused = {"description": "G2P Connect rjct", "content": {"application/json": {}}}
+    for path_item in schema.get("paths", {}).values():
+        for operation in path_item.values():
+            if isinstance(operation, dict) and operation.get("security"):
+                responses = operation.setdefault("responses", {})
+                responses.setdefault("401", {**refused, "description": "not authenticated"})
+                responses.setdefault("403", {**refused, "description": "not authorized"})
+                responses.setdefault("413", {**refused, "description": "request too large"})
+                responses.setdefault("422", {**refused, "description": "invalid request"})
 
 
 def _celery_wake() -> Callable[..., None]:
@@ -86,9 +111,9 @@ def _celery_wake() -> Callable[..., None]:
     def wake(reason: str, *args: str) -> None:
         try:
             if reason == "statement_uploaded":
-                celery_app.send_task("g2p.process_statement", args=list(args))
+                celery_app().send_task("g2p.process_statement", args=list(args))
             else:
-                celery_app.send_task("g2p.produce")
+                celery_app().send_task("g2p.produce")
         except Exception:
             # The commit already happened; the next beat tick finds the work all the same.
             log.warning("could not wake the workers (%s); beat will pick it up", reason)
@@ -107,13 +132,46 @@ def _add_health(app: FastAPI) -> None:
 
     @app.get("/health/ready", tags=["health"])
     async def ready(request: Request) -> Response:
-        try:
+        settings: Settings = request.app.state.settings
+        checks = {"database": "ok"}
+
+        def database() -> None:
             with request.app.state.session_factory() as session:
                 session.execute(text("SELECT 1"))
+
+        try:
+            await run_in_threadpool(database)
         except Exception as exc:
             log.warning("readiness: database unreachable: %s", exc)
-            return json_response({"status": "unavailable", "database": "unreachable"}, 503)
-        return json_response({"status": "ok", "database": "ok"})
+            checks["database"] = "unreachable"
+        if settings.broker_url:
+            checks["broker"] = await run_in_threadpool(
+                _broker_reachable, settings.broker_url, settings.broker_check_timeout_seconds
+            )
+        healthy = all(v == "ok" for v in checks.values())
+        return json_response(
+            {"status": "ok" if healthy else "unavailable", **checks}, 200 if healthy else 503
+        )
+
+    @app.get("/metrics", tags=["health"], include_in_schema=False)
+    async def metrics(request: Request) -> Response:
+        body, content_type = await run_in_threadpool(
+            render_metrics, request.app.state.disbursement_states
+        )
+        return Response(content=body, media_type=content_type)
+
+
+def _broker_reachable(url: str, timeout: float) -> str:
+    """One connection attempt with a timeout; the broker's own client, whatever its kind."""
+    from kombu import Connection
+
+    try:
+        with Connection(url, connect_timeout=timeout, transport_options={"max_retries": 0}) as c:
+            c.ensure_connection(max_retries=1, timeout=timeout)
+    except Exception as exc:
+        log.warning("readiness: broker unreachable: %s", exc)
+        return "unreachable"
+    return "ok"
 
 
 def _add_error_handlers(app: FastAPI) -> None:

@@ -13,8 +13,16 @@ from pydantic import BaseModel, TypeAdapter
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from g2p_bridge.api.wire import header_hint, parse_json, read_body, refusal, validate
-from g2p_bridge.core.errors import BridgeError
+from g2p_bridge.api.security import principal_of, record_refusal
+from g2p_bridge.api.wire import (
+    check_string_lengths,
+    header_hint,
+    parse_json,
+    read_body,
+    refusal,
+    validate,
+)
+from g2p_bridge.core.errors import BridgeError, ErrorCode, Forbidden
 from g2p_bridge.db import transaction
 from g2p_bridge.models import ProcessedRequest
 from g2p_bridge.schemas import Request as G2PRequest
@@ -45,12 +53,20 @@ async def handle(
     *,
     replayable: bool,
     on_refusal: Callable[[BridgeError, R], Any] | None = None,
+    roles: tuple[str, ...] = ("pbms",),
+    programs_of: Callable[[Session, R], set[str]] | None = None,
+    max_bytes: int | None = None,
 ) -> tuple[Response, R | None]:
+    """``roles`` may call this at all; ``programs_of`` names the programs the request touches,
+    looked up in the request's transaction, which a PBMS client must all be granted."""
     settings = settings_of(request)
-    raw = await read_body(request, settings.max_request_bytes)
+    principal = principal_of(request)
+    action = request.url.path.strip("/")
+    raw = await read_body(request, max_bytes or settings.max_request_bytes)
     data = parse_json(raw)
     hint = header_hint(data)
     try:
+        check_string_lengths(data, settings.max_string_length)
         g2p_request = validate(data, adapter)
     except BridgeError as error:
         return refusal(error, hint), None
@@ -60,11 +76,24 @@ async def handle(
         "sender_id": g2p_request.header.sender_id,
     }
     factory = session_factory(request)
+    try:
+        if g2p_request.header.sender_id != principal.client_id:
+            raise Forbidden(
+                ErrorCode.SENDER_MISMATCH,
+                f"header sender_id {g2p_request.header.sender_id!r} is not the authenticated "
+                f"client {principal.client_id!r}",
+            )
+        principal.require_role(*roles)
+    except Forbidden as error:
+        await run_in_threadpool(record_refusal, factory, principal, action, error)
+        return refusal(error, hint), None
 
     def run() -> bytes:
         header = g2p_request.header
         key = (header.sender_id, header.message_id)
         with transaction(factory) as session:
+            if programs_of is not None:
+                principal.require_programs(programs_of(session, g2p_request))
             if replayable:
                 stored = session.get(ProcessedRequest, key)
                 if stored is not None:
@@ -84,6 +113,9 @@ async def handle(
         except IntegrityError:
             # Two copies of one request raced; the loser answers with what the winner stored.
             answer = await run_in_threadpool(run)
+    except Forbidden as error:
+        await run_in_threadpool(record_refusal, factory, principal, action, error)
+        return refusal(error, hint), None
     except BridgeError as error:
         message = on_refusal(error, g2p_request) if on_refusal else None
         return refusal(error, hint, message), None

@@ -22,6 +22,10 @@ T = TypeVar("T")
 _REASON_CODES = {
     ErrorCode.TOO_MANY_ITEMS: "rjct.total_count.limit_exceeded",
     ErrorCode.REQUEST_TOO_LARGE: "rjct.total_count.limit_exceeded",
+    ErrorCode.AUTHENTICATION_REQUIRED: "rjct.auth.missing",
+    ErrorCode.INVALID_TOKEN: "rjct.auth.invalid",
+    ErrorCode.ACCESS_DENIED: "rjct.auth.forbidden",
+    ErrorCode.SENDER_MISMATCH: "rjct.sender_id.invalid",
 }
 
 
@@ -55,6 +59,27 @@ def parse_json(body: bytes) -> Any:
         raise InvalidRequest(ErrorCode.INVALID_REQUEST, f"body is not valid JSON: {exc}") from exc
     except RecursionError as exc:
         raise InvalidRequest(ErrorCode.INVALID_REQUEST, "body is nested too deeply") from exc
+
+
+def check_string_lengths(data: Any, limit: int) -> None:
+    """Refuses a body holding any string (value or key) longer than ``limit`` characters, naming
+    where it is; fields with a narrower column are checked again by the domain."""
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, str):
+            if len(value) > limit:
+                raise InvalidRequest(
+                    ErrorCode.STRING_TOO_LONG,
+                    f"{where or 'body'}: {len(value)} characters; at most {limit} are accepted",
+                )
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if len(key) > limit:
+                    raise InvalidRequest(ErrorCode.STRING_TOO_LONG, f"{where}: a key is too long")
+                stack.append((f"{where}.{key}" if where else key, item))
+        elif isinstance(value, list):
+            stack.extend((f"{where}[{i}]", item) for i, item in enumerate(value))
 
 
 def _no_constants(name: str) -> Any:
@@ -121,11 +146,14 @@ def refusal(error: BridgeError, hint: dict[str, Any], message: Any = None) -> Re
         "header": header.model_dump(mode="json"),
         "message": message,
     }
-    return Response(
+    response = Response(
         content=json.dumps(body, default=str),
         status_code=error.http_status,
         media_type="application/json",
     )
+    if error.http_status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+    return response
 
 
 def request_body(model: type[BaseModel]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from g2p_bridge.connectors.banks.base import BankConnector, load_bank_connector
 from g2p_bridge.connectors.mappers.base import AddressParser, Resolver, load_resolver
+from g2p_bridge.observability import InstrumentedBank
 from g2p_bridge.settings import BankConnectorSettings, Settings
 
 
@@ -23,7 +24,8 @@ class Context:
     def bank(self, bank_code: str) -> BankConnector:
         if bank_code not in self._banks:
             settings = self.settings.bank_connectors.get(bank_code, BankConnectorSettings())
-            self._banks[bank_code] = load_bank_connector(bank_code, settings)
+            connector = load_bank_connector(bank_code, settings)
+            self._banks[bank_code] = InstrumentedBank(bank_code, connector)  # type: ignore[assignment]
         return self._banks[bank_code]
 
     def resolver(self, name: str) -> Resolver:
@@ -39,7 +41,7 @@ class Context:
 
     def use_bank(self, bank_code: str, connector: BankConnector) -> None:
         """Puts a given connector in place, as tests do with a fake bank."""
-        self._banks[bank_code] = connector
+        self._banks[bank_code] = InstrumentedBank(bank_code, connector)  # type: ignore[assignment]
 
     def close(self) -> None:
         for connector in self._banks.values():

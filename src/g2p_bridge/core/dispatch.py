@@ -15,10 +15,11 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from g2p_bridge.connectors.banks.base import BankRejected, BankUnavailable, PaymentInstruction
+from g2p_bridge.core import audit
 from g2p_bridge.core.context import Context
 from g2p_bridge.core.envelopes import bump_counters, lock_status
 from g2p_bridge.core.work import claim, retry_later
-from g2p_bridge.db import is_postgres, transaction
+from g2p_bridge.db import is_postgres, one_of, transaction
 from g2p_bridge.models import (
     BankBatch,
     BenefitProgram,
@@ -31,12 +32,11 @@ from g2p_bridge.models.base import new_id, utcnow
 from g2p_bridge.models.enums import DisbursementState, FundsBlocked, WorkState
 
 
-def _destination(group_by: str | None, address: ResolvedAddress) -> str | None:
+def _destination(group_by: str | None, *codes: str | None) -> str | None:
+    """The bank or wallet provider a payment goes to, when the bank wants batches split so."""
     if group_by is None:
         return None
-    return (
-        address.bank_code or address.mobile_wallet_provider or address.email_wallet_provider or ""
-    )
+    return next((code for code in codes if code), "")
 
 
 def plan_bank_batches(context: Context, session: Session, now: datetime) -> list[str]:
@@ -58,7 +58,13 @@ def plan_bank_batches(context: Context, session: Session, now: datetime) -> list
             break
         group_by = context.bank(bank_code).group_payments_by
         query = (
-            select(Disbursement.id, Disbursement.amount, ResolvedAddress)
+            select(
+                Disbursement.id,
+                Disbursement.amount,
+                ResolvedAddress.bank_code,
+                ResolvedAddress.mobile_wallet_provider,
+                ResolvedAddress.email_wallet_provider,
+            )
             .join(ResolvedAddress, ResolvedAddress.disbursement_id == Disbursement.id)
             .where(
                 Disbursement.envelope_id == envelope_id,
@@ -70,8 +76,8 @@ def plan_bank_batches(context: Context, session: Session, now: datetime) -> list
         if is_postgres(session):
             query = query.with_for_update(of=Disbursement, skip_locked=True)
         groups: dict[str | None, list[tuple[str, Decimal]]] = defaultdict(list)
-        for disbursement_id, amount, address in session.execute(query):
-            groups[_destination(group_by, address)].append((disbursement_id, amount))
+        for disbursement_id, amount, *codes in session.execute(query):
+            groups[_destination(group_by, *codes)].append((disbursement_id, amount))
             budget -= 1
         for destination, rows in groups.items():
             for start in range(0, len(rows), settings.dispatch_batch_size):
@@ -93,7 +99,7 @@ def plan_bank_batches(context: Context, session: Session, now: datetime) -> list
                 )
                 session.execute(
                     update(Disbursement)
-                    .where(Disbursement.id.in_([d for d, _ in chunk]))
+                    .where(one_of(session, Disbursement.id, [d for d, _ in chunk]))
                     .values(state=DisbursementState.BATCHED, bank_batch_id=batch_id, updated_at=now)
                     .execution_options(synchronize_session=False)
                 )
@@ -109,40 +115,53 @@ def _instructions(
     envelope: DisbursementEnvelope,
     today: datetime,
 ) -> list[PaymentInstruction]:
+    # Plain columns, not ORM objects: a batch is thousands of rows and this runs per batch.
+    d, a = Disbursement, ResolvedAddress
     rows = session.execute(
-        select(Disbursement, ResolvedAddress)
-        .join(ResolvedAddress, ResolvedAddress.disbursement_id == Disbursement.id)
-        .where(
-            Disbursement.bank_batch_id == batch_id,
-            Disbursement.state == DisbursementState.DISPATCHING,
+        select(
+            d.id,
+            d.amount,
+            d.beneficiary_name,
+            d.narrative,
+            d.beneficiary_id,
+            a.bank_account_number,
+            a.address_type,
+            a.bank_code,
+            a.branch_code,
+            a.mobile_wallet_provider,
+            a.mobile_number,
+            a.email_address,
+            a.email_wallet_provider,
         )
-        .order_by(Disbursement.id)
+        .join(a, a.disbursement_id == d.id)
+        .where(d.bank_batch_id == batch_id, d.state == DisbursementState.DISPATCHING)
+        .order_by(d.id)
     )
     return [
         PaymentInstruction(
-            payment_reference=d.id,
+            payment_reference=r.id,
             remitting_account=program.sponsor_bank_account_number,
             remitting_currency=envelope.currency,
-            amount=d.amount,
+            amount=r.amount,
             block_reference=block_reference,
-            beneficiary_name=d.beneficiary_name,
-            beneficiary_account=a.bank_account_number,
-            beneficiary_account_type=a.address_type,
-            beneficiary_bank_code=a.bank_code,
-            beneficiary_branch_code=a.branch_code,
-            beneficiary_mobile_wallet_provider=a.mobile_wallet_provider,
-            beneficiary_phone=a.mobile_number,
-            beneficiary_email=a.email_address,
-            beneficiary_email_wallet_provider=a.email_wallet_provider,
+            beneficiary_name=r.beneficiary_name,
+            beneficiary_account=r.bank_account_number,
+            beneficiary_account_type=r.address_type,
+            beneficiary_bank_code=r.bank_code,
+            beneficiary_branch_code=r.branch_code,
+            beneficiary_mobile_wallet_provider=r.mobile_wallet_provider,
+            beneficiary_phone=r.mobile_number,
+            beneficiary_email=r.email_address,
+            beneficiary_email_wallet_provider=r.email_wallet_provider,
             narratives=(
-                d.narrative,
+                r.narrative,
                 program.mnemonic,
                 envelope.cycle_code_mnemonic,
-                d.beneficiary_id,
+                r.beneficiary_id,
             ),
             payment_date=today.date(),
         )
-        for d, a in rows
+        for r in rows
     ]
 
 
@@ -264,4 +283,5 @@ def send_bank_batch(context: Context, batch_id: str) -> bool:
                     )
                     .execution_options(synchronize_session=False)
                 )
+        audit.bank_batch_sent(session, batch_id, envelope_id, accepted, rejected, error)
     return True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import date
 from decimal import Decimal
 
@@ -295,11 +296,18 @@ def envelope_status(
 
 
 def list_envelopes(
-    session: Session, program: str | None, offset: int, limit: int
+    session: Session,
+    program: str | None,
+    offset: int,
+    limit: int,
+    programs: Collection[str] | None = None,
 ) -> tuple[list[DisbursementEnvelope], int]:
+    """``programs``, when given, limits the listing to those (a client's grants)."""
     query = select(DisbursementEnvelope)
     if program:
         query = query.where(DisbursementEnvelope.program_mnemonic == program)
+    if programs is not None:
+        query = query.where(DisbursementEnvelope.program_mnemonic.in_(sorted(programs)))
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     rows = session.scalars(
         query.order_by(DisbursementEnvelope.created_at.desc(), DisbursementEnvelope.id)

@@ -54,6 +54,12 @@ class ErrorCode(StrEnum):
     UNKNOWN_ENTRY_TYPE = "UNKNOWN_ENTRY_TYPE"
     DISBURSEMENT_NOT_SHIPPED = "DISBURSEMENT_NOT_SHIPPED"
     WRONG_ACCOUNT = "WRONG_ACCOUNT"
+    # Authentication and authorization.
+    AUTHENTICATION_REQUIRED = "AUTHENTICATION_REQUIRED"
+    INVALID_TOKEN = "INVALID_TOKEN"  # noqa: S105 (an error code, not a secret)
+    ACCESS_DENIED = "ACCESS_DENIED"
+    SENDER_MISMATCH = "SENDER_MISMATCH"
+    STRING_TOO_LONG = "STRING_TOO_LONG"
 
 
 class BridgeError(Exception):
@@ -85,3 +91,11 @@ class InvalidRequest(BridgeError):
 
 class PayloadTooLarge(BridgeError):
     http_status = 413
+
+
+class Unauthenticated(BridgeError):
+    http_status = 401
+
+
+class Forbidden(BridgeError):
+    http_status = 403

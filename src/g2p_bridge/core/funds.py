@@ -12,6 +12,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from g2p_bridge.connectors.banks.base import BankRejected, BankUnavailable
+from g2p_bridge.core import audit
 from g2p_bridge.core.context import Context
 from g2p_bridge.db import is_postgres, transaction
 from g2p_bridge.models import BenefitProgram, DisbursementEnvelope, EnvelopeStatus
@@ -79,6 +80,13 @@ def _claim(session: Session, envelope_id: str, settings: Settings, now: datetime
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
+def _ok(state: str) -> str:
+    """An audit outcome from a funds state: ok, retry (the bank's answer is unknown), failed."""
+    if state in (FundsAvailable.FUNDS_AVAILABLE, FundsBlocked.FUNDS_BLOCK_SUCCESS):
+        return "ok"
+    return "retry" if state in (FundsAvailable.ERROR, FundsBlocked.BLOCKING) else "failed"
+
+
 def _backoff(settings: Settings, attempts: int) -> timedelta:
     return timedelta(seconds=settings.retry_backoff_seconds * 2 ** max(attempts - 1, 0))
 
@@ -123,6 +131,7 @@ def secure_funds(context: Context, envelope_id: str) -> bool:
             status.funds_available_attempts += 1
             status.funds_available_at = now
             status.funds_available_error = error
+            audit.bank_call(session, "funds.check", envelope_id, _ok(available), error=error)
             if available != FundsAvailable.FUNDS_AVAILABLE:
                 status.lease_until = None
                 status.next_attempt_at = now + _backoff(settings, status.funds_available_attempts)
@@ -153,6 +162,7 @@ def secure_funds(context: Context, envelope_id: str) -> bool:
         status.funds_blocked_at = now
         status.funds_blocked_error = error
         status.funds_block_reference = reference
+        audit.bank_call(session, "funds.block", envelope_id, _ok(outcome), error=error)
         status.lease_until = None
         if outcome != FundsBlocked.FUNDS_BLOCK_SUCCESS:
             status.next_attempt_at = now + _backoff(settings, status.funds_blocked_attempts)

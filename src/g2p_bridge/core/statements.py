@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from g2p_bridge.connectors.banks.base import BankConnector
+from g2p_bridge.core import audit
 from g2p_bridge.core.context import Context
 from g2p_bridge.core.envelopes import bump_counters
 from g2p_bridge.core.errors import Conflict, ErrorCode, InvalidRequest, NotFound, PayloadTooLarge
@@ -31,7 +32,7 @@ from g2p_bridge.core.mt940 import (
     iter_statements,
 )
 from g2p_bridge.core.work import claim
-from g2p_bridge.db import transaction
+from g2p_bridge.db import bulk_insert, one_of, transaction
 from g2p_bridge.models import (
     AccountStatement,
     BenefitProgram,
@@ -164,6 +165,7 @@ def process_statement(context: Context, statement_id: str) -> bool:
     try:
         with transaction(context.session_factory) as session:
             _reconcile(context, session, statement_id)
+            audit.statement_processed(session, statement_id)
     except (StatementRejected, MT940Error) as exc:
         with transaction(context.session_factory) as session:
             statement = session.get(AccountStatement, statement_id)
@@ -172,6 +174,7 @@ def process_statement(context: Context, statement_id: str) -> bool:
             statement.error_reason = str(exc)
             statement.lease_until = None
             statement.processed_at = utcnow()
+            audit.statement_processed(session, statement_id, str(exc))
     return True
 
 
@@ -293,12 +296,14 @@ def _apply_chunk(
                 DisbursementEnvelope.program_mnemonic,
             )
             .join(DisbursementEnvelope, DisbursementEnvelope.id == Disbursement.envelope_id)
-            .where(Disbursement.id.in_(ids))
+            .where(one_of(session, Disbursement.id, sorted(ids)))
         ).all()
         recons = {
             r.disbursement_id: r
             for r in session.scalars(
-                select(DisbursementRecon).where(DisbursementRecon.disbursement_id.in_(ids))
+                select(DisbursementRecon).where(
+                    one_of(session, DisbursementRecon.disbursement_id, sorted(ids))
+                )
             )
         }
         known = {row.id: _Recon(row, recons.get(row.id)) for row in rows}
@@ -317,7 +322,7 @@ def _apply_chunk(
                 "entry_sequence": entry.sequence,
                 "entry_date": entry.entry_date,
                 "value_date": entry.value_date,
-                "error_code": code,
+                "error_code": code.value,
                 "detail": detail,
                 "disbursement_id": disbursement_id,
                 "bank_reference": entry.bank_reference,
@@ -430,9 +435,9 @@ def _apply_chunk(
     # Recons loaded from the database are flushed by the session; new ones go in one INSERT.
     new = [i.recon for i in known.values() if i.is_new and i.recon is not None]
     if new:
-        session.execute(insert(DisbursementRecon), [_recon_row(r) for r in new])
+        bulk_insert(session, DisbursementRecon, [_recon_row(r) for r in new])
     if errors:
-        session.execute(insert(ReconError), errors)
+        bulk_insert(session, ReconError, errors)
     now = utcnow()
     by_state: dict[tuple[str, str | None], list[str]] = defaultdict(list)
     for disbursement_id, change in state_changes.items():
@@ -443,7 +448,7 @@ def _apply_chunk(
             values["state_reason"] = f"reversed by the bank: {reason or 'no reason given'}"
         session.execute(
             update(Disbursement)
-            .where(Disbursement.id.in_(disbursement_ids))
+            .where(one_of(session, Disbursement.id, disbursement_ids))
             .values(values)
             .execution_options(synchronize_session=False)
         )

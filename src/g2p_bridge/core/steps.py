@@ -9,12 +9,16 @@ from g2p_bridge.core.dispatch import send_bank_batch
 from g2p_bridge.core.funds import secure_funds
 from g2p_bridge.core.mapper_resolution import resolve_mapper_batch
 from g2p_bridge.core.statements import process_statement
+from g2p_bridge.observability import instrument_step
 
 STEPS: dict[str, Callable[[Context, str], bool]] = {
-    "resolve_mapper_batch": resolve_mapper_batch,
-    "secure_funds": secure_funds,
-    "send_bank_batch": send_bank_batch,
-    "process_statement": process_statement,
+    name: instrument_step(name, step)
+    for name, step in {
+        "resolve_mapper_batch": resolve_mapper_batch,
+        "secure_funds": secure_funds,
+        "send_bank_batch": send_bank_batch,
+        "process_statement": process_statement,
+    }.items()
 }
 
 # Which Celery queue each step's task goes to: bank-calling work apart from the rest.

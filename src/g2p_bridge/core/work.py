@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from g2p_bridge.db import is_postgres
 from g2p_bridge.models.enums import StatementState, WorkState
+from g2p_bridge.observability import TASK_RETRIES
 from g2p_bridge.settings import Settings
 
 
@@ -52,6 +53,10 @@ def claim(session: Session, model: Any, row_id: str, settings: Settings, now: da
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
+def _retry_result(attempts: int, settings: Settings) -> str:
+    return "parked" if attempts >= settings.max_attempts else "retried"
+
+
 def retry_later(
     session: Session, model: Any, row_id: str, error: str, settings: Settings, now: datetime
 ) -> bool:
@@ -59,6 +64,7 @@ def retry_later(
     the last attempt parks it as failed with the error. True when parked."""
     _, running, failed = _states(model)
     attempts = session.scalar(select(model.attempts).where(model.id == row_id)) or 0
+    TASK_RETRIES.labels(model.__tablename__, _retry_result(attempts, settings)).inc()
     if attempts >= settings.max_attempts:
         session.execute(
             update(model)

@@ -1,5 +1,6 @@
 """The bridge's tables. Importing this package registers every table on ``Base.metadata``."""
 
+from g2p_bridge.models.audit import AuditEvent
 from g2p_bridge.models.base import Base
 from g2p_bridge.models.disbursement import (
     BankBatch,
@@ -20,6 +21,7 @@ from g2p_bridge.models.statement import (
 
 __all__ = [
     "AccountStatement",
+    "AuditEvent",
     "BankBatch",
     "Base",
     "BeneficiaryAddress",

@@ -1,0 +1,294 @@
+"""Correlation ids, structured logs with personal data masked, and the Prometheus metrics.
+
+Request and task ids live in context variables, so every log line and audit event written while
+handling a request or running a step carries them without being passed around."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client.core import CollectorRegistry, GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+request_id_var: ContextVar[str | None] = ContextVar("g2p_request_id", default=None)
+task_id_var: ContextVar[str | None] = ContextVar("g2p_task_id", default=None)
+actor_var: ContextVar[str | None] = ContextVar("g2p_actor", default=None)
+role_var: ContextVar[str | None] = ContextVar("g2p_role", default=None)
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+def new_request_id(given: str | None = None) -> str:
+    """The client's id when it is a sane token (so it can be logged safely), else a new one."""
+    if given and _REQUEST_ID.match(given):
+        return given
+    return uuid.uuid4().hex
+
+
+# --- metrics ---------------------------------------------------------------------------------
+
+HTTP_REQUESTS = Counter(
+    "g2p_bridge_http_requests_total",
+    "HTTP requests by route and status",
+    ["method", "route", "status"],
+)
+HTTP_LATENCY = Histogram(
+    "g2p_bridge_http_request_duration_seconds", "HTTP request duration", ["method", "route"]
+)
+BANK_CALL_SECONDS = Histogram(
+    "g2p_bridge_bank_call_duration_seconds",
+    "Calls to sponsor banks, by bank and operation",
+    ["bank", "operation"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+BANK_CALL_ERRORS = Counter(
+    "g2p_bridge_bank_call_errors_total",
+    "Calls to sponsor banks that raised, by bank, operation and error",
+    ["bank", "operation", "error"],
+)
+TASK_SECONDS = Histogram(
+    "g2p_bridge_task_duration_seconds",
+    "Pipeline steps, by step and outcome (done, skipped, error)",
+    ["task", "outcome"],
+    buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300),
+)
+TASK_RETRIES = Counter(
+    "g2p_bridge_task_retries_total",
+    "Work rows put back for a later attempt, and parked as failed after the last one",
+    ["work", "result"],
+)
+STATEMENTS_PROCESSED = Counter(
+    "g2p_bridge_statements_processed_total", "Statements processed, by outcome", ["outcome"]
+)
+AUTH_REFUSALS = Counter(
+    "g2p_bridge_auth_refusals_total",
+    "Requests refused by authentication or authorization",
+    ["status"],
+)
+
+
+def instrument_step(name: str, step: Callable[[Any, str], bool]) -> Callable[[Any, str], bool]:
+    """Times a pipeline step and gives its log lines and audit events a task correlation id."""
+
+    def run(context: Any, key: str) -> bool:
+        token = task_id_var.set(f"{name}:{key}")
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            done = step(context, key)
+            outcome = "done" if done else "skipped"
+            return done
+        finally:
+            TASK_SECONDS.labels(name, outcome).observe(time.perf_counter() - started)
+            task_id_var.reset(token)
+
+    run.__name__ = getattr(step, "__name__", name)
+    run.__doc__ = step.__doc__
+    return run
+
+
+class InstrumentedBank:
+    """Wraps a bank connector: latency and errors of each call; everything else passes through."""
+
+    _CALLS = frozenset({"check_funds", "block_funds", "initiate_payment"})
+
+    def __init__(self, bank_code: str, connector: Any) -> None:
+        self._bank_code = bank_code
+        self._connector = connector
+
+    @property
+    def wrapped(self) -> Any:
+        return self._connector
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._connector, name)
+        if name not in self._CALLS or not callable(attribute):
+            return attribute
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return attribute(*args, **kwargs)
+            except Exception as exc:
+                BANK_CALL_ERRORS.labels(self._bank_code, name, type(exc).__name__).inc()
+                raise
+            finally:
+                BANK_CALL_SECONDS.labels(self._bank_code, name).observe(
+                    time.perf_counter() - started
+                )
+
+        return call
+
+
+class DisbursementStates(Collector):
+    """Disbursements by state, counted with one GROUP BY when scraped, cached a few seconds."""
+
+    def __init__(self, session_factory: sessionmaker[Session], cache_seconds: float) -> None:
+        self._session_factory = session_factory
+        self._cache_seconds = cache_seconds
+        self._lock = threading.Lock()
+        self._at = 0.0
+        self._counts: dict[str, int] = {}
+
+    def _current(self) -> dict[str, int]:
+        from g2p_bridge.models import Disbursement
+
+        with self._lock:
+            if time.monotonic() - self._at > self._cache_seconds:
+                with self._session_factory() as session:
+                    rows = session.execute(
+                        select(Disbursement.state, func.count()).group_by(Disbursement.state)
+                    ).all()
+                self._counts = {str(state): int(count) for state, count in rows}
+                self._at = time.monotonic()
+            return dict(self._counts)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        gauge = GaugeMetricFamily(
+            "g2p_bridge_disbursements", "Disbursements by state", labels=["state"]
+        )
+        for state, count in sorted(self._current().items()):
+            gauge.add_metric([state], count)
+        yield gauge
+
+
+def render_metrics(extra: Collector | None = None) -> tuple[bytes, str]:
+    """The process's metrics plus this app's database gauges, in the text exposition format."""
+    body = generate_latest()
+    if extra is not None:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(extra)
+        body += generate_latest(registry)
+    return body, CONTENT_TYPE_LATEST
+
+
+# --- logs ------------------------------------------------------------------------------------
+
+# Fields whose values are personal data wherever they appear as key=value or "key": "value".
+PERSONAL_FIELDS = (
+    "beneficiary_name",
+    "beneficiary_name_from_bank",
+    "holder_name",
+    "account_number",
+    "bank_account_number",
+    "sponsor_bank_account_number",
+    "financial_address",
+    "mobile_number",
+    "phone",
+    "email",
+    "email_address",
+)
+_FIELDS = "|".join(PERSONAL_FIELDS)
+_FIELD_VALUE = re.compile(
+    r"""(?P<key>["']?\b(?:""" + _FIELDS + r""")\b["']?\s*[:=]\s*)(?P<quote>["']?)"""
+    r"""(?P<value>[^"',;}\s][^"',;}]*?)(?P=quote)(?=[\s,;}]|$)""",
+    re.IGNORECASE,
+)
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+_ADDRESS = re.compile(r"\b(account|mobile|email):[^@\s]+(@[^\s\"',;]+)?")
+# Runs of 8+ digits (spaces, dashes or a leading + allowed): account and phone numbers.
+_LONG_NUMBER = re.compile(r"(?<![\w.])\+?\d(?:[ -]?\d){7,}(?![\w.])")
+
+
+def _keep_tail(value: str) -> str:
+    return "***" + value[-2:] if len(value) > 6 else "***"
+
+
+def mask_text(text: str) -> str:
+    """Masks personal data in a log message: known fields' values, e-mail addresses,
+    financial addresses and long digit runs (account and phone numbers)."""
+    text = _FIELD_VALUE.sub(
+        lambda m: f"{m.group('key')}{m.group('quote')}***{m.group('quote')}", text
+    )
+    text = _ADDRESS.sub(lambda m: f"{m.group(1)}:***", text)
+    text = _EMAIL.sub("***@***", text)
+    return _LONG_NUMBER.sub(lambda m: _keep_tail(re.sub(r"\D", "", m.group(0))), text)
+
+
+def mask_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return mask_text(value)
+    if isinstance(value, Mapping):
+        return {
+            k: "***" if str(k).lower() in PERSONAL_FIELDS else mask_value(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return type(value)(mask_value(v) for v in value)
+    return value
+
+
+class MaskingFilter(logging.Filter):
+    """Renders the message with its arguments, then masks it; exceptions' text too."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format string: log what we have rather than nothing
+            message = str(record.msg)
+        record.msg = mask_text(message)
+        record.args = None
+        if record.exc_info and record.exc_info[1] is not None and not record.exc_text:
+            record.exc_text = mask_text(logging.Formatter().formatException(record.exc_info))
+        elif record.exc_text:
+            record.exc_text = mask_text(record.exc_text)
+        return True
+
+
+class CorrelationFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id_var.get()
+        record.task_id = task_id_var.get()
+        record.actor = actor_var.get()
+        record.correlation = request_id_var.get() or task_id_var.get() or "-"
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key in ("request_id", "task_id", "actor"):
+            value = getattr(record, key, None)
+            if value:
+                entry[key] = value
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            entry["exception"] = record.exc_text
+        return json.dumps(entry, default=str)
+
+
+def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
+    """Configures the root logger: correlation ids, masking, and text or JSON lines."""
+    handler = logging.StreamHandler()
+    handler.addFilter(CorrelationFilter())
+    handler.addFilter(MaskingFilter())
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(correlation)s] %(message)s")
+        )
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        root.removeHandler(existing)
+    root.addHandler(handler)
+    root.setLevel(level)

@@ -1,0 +1,58 @@
+"""The README's first command: the whole flow on the embedded default (SQLite, in-process
+workers, the Example Bank over loopback HTTP), and its --json summary."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from decimal import Decimal
+
+import pytest
+
+from g2p_bridge.demo import run_demo
+
+
+def test_demo_settles_every_disbursement(tmp_path) -> None:
+    summary = run_demo(250, Decimal("0.05"), tmp_path / "demo", quiet=True)
+    assert summary["complete"], summary
+    states = summary["disbursements_by_state"]
+    assert sum(states.values()) == 250
+    assert states.get("UNRESOLVED") == 2  # one beneficiary in a hundred has no known address
+    assert 0 < states.get("REVERSED", 0) < 25  # about 5 % of payments to other banks
+    status = summary["envelope_status"]
+    assert status["number_of_disbursements_shipped"] == 248
+    assert status["number_of_disbursements_reconciled"] == 248
+    assert status["funds_blocked_with_bank"] == "FUNDS_BLOCK_SUCCESS"
+    assert all(
+        s["state"] == "PROCESSED" and not s["balance_problems"] and not s["sequence_gaps"]
+        for s in summary["statements"]
+    )
+    account = summary["program_account"]
+    assert Decimal(account["available_balance"]) == (
+        Decimal(account["book_balance"]) - Decimal(account["blocked_amount"])
+    )
+
+
+@pytest.mark.slow
+def test_demo_command_prints_json(tmp_path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "g2p_bridge.cli",
+            "demo",
+            "--disbursements",
+            "120",
+            "--json",
+            "--workdir",
+            str(tmp_path / "demo"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout)
+    assert summary["complete"] and summary["disbursements"] == 120
