@@ -92,6 +92,9 @@ class BenchConfig:
     write_latest: bool = True
     quiet: bool = False
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Faults to inject (postgres backend): "kill-bridge-worker" SIGKILLs the bridge worker's
+    # whole process group while a payment batch is being sent, then starts it again.
+    faults: tuple[str, ...] = ()
 
 
 # --------------------------------------------------------------------------- the workload
@@ -577,6 +580,8 @@ def wait_ready(url: str, procs: Processes, deadline: Deadline, limit: float = 90
 
 class Bench:
     def __init__(self, cfg: BenchConfig) -> None:
+        self.worker_specs: dict[str, tuple[list[str], dict[str, str]]] = {}
+        self.fault_threads: list[threading.Thread] = []
         if cfg.backend not in ("postgres", "embedded"):
             raise ValueError("backend must be postgres or embedded")
         if cfg.n < 1 or cfg.batch < 1 or cfg.clients < 1:
@@ -629,6 +634,7 @@ class Bench:
                 ("start_services", self._start_services),
                 ("configure", self._configure),
                 ("ingest", self._ingest),
+                ("faults", self._start_faults),
                 ("settle", self._wait_settled),
             ):
                 t0 = time.monotonic()
@@ -791,19 +797,17 @@ class Bench:
             )
             self.procs.start("bridge-beat", [bridge, "beat", *quiet], bridge_env)
             for w in range(cfg.workers):
-                self.procs.start(
-                    f"bridge-worker-{w + 1}",
-                    [
-                        bridge,
-                        "worker",
-                        "--queues",
-                        "mapper,funds,dispatch,statements",
-                        "--concurrency",
-                        str(cfg.worker_concurrency),
-                        *quiet,
-                    ],
-                    bridge_env,
-                )
+                argv = [
+                    bridge,
+                    "worker",
+                    "--queues",
+                    "mapper,funds,dispatch,statements",
+                    "--concurrency",
+                    str(cfg.worker_concurrency),
+                    *quiet,
+                ]
+                self.worker_specs[f"bridge-worker-{w + 1}"] = (argv, bridge_env)
+                self.procs.start(f"bridge-worker-{w + 1}", argv, bridge_env)
         wait_ready(f"{self.bank_url}/health/ready", self.procs, self.deadline)
         wait_ready(f"{self.bridge_url}/health/ready", self.procs, self.deadline)
         self.result["processes"] = {p.name: p.pid for p in self.procs.procs}
@@ -1029,6 +1033,47 @@ class Bench:
         )
         keys = ("received", "shipped", "reconciled", "reversed", "failed", "cancelled")
         return dict(zip(keys, (int(v or 0) for v in row[0]), strict=True)) if row else {}
+
+    def _start_faults(self) -> None:
+        if "kill-bridge-worker" in self.cfg.faults:
+            thread = threading.Thread(target=self._kill_worker_mid_dispatch, daemon=True)
+            thread.start()
+            self.fault_threads.append(thread)
+
+    def _kill_worker_mid_dispatch(self) -> None:
+        """SIGKILL (no clean-up, no ack) the bridge worker while a batch is RUNNING: its intent
+        is recorded and the bank may or may not have the payments. Then restart it."""
+        record: dict[str, Any] = {"fault": "kill-bridge-worker", "killed": False}
+        self.result.setdefault("faults", []).append(record)
+        db = Db(self.bridge_db_url)
+        try:
+            end = time.monotonic() + 120
+            while time.monotonic() < end:
+                running = db.one("SELECT count(*) FROM bank_batches WHERE state = 'RUNNING'")
+                if running:
+                    break
+                time.sleep(0.02)
+            else:
+                record["error"] = "no batch was ever RUNNING"
+                return
+            name = "bridge-worker-1"
+            proc = next(p for p in self.procs.procs if p.name == name)
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.popen.wait(timeout=10)
+            self.procs.procs.remove(proc)
+            record.update(
+                killed=True,
+                batches_running=running,
+                at_s=round(time.monotonic() - self.ingest_end, 2),
+            )
+            time.sleep(2)
+            argv, env = self.worker_specs[name]
+            self.procs.start(name, argv, env)
+            record["restarted"] = True
+        except Exception as exc:  # reported in the result; the run's checks still decide
+            record["error"] = f"{type(exc).__name__}: {exc}"
+        finally:
+            db.close()
 
     def _wait_settled(self) -> None:
         cfg, n = self.cfg, self.cfg.n

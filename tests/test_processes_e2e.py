@@ -22,7 +22,7 @@ from bench.run import BenchConfig, run_bench  # noqa: E402
 N = 300
 
 
-def _run(backend: str, out: Path) -> dict:
+def _run(backend: str, out: Path, **overrides: object) -> dict:
     config = BenchConfig(
         n=N,
         batch=100,
@@ -35,6 +35,8 @@ def _run(backend: str, out: Path) -> dict:
         write_latest=False,
         quiet=True,
     )
+    for name, value in overrides.items():
+        setattr(config, name, value)
     return run_bench(config)
 
 
@@ -68,3 +70,27 @@ def test_embedded_two_processes_on_sqlite(tmp_path: Path) -> None:
     _assert_correct(result)
     assert {"bridge-api", "bank-api"} <= set(result["rss"])
     assert "bridge-worker-1" not in result["rss"]
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.broker
+@pytest.mark.timeout(300)
+def test_worker_killed_mid_dispatch_pays_each_disbursement_once(tmp_path: Path) -> None:
+    """SIGKILL of the bridge worker's whole process group while a payment batch is being sent:
+    no ack, no clean-up. After a restart every disbursement is still paid exactly once (the
+    bank holds one payment per shipped disbursement) and the counters equal the rows."""
+    result = _run(
+        "postgres",
+        tmp_path,
+        faults=("kill-bridge-worker",),
+        dispatch_batch=25,
+        timeout=240,
+        stall_timeout=120,
+        extra_env={"G2P_BRIDGE_LEASE_SECONDS": "10"},
+    )
+    (fault,) = result["faults"]
+    assert fault.get("killed") and fault.get("restarted"), fault
+    _assert_correct(result)
+    payments = result["checks"]["one_bank_payment_per_shipped_disbursement"]
+    assert payments["duplicate_payments"] == 0 and payments["missing_at_bank"] == 0

@@ -55,7 +55,7 @@ def make_celery(settings: Settings, context: Context | None = None) -> Celery:
         },
         # Below the broker's redelivery timeouts, so a slow task is never handed out twice.
         task_time_limit=settings.lease_seconds,
-        task_soft_time_limit=max(settings.lease_seconds - 30, 30),
+        task_soft_time_limit=max(settings.lease_seconds - min(30, settings.lease_seconds // 5), 1),
         broker_transport_options={"visibility_timeout": settings.lease_seconds * 4},
         broker_connection_retry_on_startup=True,
         worker_send_task_events=False,
