@@ -63,5 +63,10 @@ bench: $(VENV)/.installed-dev ## End-to-end benchmark: make bench N=10000 BATCH=
 	./scripts/ensure-services.sh
 	$(BIN)/python -m bench.run --n $(N) --batch $(BATCH) --failure-rate $(FAILURE_RATE) --backend $(BACKEND)
 
+fuzz: $(VENV)/.installed-dev ## Long fuzz runs: the API (schemathesis) and the MT940 parser (hypothesis)
+	./scripts/ensure-services.sh
+	G2P_FUZZ_EXAMPLES=300 $(BIN)/python -m pytest -q tests/bridge/test_fuzz_api.py
+	G2P_FUZZ_SCALE=100 $(BIN)/python -m pytest -q tests/core/test_mt940.py -k "random or mutation or hypothesis"
+
 clean: ## Remove the virtualenv, caches and demo files
 	rm -rf $(VENV) .g2p-demo .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import os
 import tracemalloc
 from collections.abc import Iterator
 from datetime import date
@@ -23,6 +24,9 @@ from g2p_bridge.core.mt940 import (
     iter_statements,
     parse_statements,
 )
+
+# `make fuzz` runs the property tests a hundred times longer.
+FUZZ_SCALE = int(os.environ.get("G2P_FUZZ_SCALE", "1"))
 
 SAMPLES = Path(__file__).parent / "mt940_samples"
 
@@ -517,7 +521,7 @@ def _exercise(statements: list[Statement]) -> None:
             _ = entry.signed_amount
 
 
-@settings(max_examples=300, deadline=None, database=None)
+@settings(max_examples=300 * FUZZ_SCALE, deadline=None, database=None)
 @given(st.binary(max_size=3000))
 def test_random_bytes_parse_or_raise_mt940_error(data: bytes) -> None:
     try:
@@ -557,7 +561,10 @@ def mutated_statement(draw: st.DrawFn) -> str:
 
 
 @settings(
-    max_examples=500, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=500 * FUZZ_SCALE,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
 )
 @given(mutated_statement())
 def test_mutated_statements_parse_or_raise_mt940_error(text: str) -> None:
