@@ -44,8 +44,9 @@ def parse_amount(value: Any) -> Decimal:
     """Exact amount from a JSON string or number (at most 2 decimal places)."""
     if isinstance(value, bool):
         raise ValueError("amount must be a decimal string or number")
-    if isinstance(value, float):  # only when a caller bypassed the exact JSON parsing
-        value = repr(value)
+    if isinstance(value, float):
+        # Bodies are parsed with exact decimals, so a float here means a caller lost precision.
+        raise ValueError("amounts must be decimal strings or numbers, never floats")
     if isinstance(value, int):
         value = Decimal(value)
     elif isinstance(value, str):

@@ -277,3 +277,11 @@ def test_amounts_go_out_as_strings(client: TestClient) -> None:
     body = client.get("/accounts/ACC-1").json()
     assert body["book_balance"] == "5.00" and isinstance(body["blocked_amount"], str)
     assert Decimal(body["available_balance"]) == Decimal("5")
+
+
+def test_a_float_amount_is_refused_not_rounded() -> None:
+    from example_bank.api import parse_amount
+
+    with pytest.raises(ValueError, match="never floats"):
+        parse_amount(0.1)
+    assert parse_amount("0.10") == Decimal("0.10")
