@@ -207,6 +207,36 @@ def test_bank_timeout_after_processing_is_retried_and_paid_once(session_factory)
     counters_match_rows(session_factory)
 
 
+def test_statement_before_the_retry_counts_the_timed_out_batch_as_shipped(
+    session_factory,
+) -> None:
+    """The bank paid but the bridge timed out; its statement arrives before the retry runs."""
+    bank = FakeBank(timeout_after_processing=1)
+    context = fake_context(session_factory, bank, retry_backoff_seconds=3600)
+    ids = setup_envelope(context, 6)
+    _plan(context)
+    (batch,) = _batches(context)
+    assert send_bank_batch(context, batch.id)  # the bank holds the payments; the answer is lost
+    assert states(session_factory, "env-1") == {"DISPATCHING": 6}
+    entries = [("D", i, Decimal("10.00"), f"/EREF/{i}") for i in ids]
+    entries.append(("RD", ids[0], Decimal("10.00"), f"/EREF/{ids[0]}/RTRN/ACCOUNT_CLOSED"))
+    statement_id = upload(context, mt940(ACCOUNT, entries))
+    assert process_statement(context, statement_id)
+    assert states(session_factory, "env-1") == {"RECONCILED": 5, "REVERSED": 1}
+    with transaction(session_factory) as session:
+        status = envelopes.envelope_status(session, "env-1")
+    assert status.number_of_disbursements_shipped == 6
+    counters_match_rows(session_factory)
+
+    _time_passes(context)  # the retry comes due: nothing left to send, nothing counted twice
+    assert send_bank_batch(context, batch.id)
+    assert bank.payment_calls == 1 and sorted(bank.payments) == sorted(ids)
+    (batch,) = _batches(context)
+    assert batch.state == "DONE"
+    assert states(session_factory, "env-1") == {"RECONCILED": 5, "REVERSED": 1}
+    counters_match_rows(session_factory)
+
+
 def test_bank_down_beyond_retries_is_parked_visibly(session_factory) -> None:
     bank = FakeBank()
     context = fake_context(session_factory, bank, max_attempts=2)

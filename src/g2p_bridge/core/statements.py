@@ -293,6 +293,7 @@ def _apply_chunk(
                 Disbursement.amount,
                 Disbursement.state,
                 Disbursement.bank_batch_id,
+                Disbursement.shipped_at,
                 DisbursementEnvelope.program_mnemonic,
             )
             .join(DisbursementEnvelope, DisbursementEnvelope.id == Disbursement.envelope_id)
@@ -310,6 +311,9 @@ def _apply_chunk(
 
     errors: list[dict[str, Any]] = []
     state_changes: dict[str, tuple[str, str | None]] = {}
+    # A remittance proves the bank holds the payment even when the bridge never heard its answer
+    # (a timeout whose retry has not run yet, or a batch the bank said it refused).
+    proven_shipped: dict[str, list[str]] = defaultdict(list)
     counter_deltas: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
 
     def error(entry: Entry, code: ErrorCode, detail: str, disbursement_id: str | None) -> None:
@@ -397,6 +401,8 @@ def _apply_chunk(
             recon.remittance_value_date = entry.value_date
             recon.remittance_amount = entry.amount
             state_changes[row.id] = (DisbursementState.RECONCILED, None)
+            if row.shipped_at is None:
+                proven_shipped[row.envelope_id].append(row.id)
             counter_deltas[row.envelope_id]["reconciled_count"] += 1
             if current == DisbursementState.FAILED:
                 counter_deltas[row.envelope_id]["failed_count"] -= 1
@@ -452,6 +458,18 @@ def _apply_chunk(
             .values(values)
             .execution_options(synchronize_session=False)
         )
+    for envelope_id, disbursement_ids in proven_shipped.items():
+        # Guarded by shipped_at IS NULL so a dispatch that records the bank's answer at the same
+        # moment and this statement count the disbursement once between them.
+        counter_deltas[envelope_id]["shipped_count"] += session.execute(
+            update(Disbursement)
+            .where(
+                one_of(session, Disbursement.id, disbursement_ids),
+                Disbursement.shipped_at.is_(None),
+            )
+            .values(shipped_at=now)
+            .execution_options(synchronize_session=False)
+        ).rowcount  # type: ignore[attr-defined]
     for envelope_id, deltas in counter_deltas.items():
         bump_counters(session, envelope_id, **deltas)
 
