@@ -14,9 +14,9 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from g2p_bridge.connectors.banks.base import BankConnector
@@ -141,11 +141,18 @@ class _Tally:
 
 @dataclass
 class _Recon:
-    """What is known of one disbursement while a chunk is applied."""
+    """What is known of one disbursement while a chunk is applied. ``recon`` holds the
+    disbursement's reconciliation columns: all of them for a record this chunk creates, only the
+    changed ones (plus the key) for a record already stored."""
 
     disbursement: Any
-    recon: DisbursementRecon | None
+    recon: dict[str, Any] | None
     is_new: bool = False
+    remitted: bool = False
+    reversed: bool = False
+
+
+_RECON_COLUMNS = tuple(c.key for c in DisbursementRecon.__table__.columns)
 
 
 def _entries_in_chunks(pages: Iterator[Statement]) -> Iterator[tuple[int, Statement, list[Entry]]]:
@@ -299,16 +306,30 @@ def _apply_chunk(
             .join(DisbursementEnvelope, DisbursementEnvelope.id == Disbursement.envelope_id)
             .where(one_of(session, Disbursement.id, sorted(ids)))
         ).all()
-        recons = {
+        stored = {
             r.disbursement_id: r
-            for r in session.scalars(
-                select(DisbursementRecon).where(
-                    one_of(session, DisbursementRecon.disbursement_id, sorted(ids))
-                )
+            for r in session.execute(
+                select(
+                    DisbursementRecon.disbursement_id,
+                    DisbursementRecon.remittance_statement_id,
+                    DisbursementRecon.reversal_found,
+                ).where(one_of(session, DisbursementRecon.disbursement_id, sorted(ids)))
             )
         }
-        known = {row.id: _Recon(row, recons.get(row.id)) for row in rows}
+        for row in rows:
+            recon = stored.get(row.id)
+            known[row.id] = (
+                _Recon(row, None)
+                if recon is None
+                else _Recon(
+                    row,
+                    {"disbursement_id": row.id},
+                    remitted=recon.remittance_statement_id is not None,
+                    reversed=bool(recon.reversal_found),
+                )
+            )
 
+    now = utcnow()
     errors: list[dict[str, Any]] = []
     state_changes: dict[str, tuple[str, str | None]] = {}
     # A remittance proves the bank holds the payment even when the bridge never heard its answer
@@ -367,7 +388,7 @@ def _apply_chunk(
             )
             continue
         if entry.mark == "D":
-            if item.recon is not None and item.recon.remittance_statement_id is not None:
+            if item.remitted:
                 error(
                     entry,
                     ErrorCode.DUPLICATE_DISBURSEMENT,
@@ -385,21 +406,28 @@ def _apply_chunk(
                 )
                 continue
             if item.recon is None:
-                item.recon = DisbursementRecon(
-                    disbursement_id=row.id, envelope_id=row.envelope_id, reversal_found=False
+                item.recon = dict.fromkeys(_RECON_COLUMNS)
+                item.recon.update(
+                    disbursement_id=row.id,
+                    envelope_id=row.envelope_id,
+                    reversal_found=False,
+                    created_at=now,
                 )
                 item.is_new = True
-            recon = item.recon
-            recon.bank_batch_id = row.bank_batch_id
-            recon.beneficiary_name_from_bank = bank.beneficiary_name(entry)
-            recon.remittance_reference_number = entry.bank_reference
-            recon.remittance_statement_id = statement_id
-            recon.remittance_statement_number = page.statement_number
-            recon.remittance_statement_sequence = page.sequence_number
-            recon.remittance_entry_sequence = entry.sequence
-            recon.remittance_entry_date = entry.entry_date
-            recon.remittance_value_date = entry.value_date
-            recon.remittance_amount = entry.amount
+            item.remitted = True
+            item.recon.update(
+                bank_batch_id=row.bank_batch_id,
+                beneficiary_name_from_bank=bank.beneficiary_name(entry),
+                remittance_reference_number=entry.bank_reference,
+                remittance_statement_id=statement_id,
+                remittance_statement_number=page.statement_number,
+                remittance_statement_sequence=page.sequence_number,
+                remittance_entry_sequence=entry.sequence,
+                remittance_entry_date=entry.entry_date,
+                remittance_value_date=entry.value_date,
+                remittance_amount=entry.amount,
+                updated_at=now,
+            )
             state_changes[row.id] = (DisbursementState.RECONCILED, None)
             if row.shipped_at is None:
                 proven_shipped[row.envelope_id].append(row.id)
@@ -408,8 +436,7 @@ def _apply_chunk(
                 counter_deltas[row.envelope_id]["failed_count"] -= 1
             tally.matched += 1
         else:
-            reversed_recon = item.recon
-            if reversed_recon is None or reversed_recon.remittance_statement_id is None:
+            if item.recon is None or not item.remitted:
                 error(
                     entry,
                     ErrorCode.INVALID_REVERSAL,
@@ -417,7 +444,7 @@ def _apply_chunk(
                     row.id,
                 )
                 continue
-            if reversed_recon.reversal_found:
+            if item.reversed:
                 error(
                     entry,
                     ErrorCode.DUPLICATE_REVERSAL,
@@ -426,25 +453,42 @@ def _apply_chunk(
                 )
                 continue
             reason = bank.reversal_reason(entry)
-            reversed_recon.reversal_found = True
-            reversed_recon.reversal_statement_id = statement_id
-            reversed_recon.reversal_statement_number = page.statement_number
-            reversed_recon.reversal_statement_sequence = page.sequence_number
-            reversed_recon.reversal_entry_sequence = entry.sequence
-            reversed_recon.reversal_entry_date = entry.entry_date
-            reversed_recon.reversal_value_date = entry.value_date
-            reversed_recon.reversal_reason = reason
+            item.reversed = True
+            item.recon.update(
+                reversal_found=True,
+                reversal_statement_id=statement_id,
+                reversal_statement_number=page.statement_number,
+                reversal_statement_sequence=page.sequence_number,
+                reversal_entry_sequence=entry.sequence,
+                reversal_entry_date=entry.entry_date,
+                reversal_value_date=entry.value_date,
+                reversal_reason=reason,
+                updated_at=now,
+            )
             state_changes[row.id] = (DisbursementState.REVERSED, reason)
             counter_deltas[row.envelope_id]["reversed_count"] += 1
             tally.reversed += 1
 
-    # Recons loaded from the database are flushed by the session; new ones go in one INSERT.
+    # New records go in one COPY; stored ones get their changed columns, grouped so that rows
+    # changing the same columns share one executemany.
     new = [i.recon for i in known.values() if i.is_new and i.recon is not None]
     if new:
-        bulk_insert(session, DisbursementRecon, [_recon_row(r) for r in new])
+        bulk_insert(session, DisbursementRecon, new)
+    changed: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+    for item in known.values():
+        if not item.is_new and item.recon is not None and len(item.recon) > 1:
+            changed[tuple(sorted(item.recon))].append(item.recon)
+    recons = cast(Table, DisbursementRecon.__table__)
+    for columns, records in changed.items():
+        # Parameter names must differ from the column names they set.
+        session.execute(
+            update(recons)
+            .where(recons.c.disbursement_id == bindparam("p_disbursement_id"))
+            .values({c: bindparam(f"p_{c}") for c in columns if c != "disbursement_id"}),
+            [{f"p_{c}": v for c, v in r.items()} for r in records],
+        )
     if errors:
         bulk_insert(session, ReconError, errors)
-    now = utcnow()
     by_state: dict[tuple[str, str | None], list[str]] = defaultdict(list)
     for disbursement_id, change in state_changes.items():
         by_state[change].append(disbursement_id)
@@ -472,11 +516,3 @@ def _apply_chunk(
         ).rowcount  # type: ignore[attr-defined]
     for envelope_id, deltas in counter_deltas.items():
         bump_counters(session, envelope_id, **deltas)
-
-
-def _recon_row(recon: DisbursementRecon) -> dict[str, object]:
-    now = utcnow()
-    row = {c.key: getattr(recon, c.key) for c in DisbursementRecon.__table__.columns}
-    row["created_at"] = row.get("created_at") or now
-    row["updated_at"] = now
-    return row
