@@ -21,6 +21,7 @@ from sqlalchemy import (
     literal,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from g2p_bridge.models.base import utcnow
@@ -95,12 +96,16 @@ def bulk_insert(session: Session, model: Any, rows: list[dict[str, Any]]) -> Non
     columns = list(rows[0])
     # Values in database form: amounts and timestamps as psycopg adapts them natively.
     connection: Any = session.connection().connection.driver_connection
-    with (
-        connection.cursor() as cursor,
-        cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy,
-    ):
-        for row in rows:
-            copy.write_row([row[c] for c in columns])
+    import psycopg
+
+    statement = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
+    try:
+        with connection.cursor() as cursor, cursor.copy(statement) as copy:
+            for row in rows:
+                copy.write_row([row[c] for c in columns])
+    except psycopg.errors.IntegrityError as exc:
+        # The same exception SQLAlchemy raises for an INSERT, so callers handle one kind.
+        raise IntegrityError(statement, None, exc) from exc
 
 
 def one_of(session: Session, column: Any, values: Sequence[str]) -> ColumnElement[bool]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from decimal import Decimal
 
 import pytest
@@ -13,6 +14,7 @@ from bridge_support import (
     envelope_request,
     header,
 )
+from g2p_bridge.core.errors import ErrorCode
 
 
 @pytest.fixture
@@ -259,3 +261,49 @@ def test_disbursement_listing(client, envelope) -> None:
     filtered = client.get(f"/envelopes/{envelope}/disbursements", params={"state": "SHIPPED"})
     assert filtered.json()["total"] == 0
     assert client.get("/envelopes/nope/disbursements").status_code == 404
+
+
+def test_concurrent_requests_for_one_envelope(client, program, session_factory) -> None:
+    """Requests of one envelope insert side by side; the declared count still caps them, and
+    two requests sharing ids store them once and refuse the other, never a 500."""
+    created = client.post(
+        "/create_disbursement_envelope", envelope_request("env-c", count=400, total="4000.00")
+    )
+    assert created.status_code == 200, created.text
+    items = disbursement_items("env-c", 500, amount="10.00")
+    bodies = [disbursements_request(items[i : i + 100]) for i in range(0, 400, 100)]
+    bodies.append(disbursements_request(items[150:250]))  # overlaps two of the others
+    bodies.append(disbursements_request(items[400:500]))  # would exceed the declared 400
+    barrier = threading.Barrier(len(bodies))
+    answers: dict[int, dict] = {}
+
+    def send(index: int) -> None:
+        barrier.wait()
+        response = client.post("/create_disbursements", bodies[index])
+        answers[index] = {"status": response.status_code, **response.json()}
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(bodies))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(a["status"] < 500 for a in answers.values()), answers
+    accepted = [i for i, a in answers.items() if a["header"]["status"] == "succ"]
+    refused = {
+        i: a["header"]["status_reason_message"]
+        for i, a in answers.items()
+        if a["header"]["status"] == "rjct"
+    }
+    assert ErrorCode.DUPLICATE_DISBURSEMENT in refused.values(), refused
+    assert set(refused.values()) <= {
+        ErrorCode.DUPLICATE_DISBURSEMENT,
+        ErrorCode.NO_OF_DISBURSEMENTS_EXCEEDS_DECLARED,
+        ErrorCode.TOTAL_DISBURSEMENT_AMOUNT_EXCEEDS_DECLARED,
+    }, refused
+    accepted_ids = [d["disbursement_id"] for i in accepted for d in bodies[i]["message"]]
+    assert len(accepted_ids) == len(set(accepted_ids))
+    stored = len(accepted_ids)
+    status = _status(client, "env-c")
+    assert status["number_of_disbursements_received"] == stored <= 400
+    assert Decimal(status["total_disbursement_amount_received"]) == Decimal(10) * stored
+    counters_match_rows(session_factory)

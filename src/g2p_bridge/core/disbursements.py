@@ -12,7 +12,13 @@ from sqlalchemy.orm import Session
 from g2p_bridge.core.envelopes import bump_counters, get_envelope, lock_status
 from g2p_bridge.core.errors import ErrorCode, InvalidRequest, NotFound
 from g2p_bridge.db import bulk_insert, one_of
-from g2p_bridge.models import Disbursement, DisbursementRecon, ReconError
+from g2p_bridge.models import (
+    Disbursement,
+    DisbursementEnvelope,
+    DisbursementRecon,
+    EnvelopeStatus,
+    ReconError,
+)
 from g2p_bridge.models.base import new_id, utcnow
 from g2p_bridge.models.enums import CANCELLABLE_STATES, DisbursementState
 from g2p_bridge.money import has_valid_minor_units
@@ -49,6 +55,30 @@ def _reject(items: Sequence[DisbursementPayload], errors: dict[int, list[str]], 
     )
 
 
+def _refuse_if_cancelled(envelope: DisbursementEnvelope) -> None:
+    if envelope.cancelled:
+        raise InvalidRequest(
+            ErrorCode.ENVELOPE_ALREADY_CANCELLED, f"envelope {envelope.id} is cancelled"
+        )
+
+
+def _refuse_beyond_declared(
+    envelope: DisbursementEnvelope, status: EnvelopeStatus, count: int, amount: Decimal
+) -> None:
+    if status.received_count + count > envelope.number_of_disbursements:
+        raise InvalidRequest(
+            ErrorCode.NO_OF_DISBURSEMENTS_EXCEEDS_DECLARED,
+            f"envelope declares {envelope.number_of_disbursements} disbursements; "
+            f"{status.received_count} received, {count} more would exceed it",
+        )
+    if status.received_amount + amount > envelope.total_disbursement_amount:
+        raise InvalidRequest(
+            ErrorCode.TOTAL_DISBURSEMENT_AMOUNT_EXCEEDS_DECLARED,
+            f"envelope declares {envelope.total_disbursement_amount}; {status.received_amount} "
+            f"received, {amount} more would exceed it",
+        )
+
+
 def create_disbursements(
     session: Session, items: Sequence[DisbursementPayload], max_items: int
 ) -> list[DisbursementPayload]:
@@ -67,11 +97,7 @@ def create_disbursements(
             "all disbursements of a request must be in one envelope",
         )
     envelope = get_envelope(session, envelope_ids.pop())
-    status = lock_status(session, envelope.id)
-    if envelope.cancelled:
-        raise InvalidRequest(
-            ErrorCode.ENVELOPE_ALREADY_CANCELLED, f"envelope {envelope.id} is cancelled"
-        )
+    _refuse_if_cancelled(envelope)
 
     errors: dict[int, list[str]] = defaultdict(list)
     given_ids = [item.disbursement_id for item in items if item.disbursement_id]
@@ -101,18 +127,10 @@ def create_disbursements(
     errors = {i: c for i, c in errors.items() if c}
     if errors:
         _reject(items, errors, f"{len(errors)} of {len(items)} disbursements are invalid")
-    if status.received_count + len(items) > envelope.number_of_disbursements:
-        raise InvalidRequest(
-            ErrorCode.NO_OF_DISBURSEMENTS_EXCEEDS_DECLARED,
-            f"envelope declares {envelope.number_of_disbursements} disbursements; "
-            f"{status.received_count} received, {len(items)} more would exceed it",
-        )
-    if status.received_amount + total > envelope.total_disbursement_amount:
-        raise InvalidRequest(
-            ErrorCode.TOTAL_DISBURSEMENT_AMOUNT_EXCEEDS_DECLARED,
-            f"envelope declares {envelope.total_disbursement_amount}; {status.received_amount} "
-            f"received, {total} more would exceed it",
-        )
+    # Unlocked, to refuse early; checked again under the lock before anything counts.
+    received = session.get(EnvelopeStatus, envelope.id)
+    if received is not None:
+        _refuse_beyond_declared(envelope, received, len(items), total)
 
     now = utcnow()
     rows = [
@@ -132,7 +150,15 @@ def create_disbursements(
         }
         for item in items
     ]
-    bulk_insert(session, Disbursement, rows)
+    # Rows go in before the envelope is locked, so requests for one envelope insert side by
+    # side; the lock is held only for the final check and the counters. Inserting in id order
+    # means two requests that (wrongly) share ids wait on each other in one order, never in a
+    # cycle: the second gets a unique violation, answered as DUPLICATE_DISBURSEMENT.
+    bulk_insert(session, Disbursement, sorted(rows, key=lambda row: str(row["id"])))
+    status = lock_status(session, envelope.id)
+    session.refresh(envelope)  # a cancellation that committed while we inserted
+    _refuse_if_cancelled(envelope)
+    _refuse_beyond_declared(envelope, status, len(items), total)
     bump_counters(session, envelope.id, received_count=len(rows), received_amount=total)
     return [
         item.model_copy(
