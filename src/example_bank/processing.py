@@ -563,17 +563,24 @@ def write_statements(
 
 
 def statement_accounts_due(session: Session) -> list[str]:
-    """Program accounts (those that ever blocked funds) with entries not yet reported."""
-    programs = select(FundBlock.account_number).distinct()
-    has_unreported = exists().where(
-        LedgerEntry.account_number == Account.account_number, LedgerEntry.statement_id.is_(None)
-    )
-    stmt = (
-        select(Account.account_number)
-        .where(Account.account_number.in_(programs), has_unreported)
-        .order_by(Account.account_number)
-    )
-    return list(session.scalars(stmt))
+    """Program accounts (those that ever blocked funds) with entries not yet reported.
+
+    One indexed probe per program account (there are few): as one join the planner may hash
+    every unreported entry of every account, and clearing and customer accounts are never
+    reported, so that set only grows."""
+    programs = session.scalars(
+        select(FundBlock.account_number).distinct().order_by(FundBlock.account_number)
+    ).all()
+    return [
+        account
+        for account in programs
+        if session.scalar(
+            select(LedgerEntry.id)
+            .where(LedgerEntry.account_number == account, LedgerEntry.statement_id.is_(None))
+            .limit(1)
+        )
+        is not None
+    ]
 
 
 def write_due_statements(session: Session, settings: BankSettings) -> list[int]:

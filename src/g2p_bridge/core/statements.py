@@ -137,6 +137,11 @@ class _Tally:
     reversed: int = 0
     unmatched: int = 0
     balance_problems: list[str] = field(default_factory=list)
+    # Envelope counter moves, applied once at the end: the envelope's status row is the one
+    # row every step updates, so it is locked as briefly as possible.
+    counters: dict[str, dict[str, int]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(int))
+    )
 
 
 @dataclass
@@ -235,6 +240,8 @@ def _reconcile(context: Context, session: Session, statement_id: str) -> None:
             )
     if seen_pages == 0:
         raise StatementRejected("no MT940 statement found in the file")
+    for envelope_id in sorted(tally.counters):
+        bump_counters(session, envelope_id, **tally.counters[envelope_id])
     session.flush()
     gaps = [gap for account in sorted(accounts) if (gap := _sequence_gaps(session, account))]
     statement.account_number = ", ".join(sorted(accounts))[:64]
@@ -515,4 +522,5 @@ def _apply_chunk(
             .execution_options(synchronize_session=False)
         ).rowcount  # type: ignore[attr-defined]
     for envelope_id, deltas in counter_deltas.items():
-        bump_counters(session, envelope_id, **deltas)
+        for name, delta in deltas.items():
+            tally.counters[envelope_id][name] += delta
