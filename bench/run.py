@@ -30,9 +30,11 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -92,9 +94,27 @@ class BenchConfig:
     write_latest: bool = True
     quiet: bool = False
     extra_env: dict[str, str] = field(default_factory=dict)
-    # Faults to inject (postgres backend): "kill-bridge-worker" SIGKILLs the bridge worker's
-    # whole process group while a payment batch is being sent, then starts it again.
+    # Faults to inject (postgres backend), any of FAULTS.
     faults: tuple[str, ...] = ()
+    bank_timeout: float | None = None  # the bridge's timeout on bank calls; None: its default
+    bank_fault_calls: int = 4  # bank faults: this many faulted calls per endpoint...
+    bank_fault_every: int = 2  # ...one call in this many (the 1st, 3rd, 5th...)
+    bank_fault_delay: float | None = None  # bank-slow's delay; None: well past bank_timeout
+    outage_seconds: float = 3.0  # how long a restarted broker or database stays down
+    ingest_attempts: int = 3  # per request, the same message_id each time
+
+
+FAULTS = {
+    "kill-bridge-worker": "SIGKILL the bridge worker's process group while a payment batch is"
+    " being sent, then start it again",
+    "bank-slow": "the bank stores a payment batch, then answers only after the bridge's timeout",
+    "bank-5xx": "the bank answers 503 without storing anything (block_funds, initiate_payment)",
+    "bank-close": "the bank stores a payment batch, then drops the connection unanswered",
+    "restart-broker": "SIGKILL the bridge's Redis broker (no persistence) while tasks are queued,"
+    " start it again empty",
+    "restart-database": "stop the bridge's PostgreSQL (fast) while ingest requests are in flight,"
+    " and crash it (immediate) while a payment batch is being sent; start it again each time",
+}
 
 
 # --------------------------------------------------------------------------- the workload
@@ -131,7 +151,7 @@ def address(i: int) -> str:
 
 
 def goes_to_other_bank(i: int) -> bool:
-    return i % 1000 < 997 and (i % 10 < 5 or i % 10 >= 7)
+    return i % 1000 not in (997, 998) and (i % 10 < 5 or i % 10 >= 7)
 
 
 def expected_outcome(ids: Callable[[int], str], n: int, seed: int, rate: float) -> dict[str, int]:
@@ -503,21 +523,104 @@ def libpq(url: str) -> str:
     return url.replace("postgresql+psycopg://", "postgresql://")
 
 
-def pg_admin(sql: str) -> None:
+def pg_admin(sql: str, port: int = PG_PORT) -> None:
     import psycopg
 
     with psycopg.connect(
-        f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/postgres", autocommit=True
+        f"postgresql://{PG_USER}@{PG_HOST}:{port}/postgres", autocommit=True
     ) as conn:
         conn.execute(sql)  # type: ignore[arg-type]
 
 
-def pg_database_size(name: str) -> int | None:
+def pg_database_size(name: str, port: int = PG_PORT) -> int | None:
     import psycopg
 
-    with psycopg.connect(f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/postgres") as conn:
+    with psycopg.connect(f"postgresql://{PG_USER}@{PG_HOST}:{port}/postgres") as conn:
         row = conn.execute("SELECT pg_database_size(%s)", (name,)).fetchone()
     return int(row[0]) if row else None
+
+
+def pg_bindir() -> Path:
+    """Where pg_ctl and initdb live: on the PATH, else the newest /usr/lib/postgresql/*/bin."""
+    found = shutil.which("pg_ctl")
+    if found:
+        return Path(found).parent
+    candidates = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"),
+        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+    )
+    if not candidates or not (candidates[-1] / "pg_ctl").exists():
+        raise RuntimeError("pg_ctl not found: no PostgreSQL server binaries on this machine")
+    return candidates[-1]
+
+
+class PrivatePostgres:
+    """A throw-away PostgreSQL cluster on a free port, for the database fault: the run may stop
+    and crash it at will, which the shared server on 5432 (other tests use it) must never be.
+
+    Run as root, the server commands run as the ``postgres`` user (it refuses to run as root)."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.bin = pg_bindir()
+        self.root = Path(tempfile.mkdtemp(prefix="g2pbench-pg-"))
+        self.data = self.root / "data"
+        self.log_file = self.root / "postgres.log"
+        self.log_dir = log_dir
+        self.port = free_port()
+
+    def _run(self, *argv: str, timeout: float = 120.0) -> str:
+        command = [str(self.bin / argv[0]), *argv[1:]]
+        if os.geteuid() == 0:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        done = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            cwd=self.root,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"{argv[0]} exited with {done.returncode}: {done.stderr[-1000:]}")
+        return done.stdout
+
+    def init(self) -> None:
+        if os.geteuid() == 0:
+            import pwd
+
+            owner = pwd.getpwnam("postgres")
+            os.chown(self.root, owner.pw_uid, owner.pw_gid)
+        self._run(
+            "initdb", "-D", str(self.data), "-U", PG_USER, "-A", "trust", "-E", "UTF8",
+            "--locale=C", "--no-sync",
+        )  # fmt: skip
+        self.start()
+
+    def start(self) -> None:
+        # fsync off: a crash here is a killed server, not a lost machine, so the OS keeps the
+        # WAL; crash recovery still runs on every start after an immediate stop.
+        options = f"-p {self.port} -k {self.root} -c listen_addresses={PG_HOST} -c fsync=off"
+        self._run(
+            "pg_ctl", "-D", str(self.data), "-l", str(self.log_file), "-o", options,
+            "-w", "-t", "120", "start",
+        )  # fmt: skip
+
+    def stop(self, mode: str) -> None:
+        """``fast``: clients are disconnected, a clean shutdown; ``immediate``: a crash."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "120", "stop")
+
+    def pid(self) -> int | None:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            return int((self.data / "postmaster.pid").read_text().split("\n")[0])
+        return None
+
+    def destroy(self, keep_data: bool = False) -> None:
+        with contextlib.suppress(Exception):
+            self.stop("immediate")
+        with contextlib.suppress(OSError):
+            shutil.copyfile(self.log_file, self.log_dir / "bridge-postgres.log")
+        if not keep_data:
+            shutil.rmtree(self.root, ignore_errors=True)
 
 
 def sqlite_size(path: Path) -> int:
@@ -586,6 +689,9 @@ class Bench:
             raise ValueError("backend must be postgres or embedded")
         if cfg.n < 1 or cfg.batch < 1 or cfg.clients < 1:
             raise ValueError("n, batch and clients must be positive")
+        unknown = set(cfg.faults) - set(FAULTS)
+        if unknown or (cfg.faults and cfg.backend != "postgres"):
+            raise ValueError(f"faults need the postgres backend and one of {sorted(FAULTS)}")
         self.cfg = cfg
         self.run_id = f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         self.out = Path(cfg.out)
@@ -601,7 +707,17 @@ class Bench:
             if not k.startswith(("G2P_BRIDGE_", "EXAMPLE_BANK_"))
         }
         self.env_base["PYTHONUNBUFFERED"] = "1"
-        self.pg_names: list[str] = []
+        # name -> (database, port): the shared server's databases are dropped afterwards, the
+        # private cluster's vanish with it.
+        self.pg_dbs: dict[str, tuple[str, int]] = {}
+        self.private_pg: PrivatePostgres | None = None
+        self.broker_port: int | None = None
+        # The database fault holds all but the first ingest request until the server is down.
+        self.first_chunk_done = threading.Event()
+        self.ingest_gate = threading.Event()
+        if "restart-database" not in cfg.faults:
+            self.ingest_gate.set()
+        self.ingest_errors: Counter[str] = Counter()
         self.profilers: list[subprocess.Popen[bytes]] = []
         # Fixed ids (the databases are fresh): the same seed fails the same payments every run.
         self.envelope_key = f"bench-envelope-{cfg.n}"
@@ -633,6 +749,7 @@ class Bench:
                 ("databases", self._setup_databases),
                 ("start_services", self._start_services),
                 ("configure", self._configure),
+                ("arm_faults", self._arm_faults),
                 ("ingest", self._ingest),
                 ("faults", self._start_faults),
                 ("settle", self._wait_settled),
@@ -655,6 +772,7 @@ class Bench:
         try:
             self._stop_profilers()
             self.sampler.stop()
+            self._bank_fault_reports()
             self.procs.stop_all()
             t0 = time.monotonic()
             try:
@@ -665,6 +783,7 @@ class Bench:
                     "error": f"{type(exc).__name__}: {exc}",
                 }
             self.phases["checks"] = round(time.monotonic() - t0, 2)
+            self._fault_figures()
             with contextlib.suppress(Exception):
                 self._sizes()
         finally:
@@ -702,19 +821,32 @@ class Bench:
         cfg = self.cfg
         if cfg.backend == "postgres":
             tag = self.run_id.replace("-", "_")
-            bridge, bank = f"g2pbench_bridge_{tag}", f"g2pbench_bank_{tag}"
-            for name in (bridge, bank):
-                pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-                pg_admin(f'CREATE DATABASE "{name}"')
-                self.pg_names.append(name)
-            base = f"postgresql+psycopg://{PG_USER}@{PG_HOST}:{PG_PORT}"
-            self.bridge_db_url, self.bank_db_url = f"{base}/{bridge}", f"{base}/{bank}"
-            flush_redis(cfg.redis_db_bridge)
+            bridge_port = PG_PORT
+            if "restart-database" in cfg.faults:
+                self.private_pg = PrivatePostgres(self.run_dir)
+                self.private_pg.init()
+                bridge_port = self.private_pg.port
+            for role, port in (("bridge", bridge_port), ("bank", PG_PORT)):
+                name = f"g2pbench_{role}_{tag}"
+                pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', port)
+                pg_admin(f'CREATE DATABASE "{name}"', port)
+                self.pg_dbs[role] = (name, port)
+            urls = {
+                role: f"postgresql+psycopg://{PG_USER}@{PG_HOST}:{port}/{name}"
+                for role, (name, port) in self.pg_dbs.items()
+            }
+            self.bridge_db_url, self.bank_db_url = urls["bridge"], urls["bank"]
             flush_redis(cfg.redis_db_bank)
-            self.bridge_broker: str | None = (
-                f"redis://{REDIS_HOST}:{REDIS_PORT}/{cfg.redis_db_bridge}"
-            )
             self.bank_broker: str | None = f"redis://{REDIS_HOST}:{REDIS_PORT}/{cfg.redis_db_bank}"
+            if "restart-broker" in cfg.faults:
+                # A broker of its own that the run may kill: no snapshots, no append-only file,
+                # so a restart really loses every queued message.
+                self.broker_port = free_port()
+                self._start_broker()
+                self.bridge_broker: str | None = f"redis://{REDIS_HOST}:{self.broker_port}/0"
+            else:
+                flush_redis(cfg.redis_db_bridge)
+                self.bridge_broker = f"redis://{REDIS_HOST}:{REDIS_PORT}/{cfg.redis_db_bridge}"
         else:
             self.bridge_sqlite = self.run_dir / "bridge.db"
             self.bank_sqlite = self.run_dir / "bank.db"
@@ -724,12 +856,17 @@ class Bench:
         self.result["databases"] = {"bridge": self.bridge_db_url, "bank": self.bank_db_url}
 
     def _drop_databases(self) -> None:
+        if self.private_pg is not None:
+            # Never left running; with --keep-db its data directory stays.
+            self.private_pg.destroy(keep_data=self.cfg.keep_db)
+            self.private_pg = None
         if self.cfg.keep_db:
             return
-        for name in self.pg_names:
-            with contextlib.suppress(Exception):
-                pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        self.pg_names.clear()
+        for name, port in self.pg_dbs.values():
+            if port == PG_PORT:
+                with contextlib.suppress(Exception):
+                    pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        self.pg_dbs.clear()
         if self.cfg.backend == "embedded":
             for path in (self.bridge_sqlite, self.bank_sqlite):
                 for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
@@ -742,6 +879,9 @@ class Bench:
         bridge_port, bank_port = free_port(), free_port()
         self.bridge_url = f"http://127.0.0.1:{bridge_port}"
         self.bank_url = f"http://127.0.0.1:{bank_port}"
+        connector: dict[str, Any] = {"base_url": self.bank_url}
+        if cfg.bank_timeout is not None:
+            connector["timeout_seconds"] = cfg.bank_timeout
         bridge_env = dict(self.env_base)
         bridge_env.update(
             {
@@ -749,7 +889,7 @@ class Bench:
                 "G2P_BRIDGE_BANK_CONNECTORS__EXAMPLE__BASE_URL": self.bank_url,
                 # The nested form above arrives lower-cased ("example") and the bank lookup is
                 # by "EXAMPLE"; the JSON form keeps the key's case (see docs/performance.md).
-                "G2P_BRIDGE_BANK_CONNECTORS": json.dumps({"EXAMPLE": {"base_url": self.bank_url}}),
+                "G2P_BRIDGE_BANK_CONNECTORS": json.dumps({"EXAMPLE": connector}),
                 "G2P_BRIDGE_BEAT_INTERVAL_SECONDS": str(cfg.beat_interval),
                 "G2P_BRIDGE_MAX_DISBURSEMENTS_PER_REQUEST": str(max(cfg.batch, 10_000)),
                 "G2P_BRIDGE_LOG_LEVEL": "WARNING",
@@ -777,6 +917,7 @@ class Bench:
         )
         if self.bank_broker:
             bank_env["EXAMPLE_BANK_BROKER_URL"] = self.bank_broker
+        bank_env.update(self._bank_fault_env())
         for env in (bridge_env, bank_env):
             env.update(cfg.extra_env)
         bridge, bank = script("g2p-bridge"), script("example-bank")
@@ -819,6 +960,58 @@ class Bench:
             f"{cfg.backend}: bridge {self.bridge_url}, bank {self.bank_url}, "
             f"logs in {self.run_dir}",
         )
+
+    def _bank_fault_env(self) -> dict[str, str]:
+        """The Example Bank's test-only fault injection for the bank-* faults (one per run)."""
+        cfg = self.cfg
+        modes = {
+            "bank-slow": ("slow", ["/initiate_payment"]),
+            "bank-5xx": ("error-5xx", ["/block_funds", "/initiate_payment"]),
+            "bank-close": ("close-after-processing", ["/initiate_payment"]),
+        }
+        chosen = [f for f in cfg.faults if f in modes]
+        if not chosen:
+            return {}
+        if len(chosen) > 1:
+            raise ValueError(f"one bank fault per run, not {chosen}")
+        mode, paths = modes[chosen[0]]
+        timeout = cfg.bank_timeout or 30.0
+        # By default well past the bridge's timeout: it gives up while the bank has the batch.
+        delay = timeout * 2 + 1 if cfg.bank_fault_delay is None else cfg.bank_fault_delay
+        self.result.setdefault("faults", []).append(
+            {"fault": chosen[0], "mode": mode, "paths": paths, "bridge_bank_timeout_s": timeout}
+        )
+        return {
+            "EXAMPLE_BANK_FAULT_MODE": mode,
+            "EXAMPLE_BANK_FAULT_PATHS": json.dumps(paths),
+            "EXAMPLE_BANK_FAULT_CALLS": str(cfg.bank_fault_calls),
+            "EXAMPLE_BANK_FAULT_EVERY": str(cfg.bank_fault_every),
+            "EXAMPLE_BANK_FAULT_DELAY_SECONDS": str(delay),
+        }
+
+    def _start_broker(self) -> Proc:
+        """The bridge's private Redis broker (the restart-broker fault), started and pinged."""
+        import redis
+
+        assert self.broker_port is not None
+        argv = [
+            shutil.which("redis-server") or "redis-server",
+            "--port", str(self.broker_port), "--bind", PG_HOST,
+            "--save", "", "--appendonly", "no",
+        ]  # fmt: skip
+        proc = self.procs.start("bridge-broker", argv, dict(self.env_base))
+        client = redis.Redis(host=REDIS_HOST, port=self.broker_port, socket_timeout=2)
+        try:
+            end = time.monotonic() + 30
+            while True:
+                with contextlib.suppress(redis.RedisError):
+                    if client.ping():
+                        return proc
+                if time.monotonic() > end or proc.popen.poll() is not None:
+                    raise RuntimeError(f"redis-server on {self.broker_port} did not start")
+                time.sleep(0.05)
+        finally:
+            client.close()
 
     def _start_profilers(self) -> None:
         pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
@@ -966,6 +1159,10 @@ class Bench:
             if not hasattr(local, "client"):
                 local.client = httpx.Client(timeout=120)
             start, stop = chunk
+            if start > 0 and not self.ingest_gate.wait(timeout=max(self.deadline.left(), 0)):
+                with lock:
+                    failures.append(f"{chunk}: the database fault never opened the gate")
+                return
             body = orjson.dumps(
                 {
                     "header": header("create_disbursements", stop - start),
@@ -973,22 +1170,37 @@ class Bench:
                 }
             )
             last = ""
-            for _attempt in range(3):  # the same message_id: a replay gets the first answer
+            # The same body, so the same message_id, every time: a replay gets the first answer.
+            for attempt in range(cfg.ingest_attempts):
+                if attempt:
+                    time.sleep(min(0.25 * 2 ** (attempt - 1), 2.0))
                 t0 = time.perf_counter()
                 try:
                     response = local.client.post(
                         url, content=body, headers={"content-type": "application/json"}
                     )
-                    elapsed = time.perf_counter() - t0
-                    data = orjson.loads(response.content)
-                except (httpx.HTTPError, orjson.JSONDecodeError) as exc:
+                except httpx.HTTPError as exc:
                     last = f"{type(exc).__name__}: {exc}"
+                    with lock:
+                        self.ingest_errors[type(exc).__name__] += 1
+                    continue
+                elapsed = time.perf_counter() - t0
+                try:
+                    data = orjson.loads(response.content)
+                except orjson.JSONDecodeError:  # a server error page, not G2P Connect
+                    last = f"HTTP {response.status_code}: {response.text[:300]}"
+                    with lock:
+                        self.ingest_errors[f"HTTP {response.status_code}"] += 1
                     continue
                 with lock:
                     latencies.append(elapsed)
                 if response.status_code < 400 and data.get("header", {}).get("status") != "rjct":
+                    if start == 0:
+                        self.first_chunk_done.set()
                     return
                 last = f"HTTP {response.status_code}: {str(data)[:300]}"
+                with lock:
+                    self.ingest_errors[f"HTTP {response.status_code}"] += 1
                 if response.status_code < 500:
                     break
             with lock:
@@ -1009,6 +1221,7 @@ class Bench:
                 "ingest_per_s": round(cfg.n / seconds, 1) if seconds > 0 else None,
                 "ingest_requests": len(chunks),
                 "ingest_failures": failures[:20],
+                "ingest_failed_attempts": dict(self.ingest_errors),
                 "ingest_p50_s": _r(percentile(latencies, 50)),
                 "ingest_p95_s": _r(percentile(latencies, 95)),
                 "ingest_p99_s": _r(percentile(latencies, 99)),
@@ -1034,11 +1247,152 @@ class Bench:
         keys = ("received", "shipped", "reconciled", "reversed", "failed", "cancelled")
         return dict(zip(keys, (int(v or 0) for v in row[0]), strict=True)) if row else {}
 
+    def _fault_thread(self, target: Callable[[], None]) -> None:
+        thread = threading.Thread(target=target, name=target.__name__, daemon=True)
+        thread.start()
+        self.fault_threads.append(thread)
+
+    def _arm_faults(self) -> None:
+        """Faults that must be in place before ingest starts."""
+        if "restart-database" in self.cfg.faults:
+            self._fault_thread(self._restart_database)
+
     def _start_faults(self) -> None:
         if "kill-bridge-worker" in self.cfg.faults:
-            thread = threading.Thread(target=self._kill_worker_mid_dispatch, daemon=True)
-            thread.start()
-            self.fault_threads.append(thread)
+            self._fault_thread(self._kill_worker_mid_dispatch)
+        if "restart-broker" in self.cfg.faults:
+            self._fault_thread(self._restart_broker_with_tasks_queued)
+
+    def _since_ingest(self) -> float | None:
+        """Seconds since the last ingest request ended; None while ingest is still running."""
+        end: float | None = getattr(self, "ingest_end", None)
+        return None if end is None else round(time.monotonic() - end, 2)
+
+    def _wait_for(self, what: str, probe: Callable[[], Any], limit: float = 120.0) -> Any:
+        """Polls ``probe`` until it returns something true; its errors count as not yet."""
+        end = time.monotonic() + min(limit, max(self.deadline.left(), 1))
+        while time.monotonic() < end:
+            with contextlib.suppress(Exception):
+                got = probe()
+                if got:
+                    return got
+            time.sleep(0.02)
+        raise TimeoutError(f"gave up waiting for {what}")
+
+    def _running_batches(self, db: Db) -> int:
+        try:
+            return int(db.one("SELECT count(*) FROM bank_batches WHERE state = 'RUNNING'") or 0)
+        except Exception:
+            db.close()  # a restarted server: reconnect on the next call
+            raise
+
+    def _restart_broker_with_tasks_queued(self) -> None:
+        """SIGKILL the bridge's broker while step messages wait in its queues (nothing persists,
+        so they are gone), start an empty one on the same port. The rows still say what is due;
+        beat finds it again once the enqueue marks and leases run out."""
+        import redis
+
+        record: dict[str, Any] = {"fault": "restart-broker", "restarted": False}
+        self.result.setdefault("faults", []).append(record)
+        assert self.broker_port is not None
+        client = redis.Redis(host=REDIS_HOST, port=self.broker_port, socket_timeout=2)
+        queues = ("mapper", "funds", "dispatch", "statements", "producers")
+        try:
+
+            def queued() -> dict[str, int] | None:
+                lengths = {q: int(client.llen(q)) for q in queues}
+                return lengths if lengths["dispatch"] > 0 else None
+
+            lengths = self._wait_for("send_bank_batch messages in the broker", queued)
+            record["unacked_at_kill"] = int(client.hlen("unacked"))
+            proc = next(p for p in self.procs.procs if p.name == "bridge-broker")
+            self.procs.procs.remove(proc)  # first, so the progress loop never sees it dead
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.popen.wait(timeout=10)
+            killed_at = time.monotonic()
+            record.update(queued_at_kill=lengths, pid_before=proc.pid, at_s=self._since_ingest())
+            time.sleep(self.cfg.outage_seconds)
+            new = self._start_broker()
+            record.update(
+                restarted=True,
+                pid_after=new.pid,
+                down_s=round(time.monotonic() - killed_at, 2),
+                restarted_at_s=self._since_ingest(),
+            )
+        except Exception as exc:  # reported in the result; the run's checks still decide
+            record["error"] = f"{type(exc).__name__}: {exc}"
+        finally:
+            client.close()
+
+    def _restart_database(self) -> None:
+        """Two outages of the bridge's (private) PostgreSQL: a fast shutdown while ingest
+        requests arrive (all but the first are held until the server is down), and an immediate
+        stop, a crash, while a payment batch is being sent. Each lasts ``outage_seconds``.
+
+        With ``bank-slow`` as well (its delay shorter than the outage and the bridge's
+        timeout), the crash comes while the bank holds its answer to a batch it stored: the
+        worker hears "accepted" with no database to write it to, the worst moment."""
+        record: dict[str, Any] = {"fault": "restart-database", "restarts": []}
+        self.result.setdefault("faults", []).append(record)
+        pg = self.private_pg
+        assert pg is not None
+        db = Db(self.bridge_db_url)
+
+        def bank_holds_an_answer() -> bool:
+            report = httpx.get(f"{self.bank_url}/faults", timeout=5).json()
+            return sum(report["injected"].values()) > 0
+
+        try:
+            self._wait_for("the first ingest request", self.first_chunk_done.is_set)
+            self._outage(pg, "fast", "ingest", record, before=self.ingest_gate.set)
+            if "bank-slow" in self.cfg.faults:
+                self._wait_for("the bank to hold an answer", bank_holds_an_answer)
+            else:
+                self._wait_for("a RUNNING bank batch", lambda: self._running_batches(db))
+            db.close()
+            self._outage(pg, "immediate", "dispatch", record)
+        except Exception as exc:  # reported in the result; the run's checks still decide
+            record["error"] = f"{type(exc).__name__}: {exc}"
+        finally:
+            self.ingest_gate.set()
+            db.close()
+
+    def _outage(
+        self,
+        pg: PrivatePostgres,
+        mode: str,
+        during: str,
+        record: dict[str, Any],
+        before: Callable[[], None] | None = None,
+    ) -> None:
+        pid_before = pg.pid()
+        pg.stop(mode)
+        stopped = time.monotonic()
+        entry: dict[str, Any] = {
+            "during": during,
+            "mode": mode,
+            "pid_before": pid_before,
+            "at_s": self._since_ingest(),
+        }
+        record["restarts"].append(entry)
+        if before is not None:
+            before()
+        # What a caller sees while the database is away: an answer, quickly, not a hang.
+        with httpx.Client(timeout=30) as http:
+            t0 = time.perf_counter()
+            try:
+                ready = http.get(f"{self.bridge_url}/health/ready")
+                entry["api_ready_status"] = ready.status_code
+            except httpx.HTTPError as exc:
+                entry["api_ready_status"] = type(exc).__name__
+            entry["api_ready_answer_s"] = round(time.perf_counter() - t0, 3)
+        time.sleep(max(0.0, self.cfg.outage_seconds - (time.monotonic() - stopped)))
+        pg.start()
+        entry.update(
+            pid_after=pg.pid(),
+            down_s=round(time.monotonic() - stopped, 2),
+            restarted_at_s=self._since_ingest(),
+        )
 
     def _kill_worker_mid_dispatch(self) -> None:
         """SIGKILL (no clean-up, no ack) the bridge worker while a batch is RUNNING: its intent
@@ -1058,9 +1412,9 @@ class Bench:
                 return
             name = "bridge-worker-1"
             proc = next(p for p in self.procs.procs if p.name == name)
+            self.procs.procs.remove(proc)  # first, so the progress loop never sees it dead
             os.killpg(proc.pid, signal.SIGKILL)
             proc.popen.wait(timeout=10)
-            self.procs.procs.remove(proc)
             record.update(
                 killed=True,
                 batches_running=running,
@@ -1075,10 +1429,24 @@ class Bench:
         finally:
             db.close()
 
+    def _open_batches(self, db: Db) -> int:
+        try:
+            return int(
+                db.one(
+                    "SELECT count(*) FROM bank_batches WHERE envelope_id = %s"
+                    " AND state IN ('PENDING', 'RUNNING')",
+                    self.envelope_id,
+                )
+                or 0
+            )
+        except Exception:
+            db.close()
+            return -1
+
     def _wait_settled(self) -> None:
         cfg, n = self.cfg, self.cfg.n
         db = Db(self.bridge_db_url)
-        shipped_at = reconciled_at = None
+        shipped_at = reconciled_at = closed_at = None
         last: dict[str, int] = {}
         last_change = time.monotonic()
         progress: list[dict[str, Any]] = []
@@ -1105,8 +1473,13 @@ class Bench:
                         shipped_at = now
                     settled = c["reconciled"] + c["failed"] >= n
                     if settled and c["reversed"] >= self.expected["reversed"]:
-                        reconciled_at = now
-                        break
+                        reconciled_at = reconciled_at or now
+                        # A statement can reconcile a batch whose answer the bridge never
+                        # recorded; the batch row stays open until its lease runs out and a
+                        # worker finds nothing left to send. Wait for that as well.
+                        if self._open_batches(db) == 0:
+                            closed_at = now
+                            break
                 if now >= next_log:
                     log(cfg, f"  t+{now - self.ingest_end:.1f}s {c}")
                     next_log = now + 5
@@ -1123,6 +1496,9 @@ class Bench:
         self.result["shipped_after_s"] = _r(shipped_at - self.ingest_end if shipped_at else None, 2)
         self.result["reconciled_after_s"] = _r(
             reconciled_at - self.ingest_end if reconciled_at else None, 2
+        )
+        self.result["batches_closed_after_s"] = _r(
+            closed_at - self.ingest_end if closed_at else None, 2
         )
         self.result["final_counters"] = last
         # Keep the progress curve small: at most ~200 points.
@@ -1154,6 +1530,19 @@ class Bench:
                 "completed",
                 self.result.get("reconciled_after_s") is not None,
                 wait_error=self.result.get("wait_error"),
+            )
+            batch_states = {
+                s: int(c)
+                for s, c in bridge.rows(
+                    "SELECT state, count(*) FROM bank_batches WHERE envelope_id = %s"
+                    " GROUP BY state",
+                    self.envelope_id,
+                )
+            }
+            check(
+                "bank_batches_closed",
+                not {"PENDING", "RUNNING"} & set(batch_states),
+                bank_batches_by_state=batch_states,
             )
             by_state = {
                 s: int(c)
@@ -1324,24 +1713,57 @@ class Bench:
             }
             self.result["bank_statements_by_delivery_state"] = bank_statements
             batches = bridge.rows(
-                "SELECT count(*), coalesce(sum(attempts), 0) FROM bank_batches"
+                "SELECT count(*), coalesce(sum(attempts), 0), coalesce(max(attempts), 0),"
+                " count(*) FILTER (WHERE bank_response LIKE %s) FROM bank_batches"
                 " WHERE envelope_id = %s",
+                "%already known%",
                 self.envelope_id,
             )[0]
             bank_batches = int(bank.one("SELECT count(*) FROM payment_batches") or 0)
             self.result["batches"] = {
                 "bridge_bank_batches": int(batches[0]),
                 "bridge_bank_batch_attempts": int(batches[1]),
+                "bridge_max_attempts_of_a_batch": int(batches[2]),
+                # Re-sent after an answer the bridge never heard; the bank knew the payments.
+                "bridge_batches_answered_with_duplicates": int(batches[3]),
                 "bank_payment_batches": bank_batches,
+                "funds_block_attempts": int(
+                    bridge.one(
+                        "SELECT funds_blocked_attempts FROM envelope_status WHERE envelope_id = %s",
+                        self.envelope_id,
+                    )
+                    or 0
+                ),
             }
         finally:
             bridge.close()
             bank.close()
 
+    def _bank_fault_reports(self) -> None:
+        """What the bank's fault injection saw and did (asked before the bank is stopped)."""
+        for record in self.result.get("faults", []):
+            if record["fault"].startswith("bank-"):
+                try:
+                    record["bank"] = httpx.get(f"{self.bank_url}/faults", timeout=10).json()
+                except (httpx.HTTPError, ValueError) as exc:
+                    record["bank"] = {"error": f"{type(exc).__name__}: {exc}"}
+
+    def _fault_figures(self) -> None:
+        """Beside each fault, how the run went: attempts it cost and when it was whole again."""
+        for record in self.result.get("faults", []):
+            record["batches"] = self.result.get("batches")
+            record["ingest_failed_attempts"] = self.result.get("ingest_failed_attempts")
+            done = self.result.get("reconciled_after_s")
+            record["reconciled_after_s"] = done
+            last = record.get("restarted_at_s")
+            if record.get("restarts"):
+                last = record["restarts"][-1].get("restarted_at_s")
+            if done is not None and last is not None:
+                record["reconciled_after_restart_s"] = round(done - last, 2)
+
     def _sizes(self) -> None:
         if self.cfg.backend == "postgres":
-            names = dict(zip(("bridge", "bank"), self.pg_names, strict=False))
-            sizes = {k: pg_database_size(v) for k, v in names.items()}
+            sizes = {k: pg_database_size(*v) for k, v in self.pg_dbs.items()}
         else:
             sizes = {
                 "bridge": sqlite_size(self.bridge_sqlite),
@@ -1460,6 +1882,8 @@ def render_markdown(r: dict[str, Any]) -> str:
     for name, c in r.get("checks", {}).items():
         values = {k: v for k, v in c.items() if k != "passed"}
         lines.append(f"| {name} | {c['passed']} | `{json.dumps(values, default=str)}` |")
+    for fault in r.get("faults", []):
+        lines += ["", f"fault `{fault.get('fault')}`: `{json.dumps(fault, default=str)}`"]
     lines += ["", f"settings: `{json.dumps(r.get('settings'), default=str)}`", ""]
     return "\n".join(lines)
 
@@ -1497,6 +1921,17 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
     p.add_argument("--profile-rate", type=int, default=25, help="py-spy samples per second")
     p.add_argument("--no-latest", action="store_true", help="do not overwrite latest.json")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument(
+        "--fault",
+        action="append",
+        choices=sorted(FAULTS),
+        default=[],
+        help="inject a fault (repeatable): "
+        + "; ".join(f"{name}: {what}" for name, what in FAULTS.items()),
+    )
+    p.add_argument("--bank-timeout", type=float, default=None, help="bridge's bank timeout (s)")
+    p.add_argument("--outage-seconds", type=float, default=3.0)
+    p.add_argument("--ingest-attempts", type=int, default=3)
     a = p.parse_args(argv)
     return BenchConfig(
         n=a.n,
@@ -1524,6 +1959,10 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
         else (("raw", "txt"),),
         write_latest=not a.no_latest,
         quiet=a.quiet,
+        faults=tuple(a.fault),
+        bank_timeout=a.bank_timeout,
+        outage_seconds=a.outage_seconds,
+        ingest_attempts=a.ingest_attempts,
     )
 
 

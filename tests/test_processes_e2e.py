@@ -94,3 +94,117 @@ def test_worker_killed_mid_dispatch_pays_each_disbursement_once(tmp_path: Path) 
     _assert_correct(result)
     payments = result["checks"]["one_bank_payment_per_shipped_disbursement"]
     assert payments["duplicate_payments"] == 0 and payments["missing_at_bank"] == 0
+
+
+def _run_with_fault(tmp_path: Path, fault: str, **overrides: object) -> tuple[dict, dict]:
+    """One fault, small batches (several to hit), short leases (a lost message or an unheard
+    answer is retried within seconds, not minutes). Returns the result and the fault's record."""
+    settings: dict[str, object] = {
+        "faults": (fault,),
+        "dispatch_batch": 25,
+        "timeout": 240,
+        "stall_timeout": 120,
+        "extra_env": {"G2P_BRIDGE_LEASE_SECONDS": "10"},
+    }
+    settings.update(overrides)
+    result = _run("postgres", tmp_path, **settings)
+    records = [r for r in result.get("faults", []) if r["fault"] == fault]
+    assert len(records) == 1, result.get("faults")
+    assert "error" not in records[0], records[0]
+    return result, records[0]
+
+
+def _assert_bank_fault(result: dict, fault: dict, paths: tuple[str, ...]) -> None:
+    """The bank really injected its faults, and each one cost the bridge a failed attempt."""
+    _assert_correct(result)
+    bank = fault["bank"]
+    assert bank["injected"] == dict.fromkeys(paths, 4), bank
+    batches = result["batches"]
+    assert batches["bridge_bank_batch_attempts"] >= batches["bridge_bank_batches"] + 4, batches
+    assert batches["bridge_max_attempts_of_a_batch"] >= 2, batches
+    payments = result["checks"]["one_bank_payment_per_shipped_disbursement"]
+    assert payments["duplicate_payments"] == 0 and payments["missing_at_bank"] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.broker
+@pytest.mark.timeout(300)
+def test_bank_answering_after_the_timeout_pays_each_once(tmp_path: Path) -> None:
+    """The bank stores four payment batches and answers each only after the bridge gave up
+    waiting (2 s timeout, 5 s answer). The bridge re-sends them; the bank reports the payments
+    as already known and pays none twice."""
+    result, fault = _run_with_fault(tmp_path, "bank-slow", bank_timeout=2.0)
+    _assert_bank_fault(result, fault, ("/initiate_payment",))
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.broker
+@pytest.mark.timeout(300)
+def test_bank_answering_503_pays_each_once(tmp_path: Path) -> None:
+    """The bank refuses the first funds block and four payment batches with a 503 before doing
+    anything; the bridge retries each after a backoff and everything is paid once."""
+    result, fault = _run_with_fault(tmp_path, "bank-5xx")
+    assert fault["bank"]["injected"]["/block_funds"] == 1, fault
+    assert result["batches"]["funds_block_attempts"] >= 2, result["batches"]
+    fault["bank"]["injected"]["/block_funds"] = 4  # one call only: the rest as for payments
+    _assert_bank_fault(result, fault, ("/block_funds", "/initiate_payment"))
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.broker
+@pytest.mark.timeout(300)
+def test_bank_dropping_the_connection_after_processing_pays_each_once(tmp_path: Path) -> None:
+    """The bank stores four payment batches and closes the connection without a byte of answer;
+    the bridge cannot know they were taken, re-sends them, and nothing is paid twice."""
+    # A quick retry, so that some re-sends reach the bank before its statement reconciled the
+    # batch, and the bank answers with duplicates.
+    env = {"G2P_BRIDGE_LEASE_SECONDS": "10", "G2P_BRIDGE_RETRY_BACKOFF_SECONDS": "0.1"}
+    result, fault = _run_with_fault(tmp_path, "bank-close", beat_interval=0.2, extra_env=env)
+    _assert_bank_fault(result, fault, ("/initiate_payment",))
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.broker
+@pytest.mark.timeout(300)
+def test_broker_restarted_with_tasks_queued_pays_each_once(tmp_path: Path) -> None:
+    """The bridge's Redis broker (no persistence) is SIGKILLed while send_bank_batch messages
+    wait in it, and started again empty: the messages are lost, the workers and beat reconnect,
+    and beat finds the work again from the rows once its enqueue marks run out."""
+    result, fault = _run_with_fault(tmp_path, "restart-broker")
+    assert fault["restarted"] and fault["pid_after"] != fault["pid_before"], fault
+    assert fault["queued_at_kill"]["dispatch"] > 0, fault
+    _assert_correct(result)
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.broker
+@pytest.mark.timeout(300)
+def test_database_restarted_under_load_pays_each_once(tmp_path: Path) -> None:
+    """The bridge's own PostgreSQL cluster is shut down (fast) while ingest requests arrive,
+    and crashed (immediate) while the bank holds its answer to a stored batch. The API answers
+    at once while it is away, the client's retries with the same message_id land once, and the
+    batch whose answer was lost is re-sent or reconciled, never paid twice."""
+    result, fault = _run_with_fault(
+        tmp_path,
+        "restart-database",
+        faults=("restart-database", "bank-slow"),
+        bank_fault_calls=1,
+        bank_fault_delay=1.5,
+        outage_seconds=3.0,
+        ingest_attempts=30,
+    )
+    ingest, dispatch = fault["restarts"]
+    for restart in (ingest, dispatch):
+        assert restart["pid_after"] != restart["pid_before"], restart
+        assert restart["api_ready_status"] == 503 and restart["api_ready_answer_s"] < 5, restart
+    assert (ingest["mode"], dispatch["mode"]) == ("fast", "immediate")
+    # The held requests met the outage, failed, and were sent again.
+    assert sum(result["ingest_failed_attempts"].values()) >= 1, result["ingest_failed_attempts"]
+    # The answer the bank gave during the crash was lost: that batch took a second attempt.
+    assert result["batches"]["bridge_max_attempts_of_a_batch"] >= 2, result["batches"]
+    _assert_correct(result)

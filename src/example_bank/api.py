@@ -277,6 +277,10 @@ def create_app(
     app.state.settings = settings
     app.state.session_factory = factory
     app.state.processor = processor
+    if settings.fault_mode is not None:
+        from example_bank import faults
+
+        faults.install(app, settings)
 
     def notify(batch_id: int) -> None:
         """Hand a committed batch to the processor (never before the commit)."""

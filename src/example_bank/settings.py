@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -33,3 +35,15 @@ class BankSettings(BaseSettings):
     batch_lease_seconds: float = Field(default=300.0, gt=0.0)
     # A batch that raised this many times is parked as FAILED (visible, not retried).
     batch_max_attempts: int = Field(default=5, ge=1)
+
+    # TEST ONLY, never in a real deployment: fault injection for the bridge's fault tests (see
+    # example_bank.faults). "slow" does the work and holds the answer for fault_delay_seconds;
+    # "error-5xx" answers 503 without doing anything; "close-after-processing" does the work and
+    # drops the connection unanswered. Applies to POSTs on fault_paths (JSON list in the
+    # environment): per path the 1st, (fault_every+1)th... call, fault_calls of them at most.
+    # Off by default; when on, the API logs a WARNING at start and at every injected fault.
+    fault_mode: Literal["slow", "error-5xx", "close-after-processing"] | None = None
+    fault_paths: list[str] = Field(default_factory=lambda: ["/initiate_payment"])
+    fault_calls: int = Field(default=3, ge=0)
+    fault_every: int = Field(default=2, ge=1)
+    fault_delay_seconds: float = Field(default=5.0, ge=0.0)

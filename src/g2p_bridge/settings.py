@@ -91,8 +91,19 @@ class Settings(BaseSettings):
     def _bank_codes_upper(
         cls, value: dict[str, BankConnectorSettings]
     ) -> dict[str, BankConnectorSettings]:
-        # Environment variable names come in lower-cased; bank codes are upper case.
-        return {code.upper(): connector for code, connector in value.items()}
+        # Environment variable names come in lower-cased; bank codes are upper case. One bank
+        # given both as JSON (G2P_BRIDGE_BANK_CONNECTORS, keys keep their case) and as nested
+        # variables (keys lower-cased) arrives twice: combine the fields each one set, the
+        # nested ones winning as pydantic-settings does, rather than let one silently replace
+        # the other (a timeout from the JSON used to be dropped so).
+        merged: dict[str, BankConnectorSettings] = {}
+        for code, connector in value.items():
+            key = code.upper()
+            if key in merged:
+                update = connector.model_dump(include=connector.model_fields_set)
+                connector = merged[key].model_copy(update=update)
+            merged[key] = connector
+        return merged
 
     @model_validator(mode="after")
     def _positive_sizes(self) -> Settings:

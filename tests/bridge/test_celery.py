@@ -11,6 +11,7 @@ import pytest
 import redis
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
+from sqlalchemy.exc import OperationalError
 from test_pipeline import setup_envelope
 
 from bridge_support import FakeBank, clear_tables, counters_match_rows, fake_context, states
@@ -57,6 +58,8 @@ def test_celery_is_configured_for_money(postgres_context) -> None:
         "statements",
     }
     assert conf.task_routes["g2p.send_bank_batch"]["routing_key"] == "dispatch"
+    # A lost database connection is retried soon, not left to the sweep's lease.
+    assert app.tasks["g2p.send_bank_batch"].autoretry_for == (OperationalError,)
     # Each queue has its own exchange and key, so a task lands in one queue only.
     assert {(q.name, q.exchange.name, q.routing_key) for q in conf.task_queues} == {
         (name, name, name) for name in ("producers", "mapper", "funds", "dispatch", "statements")

@@ -15,6 +15,20 @@ def test_bank_connector_settings_come_from_nested_env(monkeypatch) -> None:
     assert settings.bank_connectors["EXAMPLE"].timeout_seconds == 5
 
 
+def test_bank_connector_from_json_and_nested_env_keeps_both(monkeypatch) -> None:
+    """Nested variables arrive lower-cased, the JSON form keeps its case: one bank, two keys.
+    The fields each one set are combined, none silently dropped."""
+    monkeypatch.setenv(
+        "G2P_BRIDGE_BANK_CONNECTORS",
+        '{"EXAMPLE": {"base_url": "http://json:1", "timeout_seconds": 2}, "OTHER": {}}',
+    )
+    monkeypatch.setenv("G2P_BRIDGE_BANK_CONNECTORS__EXAMPLE__BASE_URL", "http://nested:2")
+    connectors = Settings().bank_connectors
+    assert set(connectors) == {"EXAMPLE", "OTHER"}
+    assert connectors["EXAMPLE"].base_url == "http://nested:2"
+    assert connectors["EXAMPLE"].timeout_seconds == 2
+
+
 def test_nonsense_sizes_are_refused() -> None:
     with pytest.raises(ValueError, match="dispatch_batch_size"):
         Settings(dispatch_batch_size=0)

@@ -11,7 +11,7 @@ from collections import defaultdict
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import case, insert, select, update
 from sqlalchemy.orm import Session
 
 from g2p_bridge.connectors.banks.base import BankRejected, BankUnavailable, PaymentInstruction
@@ -228,6 +228,8 @@ def send_bank_batch(context: Context, batch_id: str) -> bool:
                 if duplicates
                 else "accepted"
             )
+            # One rewrite per row: a row a statement already reconciled keeps its state and
+            # has its shipped_at from then, so it is neither changed nor counted again.
             shipped = session.execute(
                 update(Disbursement)
                 .where(
@@ -235,18 +237,19 @@ def send_bank_batch(context: Context, batch_id: str) -> bool:
                     Disbursement.shipped_at.is_(None),
                     Disbursement.state != DisbursementState.CANCELLED,
                 )
-                .values(shipped_at=now)
+                .values(
+                    shipped_at=now,
+                    state=case(
+                        (
+                            Disbursement.state == DisbursementState.DISPATCHING,
+                            DisbursementState.SHIPPED,
+                        ),
+                        else_=Disbursement.state,
+                    ),
+                    updated_at=now,
+                )
                 .execution_options(synchronize_session=False)
             ).rowcount  # type: ignore[attr-defined]
-            session.execute(
-                update(Disbursement)
-                .where(
-                    Disbursement.bank_batch_id == batch_id,
-                    Disbursement.state == DisbursementState.DISPATCHING,
-                )
-                .values(state=DisbursementState.SHIPPED, updated_at=now)
-                .execution_options(synchronize_session=False)
-            )
             bump_counters(session, envelope_id, shipped_count=shipped)
         elif rejected:
             # The bank answered no: nothing of this batch was paid. Park it for an operator.

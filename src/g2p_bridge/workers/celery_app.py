@@ -11,6 +11,7 @@ from functools import cache
 
 from celery import Celery
 from kombu import Exchange, Queue
+from sqlalchemy.exc import OperationalError
 
 from g2p_bridge.core.context import Context
 from g2p_bridge.core.steps import QUEUES, STEPS
@@ -83,7 +84,17 @@ def make_celery(settings: Settings, context: Context | None = None) -> Celery:
 def _register_step(app: Celery, step_name: str, current_context: Callable[[], Context]) -> None:
     step = STEPS[step_name]
 
-    @app.task(name=f"g2p.{step_name}")
+    # The database went away (a restart, a failover) or chose this transaction as a deadlock
+    # victim: whatever the step had not committed rolled back, and its claims make a repeat
+    # harmless. Run it again within seconds; otherwise the row waits out its enqueue mark or
+    # lease (G2P_BRIDGE_LEASE_SECONDS) before the sweep sends it again.
+    @app.task(
+        name=f"g2p.{step_name}",
+        autoretry_for=(OperationalError,),
+        retry_backoff=1,
+        retry_backoff_max=30,
+        max_retries=6,
+    )
     def run(key: str) -> bool:
         done = step(current_context(), key)
         # Finishing a step often makes the next one due: look now rather than at the next beat.
