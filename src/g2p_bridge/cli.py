@@ -6,11 +6,14 @@ import json
 import sys
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from g2p_bridge.settings import get_settings
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 
 def _setup_logging() -> None:
@@ -37,7 +40,15 @@ def migrate() -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
-def api(host: str, port: int) -> None:
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="API processes sharing the port (not in the embedded default, whose one process "
+    "also runs the pipeline)",
+)
+def api(host: str, port: int, workers: int) -> None:
     """Serve the HTTP API (embedded default: also runs producers and workers here)."""
     import uvicorn
 
@@ -47,13 +58,37 @@ def api(host: str, port: int) -> None:
     _setup_logging()
     settings = get_settings()
     if settings.embedded:
+        if workers > 1:
+            raise click.ClickException(
+                "--workers needs G2P_BRIDGE_BROKER_URL: the embedded default runs its pipeline "
+                "in the one API process"
+            )
         upgrade(settings.database_url)
+    if workers > 1:
+        # Each process builds its own app (and database pool) from the environment.
+        uvicorn.run(
+            "g2p_bridge.cli:api_app_from_environment",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level=settings.log_level.lower(),
+        )
+        return
     uvicorn.run(
         create_app(settings, run_pipeline=settings.embedded),
         host=host,
         port=port,
         log_level=settings.log_level.lower(),
     )
+
+
+def api_app_from_environment() -> FastAPI:
+    """What each process of `api --workers N` serves."""
+    from g2p_bridge.api.app import create_app
+
+    _setup_logging()
+    return create_app(get_settings())
 
 
 def _require_broker() -> None:

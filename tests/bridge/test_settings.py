@@ -32,3 +32,30 @@ def test_bank_connector_from_json_and_nested_env_keeps_both(monkeypatch) -> None
 def test_nonsense_sizes_are_refused() -> None:
     with pytest.raises(ValueError, match="dispatch_batch_size"):
         Settings(dispatch_batch_size=0)
+
+
+def test_api_workers_need_a_broker_and_each_builds_its_app_from_the_environment(
+    monkeypatch, tmp_path
+) -> None:
+    from click.testing import CliRunner
+
+    from g2p_bridge.cli import api_app_from_environment, main
+    from g2p_bridge.settings import get_settings
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("G2P_BRIDGE_DATABASE_URL", "G2P_BRIDGE_BROKER_URL"):
+        monkeypatch.delenv(name, raising=False)
+    get_settings.cache_clear()
+    refused = CliRunner().invoke(main, ["api", "--workers", "2"])
+    assert refused.exit_code != 0 and "--workers needs G2P_BRIDGE_BROKER_URL" in refused.output
+
+    monkeypatch.setenv("G2P_BRIDGE_DATABASE_URL", f"sqlite:///{tmp_path / 'bridge.db'}")
+    monkeypatch.setenv("G2P_BRIDGE_BROKER_URL", "memory://")
+    monkeypatch.setenv("G2P_BRIDGE_AUTH_SECRET_KEY", "a-secret-for-this-test-0123456789abcdef")
+    get_settings.cache_clear()
+    monkeypatch.setattr("g2p_bridge.cli._setup_logging", lambda: None)  # the suite's logging stays
+    try:
+        app = api_app_from_environment()
+        assert app.state.settings.broker_url == "memory://"
+    finally:
+        get_settings.cache_clear()
