@@ -996,7 +996,7 @@ class Bench:
         assert self.broker_port is not None
         argv = [
             shutil.which("redis-server") or "redis-server",
-            "--port", str(self.broker_port), "--bind", PG_HOST,
+            "--port", str(self.broker_port), "--bind", REDIS_HOST,
             "--save", "", "--appendonly", "no",
         ]  # fmt: skip
         proc = self.procs.start("bridge-broker", argv, dict(self.env_base))
