@@ -7,7 +7,7 @@ import threading
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from bridge_support import (
     FakeBank,
@@ -234,6 +234,38 @@ def test_statement_before_the_retry_counts_the_timed_out_batch_as_shipped(
     (batch,) = _batches(context)
     assert batch.state == "DONE"
     assert states(session_factory, "env-1") == {"RECONCILED": 5, "REVERSED": 1}
+    counters_match_rows(session_factory)
+
+
+def test_statements_apply_in_upload_order_whichever_message_comes_first(
+    session_factory,
+) -> None:
+    """The reversal's statement reaches a worker before the debit's: the debit is applied
+    first anyway, so no false 'reversal without remittance' error."""
+    bank = FakeBank()
+    context = fake_context(session_factory, bank)
+    ids = setup_envelope(context, 4)
+    assert EmbeddedRunner(context).run_until_idle(timeout=30)
+    debits = upload(
+        context, mt940(ACCOUNT, [("D", i, Decimal("10.00"), f"/EREF/{i}") for i in ids], number=1)
+    )
+    reversal = upload(
+        context,
+        mt940(
+            ACCOUNT,
+            [("RD", ids[0], Decimal("10.00"), f"/EREF/{ids[0]}/RTRN/ACCOUNT_CLOSED")],
+            number=2,
+            opening=Decimal("1000000.00") - Decimal("40.00"),
+        ),
+    )
+    assert process_statement(context, reversal)
+    assert statement_row(context, debits).state == "PROCESSED"
+    row = statement_row(context, reversal)
+    assert row.state == "PROCESSED" and (row.entries_reversed, row.entries_unmatched) == (1, 0)
+    assert process_statement(context, debits) is False
+    with transaction(session_factory) as session:
+        assert session.scalar(select(func.count()).select_from(ReconError)) == 0
+    assert states(session_factory, "env-1") == {"RECONCILED": 3, "REVERSED": 1}
     counters_match_rows(session_factory)
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Table, and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from g2p_bridge.connectors.banks.base import BankConnector
@@ -32,7 +32,7 @@ from g2p_bridge.core.mt940 import (
     iter_statements,
 )
 from g2p_bridge.core.work import claim
-from g2p_bridge.db import bulk_insert, one_of, transaction
+from g2p_bridge.db import bulk_insert, is_postgres, one_of, transaction
 from g2p_bridge.models import (
     AccountStatement,
     BenefitProgram,
@@ -169,25 +169,82 @@ def _entries_in_chunks(pages: Iterator[Statement]) -> Iterator[tuple[int, Statem
             yield index, page, entries[start : start + CHUNK]
 
 
+# Names "statement reconciliation" among PostgreSQL advisory locks.
+_STATEMENT_LOCK = 0x6232_7073
+
+
 def process_statement(context: Context, statement_id: str) -> bool:
-    """Reconciles one uploaded statement. True when this call did the work."""
-    with transaction(context.session_factory) as session:
-        if not claim(session, AccountStatement, statement_id, context.settings, utcnow()):
-            return False
-    try:
-        with transaction(context.session_factory) as session:
-            _reconcile(context, session, statement_id)
-            audit.statement_processed(session, statement_id)
-    except (StatementRejected, MT940Error) as exc:
-        with transaction(context.session_factory) as session:
-            statement = session.get(AccountStatement, statement_id)
-            assert statement is not None
-            statement.state = StatementState.ERROR
-            statement.error_reason = str(exc)
-            statement.lease_until = None
-            statement.processed_at = utcnow()
-            audit.statement_processed(session, statement_id, str(exc))
-    return True
+    """Reconciles one uploaded statement. True when this call did the work.
+
+    Statements are applied one at a time and in upload order, whichever worker a message
+    reaches: a bank reports a reversal in a later statement than the debit it reverses, and a
+    reversal read before its debit would be a false reconciliation error. So this first
+    applies every statement uploaded before this one that is still waiting."""
+    did_work = False
+    while True:
+        current: str | None = None
+        try:
+            with transaction(context.session_factory) as session:
+                current = _next_in_upload_order(session, statement_id)
+                if current is None:
+                    return did_work
+                if not claim(session, AccountStatement, current, context.settings, utcnow()):
+                    return did_work  # cannot happen under the lock; never apply unclaimed
+                _reconcile(context, session, current)
+                audit.statement_processed(session, current)
+        except (StatementRejected, MT940Error) as exc:
+            # Nothing of it was applied (the transaction rolled back); say why on the row.
+            assert current is not None
+            with transaction(context.session_factory) as session:
+                _lock_statements(session)
+                statement = session.get(AccountStatement, current)
+                assert statement is not None
+                statement.state = StatementState.ERROR
+                statement.error_reason = str(exc)
+                statement.lease_until = None
+                statement.processed_at = utcnow()
+                audit.statement_processed(session, current, str(exc))
+        did_work = True
+        if current == statement_id:
+            return True
+
+
+def _lock_statements(session: Session) -> None:
+    if is_postgres(session):
+        session.execute(select(func.pg_advisory_xact_lock(_STATEMENT_LOCK)))
+    # On SQLite the transaction's BEGIN IMMEDIATE already serialises writers.
+
+
+def _next_in_upload_order(session: Session, statement_id: str) -> str | None:
+    """Under the statement lock: the oldest waiting statement uploaded no later than this one,
+    or None when this one is no longer waiting (done, failed, or held by a live lease)."""
+    _lock_statements(session)
+    now = utcnow()
+    pending, running = StatementState.PENDING, StatementState.PROCESSING
+    waiting = or_(
+        AccountStatement.state == pending,
+        and_(AccountStatement.state == running, AccountStatement.lease_until < now),
+    )
+    target = session.execute(
+        select(AccountStatement.uploaded_at).where(AccountStatement.id == statement_id, waiting)
+    ).first()
+    if target is None:
+        return None
+    return session.scalar(
+        select(AccountStatement.id)
+        .where(
+            waiting,
+            or_(
+                AccountStatement.uploaded_at < target.uploaded_at,
+                and_(
+                    AccountStatement.uploaded_at == target.uploaded_at,
+                    AccountStatement.id <= statement_id,
+                ),
+            ),
+        )
+        .order_by(AccountStatement.uploaded_at, AccountStatement.id)
+        .limit(1)
+    )
 
 
 def _reconcile(context: Context, session: Session, statement_id: str) -> None:
