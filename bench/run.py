@@ -71,6 +71,7 @@ class BenchConfig:
     failure_rate: float = 0.05
     backend: str = "postgres"  # postgres | embedded
     workers: int = 1  # number of `g2p-bridge worker` processes (postgres)
+    api_workers: int = 1  # `g2p-bridge api --workers` (postgres; embedded runs one)
     worker_concurrency: int = 2  # Celery prefork children per bridge worker
     bank_concurrency: int = 2  # Celery prefork children of the bank worker
     clients: int = 4
@@ -926,8 +927,11 @@ class Bench:
         self.procs.run("migrate-bank", [bank, "migrate"], bank_env, migrate_limit)
         host = ["--host", "127.0.0.1"]
         self.procs.start("bank-api", [bank, "api", *host, "--port", str(bank_port)], bank_env)
+        api_workers = ["--workers", str(cfg.api_workers)] if cfg.backend == "postgres" else []
         self.procs.start(
-            "bridge-api", [bridge, "api", *host, "--port", str(bridge_port)], bridge_env
+            "bridge-api",
+            [bridge, "api", *host, "--port", str(bridge_port), *api_workers],
+            bridge_env,
         )
         if cfg.backend == "postgres":
             quiet = ["--loglevel", "WARNING"]
@@ -1903,6 +1907,7 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
     p.add_argument("--failure-rate", type=float, default=0.05)
     p.add_argument("--backend", choices=("postgres", "embedded"), default="postgres")
     p.add_argument("--workers", type=int, default=1, help="g2p-bridge worker processes")
+    p.add_argument("--api-workers", type=int, default=1, help="g2p-bridge api processes")
     p.add_argument("--worker-concurrency", type=int, default=2)
     p.add_argument("--bank-concurrency", type=int, default=2)
     p.add_argument("--clients", type=int, default=4, help="concurrent client threads")
@@ -1939,6 +1944,7 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
         failure_rate=a.failure_rate,
         backend=a.backend,
         workers=a.workers,
+        api_workers=a.api_workers,
         worker_concurrency=a.worker_concurrency,
         bank_concurrency=a.bank_concurrency,
         clients=a.clients,
