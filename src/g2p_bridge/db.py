@@ -21,7 +21,15 @@ from sqlalchemy import (
     literal,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import (
+    DBAPIError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+)
+from sqlalchemy.exc import (
+    TimeoutError as PoolTimeout,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
 from g2p_bridge.models.base import utcnow
@@ -32,6 +40,8 @@ def make_engine(database_url: str, **kwargs: Any) -> Engine:
         return _sqlite_engine(database_url, **kwargs)
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 10)
+    # A pooled connection the server closed (a restart) is replaced at checkout, so the first
+    # request after the database comes back succeeds instead of failing on a dead connection.
     kwargs.setdefault("pool_pre_ping", True)
     return create_engine(database_url, **kwargs)
 
@@ -66,6 +76,15 @@ def sqlite_path(database_url: str) -> Path | None:
     if database_url.startswith(prefix) and database_url != prefix + ":memory:":
         return Path(database_url[len(prefix) :])
     return None
+
+
+def is_database_outage(exc: BaseException) -> bool:
+    """The database is away (stopped, restarting, unreachable, a connection cut, the pool out of
+    connections), not something wrong with the statement: worth the same request again later.
+    Integrity and programming errors are not."""
+    if isinstance(exc, (OperationalError, InterfaceError, PoolTimeout)):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
@@ -106,6 +125,11 @@ def bulk_insert(session: Session, model: Any, rows: list[dict[str, Any]]) -> Non
     except psycopg.errors.IntegrityError as exc:
         # The same exception SQLAlchemy raises for an INSERT, so callers handle one kind.
         raise IntegrityError(statement, None, exc) from exc
+    except psycopg.InterfaceError as exc:
+        raise InterfaceError(statement, None, exc) from exc
+    except psycopg.OperationalError as exc:
+        # A connection lost mid-COPY: the kind SQLAlchemy raises for a statement that lost it.
+        raise OperationalError(statement, None, exc) from exc
 
 
 def one_of(session: Session, column: Any, values: Sequence[str]) -> ColumnElement[bool]:

@@ -13,17 +13,20 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from g2p_bridge import __version__
 from g2p_bridge.api import audit_events, disbursements, envelopes, programs, statements
+from g2p_bridge.api.handling import database_unavailable
 from g2p_bridge.api.security import RequestContextMiddleware, authenticate
 from g2p_bridge.api.wire import add_request_schemas, json_response, refusal, validation_message
 from g2p_bridge.auth import Authenticator
 from g2p_bridge.core.context import Context
 from g2p_bridge.core.errors import BridgeError, ErrorCode, InvalidRequest
-from g2p_bridge.db import make_engine, make_session_factory
+from g2p_bridge.db import is_database_outage, make_engine, make_session_factory
 from g2p_bridge.observability import DisbursementStates, render_metrics
 from g2p_bridge.settings import Settings, get_settings
 
@@ -103,6 +106,9 @@ def _document_refusals(schema: dict[str, Any]) -> None:
                 responses.setdefault("403", {**refused, "description": "not authorized"})
                 responses.setdefault("413", {**refused, "description": "request too large"})
                 responses.setdefault("422", {**refused, "description": "invalid request"})
+                responses.setdefault(
+                    "503", {**refused, "description": "database unavailable; retry after a while"}
+                )
 
 
 def _celery_wake() -> Callable[..., None]:
@@ -192,6 +198,17 @@ def _add_error_handlers(app: FastAPI) -> None:
         error = BridgeError(ErrorCode.INVALID_REQUEST, str(exc.detail))
         error.http_status = exc.status_code
         return refusal(error, {})
+
+    async def database_error(_request: Request, exc: Exception) -> Response:
+        # The database away (stopped, restarting): a 503 rjct with Retry-After, not a 500.
+        # Anything else (an IntegrityError that got this far, a programming error) stays a 500.
+        if not is_database_outage(exc):
+            raise exc
+        return database_unavailable(exc, {})
+
+    # DBAPIError covers OperationalError, InterfaceError and a disconnect of any other kind.
+    app.add_exception_handler(DBAPIError, database_error)
+    app.add_exception_handler(PoolTimeout, database_error)
 
 
 __all__ = ["create_app", "validation_message"]

@@ -3,6 +3,7 @@ transaction, answer; replays of a (sender, message_id) get the first answer back
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -10,7 +11,7 @@ from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import BaseModel, TypeAdapter
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from g2p_bridge.api.security import principal_of, record_refusal
@@ -22,11 +23,14 @@ from g2p_bridge.api.wire import (
     refusal,
     validate,
 )
-from g2p_bridge.core.errors import BridgeError, ErrorCode, Forbidden
-from g2p_bridge.db import transaction
+from g2p_bridge.core.errors import BridgeError, ErrorCode, Forbidden, ServiceUnavailable
+from g2p_bridge.db import is_database_outage, transaction
 from g2p_bridge.models import ProcessedRequest
+from g2p_bridge.observability import request_id_var
 from g2p_bridge.schemas import Request as G2PRequest
 from g2p_bridge.settings import Settings
+
+log = logging.getLogger(__name__)
 
 R = TypeVar("R", bound=G2PRequest[Any])
 
@@ -39,6 +43,26 @@ def session_factory(request: Request) -> sessionmaker[Session]:
 def settings_of(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
+
+
+def database_unavailable(exc: Exception, hint: dict[str, Any]) -> Response:
+    """The 503 ``rjct`` for a request that met the database away; the client sends the same
+    request (same ``message_id``) again after ``Retry-After`` seconds. Logs only the kind of
+    failure: the exception's text can hold the statement's parameters (personal data)."""
+    orig = getattr(exc, "orig", None)
+    sqlstate = getattr(orig, "sqlstate", None)
+    log.warning(
+        "database unavailable (%s%s%s); answered 503 to request %s",
+        type(exc).__name__,
+        f" / {type(orig).__name__}" if orig is not None else "",
+        f", sqlstate {sqlstate}" if sqlstate else "",
+        request_id_var.get() or "-",
+    )
+    error = ServiceUnavailable(
+        ErrorCode.SERVICE_UNAVAILABLE,
+        "the database is unavailable; send the same request again in a few seconds",
+    )
+    return refusal(error, hint)
 
 
 def wake(request: Request, reason: str, *args: str) -> None:
@@ -119,4 +143,9 @@ async def handle(
     except BridgeError as error:
         message = on_refusal(error, g2p_request) if on_refusal else None
         return refusal(error, hint, message), None
+    except SQLAlchemyError as exc:
+        # Also the second attempt after an IntegrityError, when the database went away between.
+        if not is_database_outage(exc):
+            raise
+        return database_unavailable(exc, hint), None
     return Response(content=answer, media_type="application/json"), g2p_request

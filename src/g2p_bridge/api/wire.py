@@ -26,6 +26,7 @@ _REASON_CODES = {
     ErrorCode.INVALID_TOKEN: "rjct.auth.invalid",
     ErrorCode.ACCESS_DENIED: "rjct.auth.forbidden",
     ErrorCode.SENDER_MISMATCH: "rjct.sender_id.invalid",
+    ErrorCode.SERVICE_UNAVAILABLE: "rjct.service.unavailable",
 }
 
 
@@ -153,6 +154,8 @@ def refusal(error: BridgeError, hint: dict[str, Any], message: Any = None) -> Re
     )
     if error.http_status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+    if error.retry_after is not None:
+        response.headers["Retry-After"] = str(error.retry_after)
     return response
 
 

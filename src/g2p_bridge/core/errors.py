@@ -60,12 +60,16 @@ class ErrorCode(StrEnum):
     ACCESS_DENIED = "ACCESS_DENIED"
     SENDER_MISMATCH = "SENDER_MISMATCH"
     STRING_TOO_LONG = "STRING_TOO_LONG"
+    # The bridge itself: its database is away (stopped, restarting, unreachable).
+    SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
 
 
 class BridgeError(Exception):
     """A refusal the client can act on: rendered as a G2P Connect ``rjct`` with this code."""
 
     http_status = 400
+    # Seconds a client should wait before sending the same request again (``Retry-After``).
+    retry_after: int | None = None
 
     def __init__(
         self, code: ErrorCode, message: str, item_errors: dict[str, list[str]] | None = None
@@ -99,3 +103,10 @@ class Unauthenticated(BridgeError):
 
 class Forbidden(BridgeError):
     http_status = 403
+
+
+class ServiceUnavailable(BridgeError):
+    """Not the request's fault: try again, with the same ``message_id``, after a moment."""
+
+    http_status = 503
+    retry_after = 5
