@@ -377,8 +377,25 @@ def _status_kb(pid: int) -> tuple[int, int] | None:
     return hwm, rss
 
 
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_ticks(pid: int) -> tuple[str, int] | None:
+    """(command name, user + system CPU ticks) of a live process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+    except OSError:
+        return None
+    comm = stat[stat.find(b"(") + 1 : stat.rfind(b")")].decode(errors="replace")
+    rest = stat[stat.rfind(b")") + 2 :].split()
+    return comm, int(rest[11]) + int(rest[12])
+
+
 class RssSampler:
-    """Samples VmHWM (and VmRSS) of every started process and all its descendants.
+    """Samples VmHWM (and VmRSS) of every started process and all its descendants, and the CPU
+    time each used (plus the PostgreSQL server's, all databases: other users of the server
+    count too).
 
     Per component it keeps the largest single OS process and the largest sum over the tree
     (a prefork pool's children share pages with their parent, so the sum overstates what the
@@ -388,7 +405,12 @@ class RssSampler:
         self.procs = procs
         self.interval = interval
         self.stats: dict[str, dict[str, float]] = {}
+        self.cpu: dict[str, float] = {}
         self._per_pid_hwm: dict[tuple[str, int], int] = {}
+        # CPU ticks per process, taken at the first and latest sample: a process's time before
+        # the run (a PostgreSQL backend from earlier) is not charged to it.
+        self._cpu_first: dict[tuple[str, int], int] = {}
+        self._cpu_last: dict[tuple[str, int], int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="rss-sampler", daemon=True)
         self.samples = 0
@@ -428,6 +450,7 @@ class RssSampler:
             hwm_sum = rss_sum = 0
             members = 0
             for pid in tree:
+                self._note_cpu(name, pid)
                 got = _status_kb(pid)
                 if got is None:
                     continue
@@ -455,7 +478,27 @@ class RssSampler:
             )
             entry["max_rss_now_sum_mb"] = round(max(entry["max_rss_now_sum_mb"], rss_sum / 1024), 1)
             entry["max_processes"] = max(entry["max_processes"], members)
+            entry["cpu_s"] = self.cpu_seconds(name)
+        for pid in {pid for kids in children.values() for pid in kids}:
+            self._note_cpu("postgres", pid, only="postgres")
+        if any(n == "postgres" for n, _ in self._cpu_last):
+            self.cpu["postgres"] = self.cpu_seconds("postgres")
         self.samples += 1
+
+    def _note_cpu(self, name: str, pid: int, only: str | None = None) -> bool:
+        got = _cpu_ticks(pid)
+        if got is None or (only is not None and got[0] != only):
+            return False
+        key = (name, pid)
+        self._cpu_first.setdefault(key, got[1] if only else 0)
+        self._cpu_last[key] = got[1]
+        return True
+
+    def cpu_seconds(self, name: str) -> float:
+        ticks = sum(
+            last - self._cpu_first[key] for key, last in self._cpu_last.items() if key[0] == name
+        )
+        return round(ticks / _TICKS, 1)
 
 
 # --------------------------------------------------------------------------- databases
@@ -791,6 +834,8 @@ class Bench:
             self.procs.stop_all()
             self._drop_databases()
             self.result["rss"] = self.sampler.stats
+            if "postgres" in self.sampler.cpu:
+                self.result["postgres_cpu_s"] = self.sampler.cpu["postgres"]
             services = {k: v for k, v in self.sampler.stats.items() if k != "bench-client"}
             self.result["peak_rss_mb"] = max(
                 (v["max_single_process_mb"] for v in services.values()), default=None
@@ -1875,13 +1920,16 @@ def render_markdown(r: dict[str, Any]) -> str:
         lines.append(f"| {label} | {fmt(r.get(key))} |")
     lines += [
         "",
-        "| process | peak RSS tree sum (MB) | largest single (MB) | processes |",
-        "| --- | --- | --- | --- |",
+        "| process | peak RSS tree sum (MB) | largest single (MB) | processes | CPU (s) |",
+        "| --- | --- | --- | --- | --- |",
     ]
     for name, v in sorted(r.get("rss", {}).items()):
         lines.append(
-            f"| {name} | {v['peak_rss_mb']} | {v['max_single_process_mb']} | {v['max_processes']} |"
+            f"| {name} | {v['peak_rss_mb']} | {v['max_single_process_mb']} | {v['max_processes']}"
+            f" | {v.get('cpu_s', '-')} |"
         )
+    if "postgres_cpu_s" in r:
+        lines.append(f"| postgres (whole server) | - | - | - | {r['postgres_cpu_s']} |")
     lines += ["", "| check | passed | values |", "| --- | --- | --- |"]
     for name, c in r.get("checks", {}).items():
         values = {k: v for k, v in c.items() if k != "passed"}
