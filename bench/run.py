@@ -71,7 +71,7 @@ class BenchConfig:
     failure_rate: float = 0.05
     backend: str = "postgres"  # postgres | embedded
     workers: int = 1  # number of `g2p-bridge worker` processes (postgres)
-    api_workers: int = 1  # `g2p-bridge api --workers` (postgres; embedded runs one)
+    api_workers: int = 2  # `g2p-bridge api --workers` (postgres; embedded runs one)
     worker_concurrency: int = 2  # Celery prefork children per bridge worker
     bank_concurrency: int = 2  # Celery prefork children of the bank worker
     clients: int = 4
@@ -1955,7 +1955,7 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
     p.add_argument("--failure-rate", type=float, default=0.05)
     p.add_argument("--backend", choices=("postgres", "embedded"), default="postgres")
     p.add_argument("--workers", type=int, default=1, help="g2p-bridge worker processes")
-    p.add_argument("--api-workers", type=int, default=1, help="g2p-bridge api processes")
+    p.add_argument("--api-workers", type=int, default=2, help="g2p-bridge api processes")
     p.add_argument("--worker-concurrency", type=int, default=2)
     p.add_argument("--bank-concurrency", type=int, default=2)
     p.add_argument("--clients", type=int, default=4, help="concurrent client threads")
