@@ -33,7 +33,9 @@ class Settings(BaseSettings):
     lease_seconds: int = 300
     mapper_batch_size: int = 1000
     dispatch_batch_size: int = 1000
-    batches_planned_per_tick: int = 200
+    # Rows a producer tick holds in memory: this times the batch size. 20,000 per tick at two
+    # ticks a second is several times what the workers of one machine can take.
+    batches_planned_per_tick: int = 20
     max_attempts: int = 5
     retry_backoff_seconds: float = 5.0
     allow_future_schedule_dates: bool = False
@@ -42,6 +44,10 @@ class Settings(BaseSettings):
     max_disbursements_per_request: int = 10_000
     max_statement_bytes: int = 20 * 1024 * 1024
     max_request_bytes: int = 64 * 1024 * 1024
+    # Bulk requests (create/cancel disbursements) one API process works on at once; more wait
+    # their turn. Each holds its parsed body in memory, and the GIL runs one at a time anyway,
+    # so this bounds memory without costing throughput.
+    max_concurrent_bulk_requests: int = 2
     # Any single string in a G2P Connect request body, and the program configuration body.
     max_string_length: int = 1024
     max_program_request_bytes: int = 64 * 1024

@@ -307,3 +307,63 @@ def test_concurrent_requests_for_one_envelope(client, program, session_factory) 
     assert status["number_of_disbursements_received"] == stored <= 400
     assert Decimal(status["total_disbursement_amount_received"]) == Decimal(10) * stored
     counters_match_rows(session_factory)
+
+
+def test_bulk_requests_take_turns_within_the_slot_limit(
+    settings, session_factory, monkeypatch
+) -> None:
+    """Bulk bodies are held in memory while handled: a process works on at most
+    ``max_concurrent_bulk_requests`` of them; the others wait, and all are answered."""
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from bridge_support import dumps, program_request
+    from g2p_bridge.api.app import create_app
+    from g2p_bridge.auth import issue_token
+    from g2p_bridge.core import disbursements
+
+    settings = settings.model_copy(update={"max_concurrent_bulk_requests": 1})
+    running, peak = [0], [0]
+    guard = threading.Lock()
+    real = disbursements.create_disbursements
+
+    def slow_create(*args, **kwargs):  # type: ignore[no-untyped-def]
+        with guard:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.2)
+        try:
+            return real(*args, **kwargs)
+        finally:
+            with guard:
+                running[0] -= 1
+
+    monkeypatch.setattr(disbursements, "create_disbursements", slow_create)
+    app = create_app(settings, session_factory, wake=lambda *a: None)
+    headers = {
+        "content-type": "application/json",
+        "authorization": f"Bearer {issue_token(settings, 'pbms-1', 'admin')}",
+    }
+    with TestClient(app) as http:
+        for body in (program_request(), envelope_request("env-s", count=30, total="300.00")):
+            path = "/create_benefit_program_configuration" if "sponsor" in str(body) else None
+            path = path or "/create_disbursement_envelope"
+            assert http.post(path, content=dumps(body), headers=headers).status_code == 200
+        items = disbursement_items("env-s", 30, amount="10.00")
+        statuses: list[int] = []
+
+        def send(start: int) -> None:
+            body = disbursements_request(items[start : start + 10])
+            response = http.post("/create_disbursements", content=dumps(body), headers=headers)
+            statuses.append(response.status_code)
+            assert response.json()["header"]["status"] == "succ", response.text
+
+        threads = [threading.Thread(target=send, args=(s,)) for s in (0, 10, 20)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert statuses == [200, 200, 200]
+    assert peak[0] == 1
+    counters_match_rows(session_factory)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -72,6 +73,7 @@ def create_app(
     app.state.settings = settings
     app.state.session_factory = session_factory
     app.state.wake = wake or (lambda *_: None)
+    app.state.bulk_slots = asyncio.Semaphore(settings.max_concurrent_bulk_requests)
     app.state.authenticator = authenticator
     app.state.disbursement_states = DisbursementStates(
         session_factory, settings.metrics_state_cache_seconds

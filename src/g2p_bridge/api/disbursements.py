@@ -104,6 +104,7 @@ async def create_disbursements(request: Request) -> Response:
         _disbursement_request,
         work,
         replayable=True,
+        bulk=True,
         on_refusal=_items_with_errors,
         programs_of=_programs_of_envelopes,
     )
@@ -133,6 +134,7 @@ async def cancel_disbursements(request: Request) -> Response:
         _disbursement_request,
         work,
         replayable=True,
+        bulk=True,
         on_refusal=_items_with_errors,
         programs_of=_programs_of_items,
     )

@@ -80,9 +80,31 @@ async def handle(
     roles: tuple[str, ...] = ("pbms",),
     programs_of: Callable[[Session, R], set[str]] | None = None,
     max_bytes: int | None = None,
+    bulk: bool = False,
 ) -> tuple[Response, R | None]:
     """``roles`` may call this at all; ``programs_of`` names the programs the request touches,
-    looked up in the request's transaction, which a PBMS client must all be granted."""
+    looked up in the request's transaction, which a PBMS client must all be granted. A
+    ``bulk`` request waits for one of the process's bulk slots before its body is read."""
+    if bulk:
+        async with request.app.state.bulk_slots:
+            return await _handle(
+                request, adapter, work, replayable, on_refusal, roles, programs_of, max_bytes
+            )
+    return await _handle(
+        request, adapter, work, replayable, on_refusal, roles, programs_of, max_bytes
+    )
+
+
+async def _handle(
+    request: Request,
+    adapter: TypeAdapter[R],
+    work: Callable[[Session, R], BaseModel],
+    replayable: bool,
+    on_refusal: Callable[[BridgeError, R], Any] | None,
+    roles: tuple[str, ...],
+    programs_of: Callable[[Session, R], set[str]] | None,
+    max_bytes: int | None,
+) -> tuple[Response, R | None]:
     settings = settings_of(request)
     principal = principal_of(request)
     action = request.url.path.strip("/")
