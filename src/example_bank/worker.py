@@ -42,6 +42,9 @@ celery_app.conf.update(
     task_default_queue=QUEUE,
     task_routes={"example_bank.*": {"queue": QUEUE}},
     broker_connection_retry_on_startup=True,
+    # In memory, not ./celerybeat-schedule: the sweep needs no state across restarts, and a
+    # schedule file in a directory shared with the bridge's beat mixed the two up.
+    beat_scheduler="celery.beat:Scheduler",
     beat_schedule={
         "example-bank-sweep": {
             "task": "example_bank.sweep",

@@ -60,6 +60,11 @@ def make_celery(settings: Settings, context: Context | None = None) -> Celery:
         broker_transport_options={"visibility_timeout": settings.lease_seconds * 4},
         broker_connection_retry_on_startup=True,
         worker_send_task_events=False,
+        # Beat keeps no state: the tick's due work is in the database. The default scheduler
+        # writes ./celerybeat-schedule, which another beat in the same directory (the Example
+        # Bank's) read as its own and sent g2p.produce to its queue; and a read-only container
+        # filesystem refuses it.
+        beat_scheduler="celery.beat:Scheduler",
         beat_schedule={
             "produce": {
                 "task": "g2p.produce",
