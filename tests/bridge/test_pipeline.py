@@ -269,6 +269,44 @@ def test_statements_apply_in_upload_order_whichever_message_comes_first(
     counters_match_rows(session_factory)
 
 
+def test_a_statement_that_keeps_failing_is_parked_and_stops_holding_back_later_ones(
+    session_factory, monkeypatch
+) -> None:
+    from g2p_bridge.core import statements
+
+    bank = FakeBank()
+    context = fake_context(session_factory, bank, max_attempts=3)
+    ids = setup_envelope(context, 2)
+    assert EmbeddedRunner(context).run_until_idle(timeout=30)
+    poison = upload(context, mt940(ACCOUNT, [("D", ids[0], Decimal("10.00"), "p")], number=1))
+    later = upload(
+        context,
+        mt940(
+            ACCOUNT,
+            [("D", ids[1], Decimal("10.00"), "l")],
+            number=2,
+            opening=Decimal("1000000.00") - Decimal("10.00"),
+        ),
+    )
+    real = statements._reconcile
+
+    def reconcile(context, session, statement_id):  # type: ignore[no-untyped-def]
+        if statement_id == poison:
+            raise RuntimeError("a defect in reconciliation")
+        real(context, session, statement_id)
+
+    monkeypatch.setattr(statements, "_reconcile", reconcile)
+    for _ in range(3):  # each try of the later statement first retries the older one
+        with pytest.raises(RuntimeError):
+            process_statement(context, later)
+    row = statement_row(context, poison)
+    assert row.state == "ERROR" and "gave up after 3 attempts" in (row.error_reason or "")
+    assert process_statement(context, later)
+    assert statement_row(context, later).state == "PROCESSED"
+    assert states(session_factory, "env-1") == {"SHIPPED": 1, "RECONCILED": 1}
+    counters_match_rows(session_factory)
+
+
 def test_bank_down_beyond_retries_is_parked_visibly(session_factory) -> None:
     bank = FakeBank()
     context = fake_context(session_factory, bank, max_attempts=2)

@@ -9,6 +9,7 @@ reported as alarms, never as crashes."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -32,7 +33,7 @@ from g2p_bridge.core.mt940 import (
     iter_statements,
 )
 from g2p_bridge.core.work import claim
-from g2p_bridge.db import bulk_insert, is_postgres, one_of, transaction
+from g2p_bridge.db import bulk_insert, is_database_outage, is_postgres, one_of, transaction
 from g2p_bridge.models import (
     AccountStatement,
     BenefitProgram,
@@ -195,18 +196,40 @@ def process_statement(context: Context, statement_id: str) -> bool:
         except (StatementRejected, MT940Error) as exc:
             # Nothing of it was applied (the transaction rolled back); say why on the row.
             assert current is not None
-            with transaction(context.session_factory) as session:
-                _lock_statements(session)
-                statement = session.get(AccountStatement, current)
-                assert statement is not None
-                statement.state = StatementState.ERROR
-                statement.error_reason = str(exc)
-                statement.lease_until = None
-                statement.processed_at = utcnow()
-                audit.statement_processed(session, current, str(exc))
+            _record_failure(context, current, str(exc), final=True)
+        except Exception as exc:
+            # Unexpected (a defect, not the file): count it, and after the last attempt park the
+            # statement in ERROR, so that it cannot hold back every later statement for ever.
+            # A database outage is not the statement's fault and is not counted.
+            if current is not None and not is_database_outage(exc):
+                with contextlib.suppress(Exception):
+                    reason = f"failed {type(exc).__name__}: {str(exc)[:300]}"
+                    _record_failure(context, current, reason, final=False)
+            raise
         did_work = True
         if current == statement_id:
             return True
+
+
+def _record_failure(context: Context, statement_id: str, reason: str, final: bool) -> None:
+    with transaction(context.session_factory) as session:
+        _lock_statements(session)
+        statement = session.get(AccountStatement, statement_id)
+        if statement is None or statement.state not in (
+            StatementState.PENDING,
+            StatementState.PROCESSING,
+        ):
+            return
+        if not final:
+            statement.attempts += 1
+            if statement.attempts < context.settings.max_attempts:
+                return
+            reason = f"{reason}; gave up after {statement.attempts} attempts"
+        statement.state = StatementState.ERROR
+        statement.error_reason = reason
+        statement.lease_until = None
+        statement.processed_at = utcnow()
+        audit.statement_processed(session, statement_id, reason)
 
 
 def _lock_statements(session: Session) -> None:
