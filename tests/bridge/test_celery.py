@@ -59,7 +59,7 @@ def test_celery_is_configured_for_money(postgres_context) -> None:
     }
     assert conf.task_routes["g2p.send_bank_batch"]["routing_key"] == "dispatch"
     # A lost database connection is retried soon, not left to the sweep's lease.
-    assert app.tasks["g2p.send_bank_batch"].autoretry_for == (OperationalError,)
+    assert OperationalError in app.tasks["g2p.send_bank_batch"].autoretry_for
     # Each queue has its own exchange and key, so a task lands in one queue only.
     assert {(q.name, q.exchange.name, q.routing_key) for q in conf.task_queues} == {
         (name, name, name) for name in ("producers", "mapper", "funds", "dispatch", "statements")

@@ -289,21 +289,68 @@ def test_a_statement_that_keeps_failing_is_parked_and_stops_holding_back_later_o
         ),
     )
     real = statements._reconcile
+    failure: list[Exception] = [RuntimeError("a time limit, not the statement's fault")]
 
     def reconcile(context, session, statement_id):  # type: ignore[no-untyped-def]
         if statement_id == poison:
-            raise RuntimeError("a defect in reconciliation")
+            raise failure[0]
         real(context, session, statement_id)
 
     monkeypatch.setattr(statements, "_reconcile", reconcile)
-    for _ in range(3):  # each try of the later statement first retries the older one
+    for _ in range(5):  # not counted: retried for as long as it lasts
         with pytest.raises(RuntimeError):
+            process_statement(context, later)
+    assert statement_row(context, poison).state == "PENDING"
+    failure[0] = TypeError("a defect meeting this statement's content")
+    for _ in range(3):  # each try of the later statement first retries the older one
+        with pytest.raises(TypeError):
             process_statement(context, later)
     row = statement_row(context, poison)
     assert row.state == "ERROR" and "gave up after 3 attempts" in (row.error_reason or "")
     assert process_statement(context, later)
     assert statement_row(context, later).state == "PROCESSED"
     assert states(session_factory, "env-1") == {"SHIPPED": 1, "RECONCILED": 1}
+    counters_match_rows(session_factory)
+
+
+@pytest.mark.postgres
+def test_a_statement_waits_for_a_dispatch_failing_the_same_payment(
+    session_factory, database_url
+) -> None:
+    """The bank refused a batch it had in fact paid: dispatch marks the disbursement FAILED
+    while a statement holding its debit is being applied. The statement reads the row only once
+    the dispatch committed, so it takes the failure back out of the counters."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("two writers at once need PostgreSQL")
+    from g2p_bridge.core.envelopes import bump_counters
+    from g2p_bridge.models import Disbursement
+
+    bank = FakeBank()
+    context = fake_context(session_factory, bank)
+    ids = setup_envelope(context, 2)
+    assert EmbeddedRunner(context).run_until_idle(timeout=30)
+    with transaction(session_factory) as session:  # as if still waiting for the bank's answer
+        session.execute(update(Disbursement).values(state="DISPATCHING"))
+    statement_id = upload(
+        context, mt940(ACCOUNT, [("D", i, Decimal("10.00"), f"/EREF/{i}") for i in ids])
+    )
+    dispatch = session_factory()
+    dispatch.execute(  # the dispatch's transaction: the row is locked until it commits
+        update(Disbursement)
+        .where(Disbursement.id == ids[0])
+        .values(state="FAILED", state_reason="bank refused the batch")
+    )
+    done: list[bool] = []
+    worker = threading.Thread(target=lambda: done.append(process_statement(context, statement_id)))
+    worker.start()
+    worker.join(timeout=1.0)
+    assert worker.is_alive()  # waiting for the row, not reading the stale DISPATCHING
+    bump_counters(dispatch, "env-1", failed_count=1)
+    dispatch.commit()
+    dispatch.close()
+    worker.join(timeout=30)
+    assert done == [True]
+    assert states(session_factory, "env-1") == {"RECONCILED": 2}
     counters_match_rows(session_factory)
 
 

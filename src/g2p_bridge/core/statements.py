@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, func, or_, select, update
+from sqlalchemy import Table, and_, bindparam, func, or_, select, text, update
+from sqlalchemy.exc import DataError, IntegrityError, ProgrammingError
 from sqlalchemy.orm import Session
 
 from g2p_bridge.connectors.banks.base import BankConnector
@@ -33,7 +34,7 @@ from g2p_bridge.core.mt940 import (
     iter_statements,
 )
 from g2p_bridge.core.work import claim
-from g2p_bridge.db import bulk_insert, is_database_outage, is_postgres, one_of, transaction
+from g2p_bridge.db import bulk_insert, is_postgres, one_of, transaction
 from g2p_bridge.models import (
     AccountStatement,
     BenefitProgram,
@@ -77,12 +78,16 @@ def store_statement(
         raise Conflict(
             ErrorCode.DUPLICATE_STATEMENT, f"this statement was already uploaded as {existing}"
         )
+    # Uploads take the statement lock too, and are stamped under it, so upload order is commit
+    # order even when a bank sends two at once: reconciliation relies on it.
+    _lock_statements(session)
     statement = AccountStatement(
         content_sha256=digest,
         content=content,
         filename=filename,
         size_bytes=len(content),
         uploaded_by=uploaded_by,
+        uploaded_at=utcnow(),
     )
     session.add(statement)
     session.flush()
@@ -198,10 +203,12 @@ def process_statement(context: Context, statement_id: str) -> bool:
             assert current is not None
             _record_failure(context, current, str(exc), final=True)
         except Exception as exc:
-            # Unexpected (a defect, not the file): count it, and after the last attempt park the
-            # statement in ERROR, so that it cannot hold back every later statement for ever.
-            # A database outage is not the statement's fault and is not counted.
-            if current is not None and not is_database_outage(exc):
+            # A failure that will recur for this statement (a defect meeting its content): count
+            # it, and after the last attempt park the statement in ERROR, so that it cannot hold
+            # back every later statement for ever. Anything else (the database away, a lock or
+            # time limit reached while older statements were applied) is not its fault: the
+            # task is retried and nothing is counted.
+            if current is not None and _recurs_with_content(exc):
                 with contextlib.suppress(Exception):
                     reason = f"failed {type(exc).__name__}: {str(exc)[:300]}"
                     _record_failure(context, current, reason, final=False)
@@ -209,6 +216,28 @@ def process_statement(context: Context, statement_id: str) -> bool:
         did_work = True
         if current == statement_id:
             return True
+
+
+# Errors that the same statement would raise again: defects in handling its content.
+_RECURRING = (
+    ArithmeticError,
+    AssertionError,
+    AttributeError,
+    LookupError,
+    TypeError,
+    ValueError,
+    DataError,
+    IntegrityError,
+    ProgrammingError,
+)
+
+
+def _recurs_with_content(exc: BaseException) -> bool:
+    if isinstance(exc, _RECURRING):
+        return True
+    # A statement that runs into the server's statement timeout or a size limit will again.
+    orig = getattr(exc, "orig", None)
+    return type(orig).__name__ in ("QueryCanceled", "ProgramLimitExceeded")
 
 
 def _record_failure(context: Context, statement_id: str, reason: str, final: bool) -> None:
@@ -233,24 +262,33 @@ def _record_failure(context: Context, statement_id: str, reason: str, final: boo
 
 
 def _lock_statements(session: Session) -> None:
+    """Takes the statement lock for the rest of the transaction. It relies on PostgreSQL's
+    default READ COMMITTED: each query after it sees what the previous holder committed."""
     if is_postgres(session):
+        # Bounded: a worker that cannot have it soon gives its slot back (the task is retried
+        # as for any lock timeout) rather than sit blocked behind a long statement.
+        session.execute(text("SET LOCAL lock_timeout = '30s'"))
         session.execute(select(func.pg_advisory_xact_lock(_STATEMENT_LOCK)))
     # On SQLite the transaction's BEGIN IMMEDIATE already serialises writers.
 
 
 def _next_in_upload_order(session: Session, statement_id: str) -> str | None:
     """Under the statement lock: the oldest waiting statement uploaded no later than this one,
-    or None when this one is no longer waiting (done, failed, or held by a live lease)."""
-    _lock_statements(session)
-    now = utcnow()
+    or None when this one is no longer waiting (applied or in ERROR). A claim commits with the
+    statement's outcome, so PROCESSING is only ever seen on rows of an older version."""
     pending, running = StatementState.PENDING, StatementState.PROCESSING
     waiting = or_(
         AccountStatement.state == pending,
-        and_(AccountStatement.state == running, AccountStatement.lease_until < now),
+        and_(AccountStatement.state == running, AccountStatement.lease_until < utcnow()),
     )
-    target = session.execute(
-        select(AccountStatement.uploaded_at).where(AccountStatement.id == statement_id, waiting)
-    ).first()
+    target_waiting = select(AccountStatement.uploaded_at).where(
+        AccountStatement.id == statement_id, waiting
+    )
+    # Checked before queueing for the lock too, so a duplicate message does not wait for it.
+    if session.execute(target_waiting).first() is None:
+        return None
+    _lock_statements(session)
+    target = session.execute(target_waiting).first()
     if target is None:
         return None
     return session.scalar(
@@ -392,6 +430,10 @@ def _apply_chunk(
             )
             .join(DisbursementEnvelope, DisbursementEnvelope.id == Disbursement.envelope_id)
             .where(one_of(session, Disbursement.id, sorted(ids)))
+            .order_by(Disbursement.id)
+            # Locked, and so read as last committed: a dispatch that marks one FAILED at the
+            # same moment is either seen (and its failed count taken back) or waits for us.
+            .with_for_update(of=Disbursement)
         ).all()
         stored = {
             r.disbursement_id: r

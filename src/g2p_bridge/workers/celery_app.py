@@ -11,7 +11,8 @@ from functools import cache
 
 from celery import Celery
 from kombu import Exchange, Queue
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from g2p_bridge.core.context import Context
 from g2p_bridge.core.steps import QUEUES, STEPS
@@ -89,13 +90,13 @@ def make_celery(settings: Settings, context: Context | None = None) -> Celery:
 def _register_step(app: Celery, step_name: str, current_context: Callable[[], Context]) -> None:
     step = STEPS[step_name]
 
-    # The database went away (a restart, a failover) or chose this transaction as a deadlock
-    # victim: whatever the step had not committed rolled back, and its claims make a repeat
-    # harmless. Run it again within seconds; otherwise the row waits out its enqueue mark or
-    # lease (G2P_BRIDGE_LEASE_SECONDS) before the sweep sends it again.
+    # The database went away (a restart, a failover), chose this transaction as a deadlock
+    # victim, or a lock wait timed out: whatever the step had not committed rolled back, and its
+    # claims make a repeat harmless. Run it again within seconds. (A repeat finds a row whose
+    # claim did commit still leased, and leaves it to the sweep once the lease runs out.)
     @app.task(
         name=f"g2p.{step_name}",
-        autoretry_for=(OperationalError,),
+        autoretry_for=(OperationalError, InterfaceError, PoolTimeout),
         retry_backoff=1,
         retry_backoff_max=30,
         max_retries=6,
