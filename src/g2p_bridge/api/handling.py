@@ -84,31 +84,30 @@ async def handle(
 ) -> tuple[Response, R | None]:
     """``roles`` may call this at all; ``programs_of`` names the programs the request touches,
     looked up in the request's transaction, which a PBMS client must all be granted. A
-    ``bulk`` request waits for one of the process's bulk slots before its body is read."""
+    ``bulk`` request, once its body has arrived, waits for one of the process's bulk slots
+    before parsing it: a slow sender holds no slot."""
+    raw = await read_body(request, max_bytes or settings_of(request).max_request_bytes)
     if bulk:
         async with request.app.state.bulk_slots:
             return await _handle(
-                request, adapter, work, replayable, on_refusal, roles, programs_of, max_bytes
+                request, raw, adapter, work, replayable, on_refusal, roles, programs_of
             )
-    return await _handle(
-        request, adapter, work, replayable, on_refusal, roles, programs_of, max_bytes
-    )
+    return await _handle(request, raw, adapter, work, replayable, on_refusal, roles, programs_of)
 
 
 async def _handle(
     request: Request,
+    raw: bytes,
     adapter: TypeAdapter[R],
     work: Callable[[Session, R], BaseModel],
     replayable: bool,
     on_refusal: Callable[[BridgeError, R], Any] | None,
     roles: tuple[str, ...],
     programs_of: Callable[[Session, R], set[str]] | None,
-    max_bytes: int | None,
 ) -> tuple[Response, R | None]:
     settings = settings_of(request)
     principal = principal_of(request)
     action = request.url.path.strip("/")
-    raw = await read_body(request, max_bytes or settings.max_request_bytes)
     data = parse_json(raw)
     hint = header_hint(data)
     try:
