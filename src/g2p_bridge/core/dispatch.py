@@ -194,11 +194,16 @@ def send_bank_batch(context: Context, batch_id: str) -> bool:
             .values(state=DisbursementState.DISPATCHING, updated_at=now)
             .execution_options(synchronize_session=False)
         )
-        payments = _instructions(
-            session, batch_id, status.funds_block_reference, program, envelope, now
-        )
-        bank_code = program.sponsor_bank_code
+        block_reference = status.funds_block_reference
+        bank_code, program_mnemonic = program.sponsor_bank_code, program.mnemonic
         envelope_id = envelope.id
+    # Read after the commit that releases the envelope's status row (every step of the
+    # envelope waits for it): DISPATCHING rows no longer change until the bank has answered.
+    with transaction(context.session_factory) as session:
+        program = session.get(BenefitProgram, program_mnemonic)
+        envelope = session.get(DisbursementEnvelope, envelope_id)
+        assert program is not None and envelope is not None
+        payments = _instructions(session, batch_id, block_reference, program, envelope, now)
 
     error: str | None = None
     accepted = False
