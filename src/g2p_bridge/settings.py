@@ -30,7 +30,17 @@ class Settings(BaseSettings):
 
     # Producers and workers.
     beat_interval_seconds: float = 1.0
-    lease_seconds: int = 300
+    # A worker's claim on a row lasts this long and its heartbeat renews it every third of it
+    # while the step works, so a claimant that died (SIGKILL, a lost machine) gives its row
+    # up within one lease, whatever the step's length.
+    lease_seconds: float = 30.0
+    # A wake-up sent for an unclaimed row is sent again after this long if nobody claimed the
+    # row meanwhile (the message was lost with a broker). Duplicates are harmless: claims are
+    # compare-and-set.
+    wake_resend_seconds: float = 10.0
+    # The longest a step may run (Celery's hard time limit; the heartbeat stops renewing after
+    # it too), so a step stuck for ever cannot hold its row for ever.
+    step_time_limit_seconds: int = 300
     mapper_batch_size: int = 1000
     dispatch_batch_size: int = 1000
     # Rows a producer tick holds in memory: this times the batch size. 20,000 per tick at two
@@ -116,6 +126,10 @@ class Settings(BaseSettings):
         for name in ("mapper_batch_size", "dispatch_batch_size", "max_attempts"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if self.lease_seconds <= 0 or self.wake_resend_seconds <= 0:
+            raise ValueError("lease_seconds and wake_resend_seconds must be positive")
+        if self.step_time_limit_seconds < self.lease_seconds:
+            raise ValueError("step_time_limit_seconds must be at least lease_seconds")
         if self.max_string_length < 1:
             raise ValueError("max_string_length must be at least 1")
         if self.log_format not in ("text", "json"):

@@ -18,7 +18,7 @@ from g2p_bridge.connectors.banks.base import BankRejected, BankUnavailable, Paym
 from g2p_bridge.core import audit
 from g2p_bridge.core.context import Context
 from g2p_bridge.core.envelopes import bump_counters, lock_status
-from g2p_bridge.core.work import claim, retry_later
+from g2p_bridge.core.work import Lease, claim, retry_later
 from g2p_bridge.db import is_postgres, one_of, transaction
 from g2p_bridge.models import (
     BankBatch,
@@ -171,11 +171,14 @@ def send_bank_batch(context: Context, batch_id: str) -> bool:
     with transaction(context.session_factory) as session:
         now = utcnow()
         batch = session.get(BankBatch, batch_id)
-        if batch is None:
+        if batch is None or not _claimable(batch, now):
+            # A repeated wake-up for a batch in hand or done: leave before queueing for the
+            # envelope's status row, which every step of the envelope takes.
             return False
         # Ordered with envelope cancellation: both take the envelope's status row first.
         status = lock_status(session, batch.envelope_id)
-        if not claim(session, BankBatch, batch_id, settings, now):
+        token = claim(session, BankBatch, batch_id, settings, now)
+        if token is None:
             return False
         session.refresh(batch)
         envelope = session.get(DisbursementEnvelope, batch.envelope_id)
@@ -197,14 +200,34 @@ def send_bank_batch(context: Context, batch_id: str) -> bool:
         block_reference = status.funds_block_reference
         bank_code, program_mnemonic = program.sponsor_bank_code, program.mnemonic
         envelope_id = envelope.id
-    # Read after the commit that releases the envelope's status row (every step of the
-    # envelope waits for it): DISPATCHING rows no longer change until the bank has answered.
-    with transaction(context.session_factory) as session:
-        program = session.get(BenefitProgram, program_mnemonic)
-        envelope = session.get(DisbursementEnvelope, envelope_id)
-        assert program is not None and envelope is not None
-        payments = _instructions(session, batch_id, block_reference, program, envelope, now)
+    with Lease(context.session_factory, settings, BankBatch.id, batch_id, token) as lease:
+        # Read after the commit that releases the envelope's status row (every step of the
+        # envelope waits for it): DISPATCHING rows no longer change until the bank has answered.
+        with transaction(context.session_factory) as session:
+            program = session.get(BenefitProgram, program_mnemonic)
+            envelope = session.get(DisbursementEnvelope, envelope_id)
+            assert program is not None and envelope is not None
+            payments = _instructions(session, batch_id, block_reference, program, envelope, now)
+        return _send(context, lease, batch_id, envelope_id, bank_code, payments)
 
+
+def _claimable(batch: BankBatch, now: datetime) -> bool:
+    if batch.state == WorkState.PENDING:
+        return True
+    return batch.state == WorkState.RUNNING and (
+        batch.lease_until is None or batch.lease_until < now
+    )
+
+
+def _send(
+    context: Context,
+    lease: Lease,
+    batch_id: str,
+    envelope_id: str,
+    bank_code: str,
+    payments: list[PaymentInstruction],
+) -> bool:
+    settings = context.settings
     error: str | None = None
     accepted = False
     rejected = False
@@ -222,7 +245,13 @@ def send_bank_batch(context: Context, batch_id: str) -> bool:
     else:
         accepted = True
 
+    lease.stop()
     with transaction(context.session_factory) as session:
+        if not lease.holds(session):
+            # This lease ran out while the bank answered and another worker claimed the batch:
+            # it sends the same payment references again (the bank pays each once) and records
+            # that answer. Recording this one too would count the batch twice.
+            return False
         now = utcnow()
         batch = session.get(BankBatch, batch_id)
         assert batch is not None

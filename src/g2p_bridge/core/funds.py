@@ -7,13 +7,15 @@ the bank's answer and our commit is recovered by asking again with the same key.
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
-from g2p_bridge.connectors.banks.base import BankRejected, BankUnavailable
+from g2p_bridge.connectors.banks.base import BankConnector, BankRejected, BankUnavailable
 from g2p_bridge.core import audit
 from g2p_bridge.core.context import Context
+from g2p_bridge.core.work import Lease, woken_until
 from g2p_bridge.db import is_postgres, transaction
 from g2p_bridge.models import BenefitProgram, DisbursementEnvelope, EnvelopeStatus
 from g2p_bridge.models.base import utcnow
@@ -34,7 +36,7 @@ def block_key(envelope_id: str) -> str:
 
 def due_envelopes(session: Session, settings: Settings, now: datetime, today: date) -> list[str]:
     """Complete, uncancelled envelopes whose schedule date has come and whose funds are not yet
-    blocked; marks them enqueued for one lease so the next tick does not send them again."""
+    blocked; marks them woken so the next ticks do not wake them again unless still unclaimed."""
     conditions = [
         EnvelopeStatus.funds_blocked_state.in_(_OPEN_BLOCK_STATES),
         EnvelopeStatus.next_attempt_at <= now,
@@ -60,13 +62,17 @@ def due_envelopes(session: Session, settings: Settings, now: datetime, today: da
         session.execute(
             update(EnvelopeStatus)
             .where(EnvelopeStatus.envelope_id.in_(ids))
-            .values(next_attempt_at=now + timedelta(seconds=settings.lease_seconds))
+            .values(next_attempt_at=woken_until(settings, now))
             .execution_options(synchronize_session=False)
         )
     return ids
 
 
-def _claim(session: Session, envelope_id: str, settings: Settings, now: datetime) -> bool:
+def _claim(
+    session: Session, envelope_id: str, settings: Settings, now: datetime
+) -> datetime | None:
+    """The envelope's funds step for this caller; returns its lease (the holder's token)."""
+    lease_until = now + timedelta(seconds=settings.lease_seconds)
     result = session.execute(
         update(EnvelopeStatus)
         .where(
@@ -74,10 +80,10 @@ def _claim(session: Session, envelope_id: str, settings: Settings, now: datetime
             EnvelopeStatus.funds_blocked_state.in_(_OPEN_BLOCK_STATES),
             or_(EnvelopeStatus.lease_until.is_(None), EnvelopeStatus.lease_until < now),
         )
-        .values(lease_until=now + timedelta(seconds=settings.lease_seconds))
+        .values(lease_until=lease_until)
         .execution_options(synchronize_session=False)
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return lease_until if result.rowcount else None  # type: ignore[attr-defined]
 
 
 def _ok(state: str) -> str:
@@ -95,7 +101,8 @@ def secure_funds(context: Context, envelope_id: str) -> bool:
     """Checks then blocks the envelope's funds. True when funds are blocked after this call."""
     settings = context.settings
     with transaction(context.session_factory) as session:
-        if not _claim(session, envelope_id, settings, utcnow()):
+        token = _claim(session, envelope_id, settings, utcnow())
+        if token is None:
             return False
         envelope = session.get(DisbursementEnvelope, envelope_id)
         status = session.get(EnvelopeStatus, envelope_id)
@@ -110,8 +117,24 @@ def secure_funds(context: Context, envelope_id: str) -> bool:
         currency = envelope.currency
         total = envelope.total_disbursement_amount
         blocking = status.funds_blocked_state == FundsBlocked.BLOCKING
-    bank = context.bank(bank_code)
+    lease = Lease(context.session_factory, settings, EnvelopeStatus.envelope_id, envelope_id, token)
+    with lease:
+        return _check_and_block(
+            context, lease, envelope_id, blocking, context.bank(bank_code), account, currency, total
+        )
 
+
+def _check_and_block(
+    context: Context,
+    lease: Lease,
+    envelope_id: str,
+    blocking: bool,
+    bank: BankConnector,
+    account: str,
+    currency: str,
+    total: Decimal,
+) -> bool:
+    settings = context.settings
     if not blocking:
         try:
             check = bank.check_funds(account, currency, total)
@@ -124,6 +147,8 @@ def secure_funds(context: Context, envelope_id: str) -> bool:
         except (BankUnavailable, BankRejected) as exc:
             available, error = FundsAvailable.ERROR, str(exc)
         with transaction(context.session_factory) as session:
+            if not lease.holds(session):
+                return False  # a worker that claimed it after this lease ran out asks again
             status = session.get(EnvelopeStatus, envelope_id)
             assert status is not None
             now = utcnow()
@@ -153,7 +178,11 @@ def secure_funds(context: Context, envelope_id: str) -> bool:
         outcome, error = FundsBlocked.BLOCKING, str(exc)
     except BankRejected as exc:
         outcome, error = FundsBlocked.FUNDS_BLOCK_FAILURE, str(exc)
+    lease.stop()
     with transaction(context.session_factory) as session:
+        if not lease.holds(session):
+            # The bank answers the same key with the same block: the holder now records it.
+            return False
         status = session.get(EnvelopeStatus, envelope_id)
         assert status is not None
         now = utcnow()

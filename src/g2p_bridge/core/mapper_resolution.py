@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from g2p_bridge.connectors.mappers.base import MapperUnavailable, ResolveItem, Unresolved
 from g2p_bridge.core.context import Context
 from g2p_bridge.core.envelopes import bump_counters
-from g2p_bridge.core.work import claim, retry_later
+from g2p_bridge.core.work import Lease, claim, retry_later
 from g2p_bridge.db import bulk_insert, is_postgres, one_of, transaction
 from g2p_bridge.models import (
     BenefitProgram,
@@ -75,7 +75,8 @@ def resolve_mapper_batch(context: Context, batch_id: str) -> bool:
     in one. True when this call did the work (False: someone else holds or finished it)."""
     settings = context.settings
     with transaction(context.session_factory) as session:
-        if not claim(session, MapperBatch, batch_id, settings, utcnow()):
+        token = claim(session, MapperBatch, batch_id, settings, utcnow())
+        if token is None:
             return False
         batch = session.get(MapperBatch, batch_id)
         assert batch is not None
@@ -91,10 +92,21 @@ def resolve_mapper_batch(context: Context, batch_id: str) -> bool:
                 )
             )
         ]
+    with Lease(context.session_factory, settings, MapperBatch.id, batch_id, token) as lease:
+        return _resolve(context, lease, batch_id, resolver_name, items)
+
+
+def _resolve(
+    context: Context, lease: Lease, batch_id: str, resolver_name: str, items: list[ResolveItem]
+) -> bool:
+    settings = context.settings
     try:
         answers = context.resolver(resolver_name).resolve(items) if items else {}
     except MapperUnavailable as exc:
+        lease.stop()
         with transaction(context.session_factory) as session:
+            if not lease.holds(session):
+                return False
             parked = retry_later(session, MapperBatch, batch_id, str(exc), settings, utcnow())
             if parked:
                 _fail_unresolved(session, batch_id, f"mapper unavailable: {exc}")
@@ -127,9 +139,12 @@ def resolve_mapper_batch(context: Context, batch_id: str) -> bool:
                 "resolved_at": now,
             }
         )
+    lease.stop()
     with transaction(context.session_factory) as session:
         # Locked, so a worker whose lease ran out cannot write the same answers a second time.
-        batch = session.get(MapperBatch, batch_id, with_for_update=True)
+        if not lease.holds(session):
+            return False
+        batch = session.get(MapperBatch, batch_id)
         if batch is None or batch.state != WorkState.RUNNING:
             return False
         resolved_ids = [str(a["disbursement_id"]) for a in addresses]

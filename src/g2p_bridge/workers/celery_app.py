@@ -37,6 +37,7 @@ def make_celery(settings: Settings, context: Context | None = None) -> Celery:
 
     app = Celery("g2p_bridge", broker=settings.broker_url or "memory://", set_as_current=False)
     queues = sorted(set(QUEUES.values()) | {PRODUCER_QUEUE})
+    limit = settings.step_time_limit_seconds
     app.conf.update(
         task_acks_late=True,
         task_reject_on_worker_lost=True,
@@ -55,10 +56,11 @@ def make_celery(settings: Settings, context: Context | None = None) -> Celery:
                 "routing_key": PRODUCER_QUEUE,
             }
         },
-        # Below the broker's redelivery timeouts, so a slow task is never handed out twice.
-        task_time_limit=settings.lease_seconds,
-        task_soft_time_limit=max(settings.lease_seconds - min(30, settings.lease_seconds // 5), 1),
-        broker_transport_options={"visibility_timeout": settings.lease_seconds * 4},
+        # Below the broker's redelivery timeouts, so a slow task is never handed out twice. The
+        # claim's lease is much shorter: the step's heartbeat renews it until this limit.
+        task_time_limit=limit,
+        task_soft_time_limit=max(limit - min(30, limit // 5), 1),
+        broker_transport_options={"visibility_timeout": limit * 4},
         broker_connection_retry_on_startup=True,
         worker_send_task_events=False,
         # Beat keeps no state: the tick's due work is in the database. The default scheduler
@@ -92,8 +94,9 @@ def _register_step(app: Celery, step_name: str, current_context: Callable[[], Co
 
     # The database went away (a restart, a failover), chose this transaction as a deadlock
     # victim, or a lock wait timed out: whatever the step had not committed rolled back, and its
-    # claims make a repeat harmless. Run it again within seconds. (A repeat finds a row whose
-    # claim did commit still leased, and leaves it to the sweep once the lease runs out.)
+    # claims make a repeat harmless. Run it again within seconds. (A row whose claim did commit
+    # is given back by the step's lease as soon as the database answers again, so the repeat,
+    # or the next sweep, finds it free.)
     @app.task(
         name=f"g2p.{step_name}",
         autoretry_for=(OperationalError, InterfaceError, PoolTimeout),
