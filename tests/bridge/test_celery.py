@@ -45,7 +45,7 @@ def postgres_context(celery_setup, postgres_engine) -> Iterator[tuple[Context, F
 
 
 def test_celery_is_configured_for_money(postgres_context) -> None:
-    _, _, app = postgres_context
+    context, _, app = postgres_context
     conf = app.conf
     assert conf.task_acks_late and conf.task_reject_on_worker_lost
     assert conf.worker_prefetch_multiplier == 1
@@ -65,6 +65,8 @@ def test_celery_is_configured_for_money(postgres_context) -> None:
         (name, name, name) for name in ("producers", "mapper", "funds", "dispatch", "statements")
     }
     assert conf.task_time_limit <= conf.broker_transport_options["visibility_timeout"]
+    # The step time limit, not the claim's lease: the heartbeat keeps a long step's claim.
+    assert conf.task_time_limit == context.settings.step_time_limit_seconds
 
 
 def test_pipeline_runs_under_celery_with_redis(postgres_context) -> None:

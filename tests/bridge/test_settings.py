@@ -32,6 +32,11 @@ def test_bank_connector_from_json_and_nested_env_keeps_both(monkeypatch) -> None
 def test_nonsense_sizes_are_refused() -> None:
     with pytest.raises(ValueError, match="dispatch_batch_size"):
         Settings(dispatch_batch_size=0)
+    with pytest.raises(ValueError, match="lease_seconds"):
+        Settings(lease_seconds=0)
+    # A heartbeat renews the lease up to the step time limit: a shorter limit makes no sense.
+    with pytest.raises(ValueError, match="step_time_limit_seconds"):
+        Settings(lease_seconds=60, step_time_limit_seconds=30)
 
 
 def test_api_workers_need_a_broker_and_each_builds_its_app_from_the_environment(
