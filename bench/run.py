@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -103,6 +104,8 @@ class BenchConfig:
     bank_fault_delay: float | None = None  # bank-slow's delay; None: well past bank_timeout
     outage_seconds: float = 3.0  # how long a restarted broker or database stays down
     ingest_attempts: int = 3  # per request, the same message_id each time
+    # Per request: the longest the client waits in all, 503 answers' Retry-After included.
+    ingest_retry_budget: float = 60.0
 
 
 FAULTS = {
@@ -709,6 +712,16 @@ def post_json(client: httpx.Client, url: str, body: Any, timeout: float = 120.0)
     return data
 
 
+def _retry_after(response: httpx.Response) -> float | None:
+    """A 503's ``Retry-After`` in seconds (the delta form the bridge sends), or None."""
+    if response.status_code != 503:
+        return None
+    try:
+        return max(0.0, float(response.headers["retry-after"]))
+    except (KeyError, ValueError):
+        return None
+
+
 def wait_ready(url: str, procs: Processes, deadline: Deadline, limit: float = 90.0) -> None:
     end = time.monotonic() + min(limit, max(deadline.left(), 1))
     with httpx.Client() as client:
@@ -762,6 +775,12 @@ class Bench:
         if "restart-database" not in cfg.faults:
             self.ingest_gate.set()
         self.ingest_errors: Counter[str] = Counter()
+        self.ingest_retry_after_waits: list[float] = []
+        # Fault runs: (time, sum of the envelope's counters) at each change, from ingest on, and
+        # (what to annotate, time) of each faulted component's return.
+        self.progress_events: list[tuple[float, int]] = []
+        self.fault_returns: list[tuple[dict[str, Any], float]] = []
+        self.watch_stop = threading.Event()
         self.profilers: list[subprocess.Popen[bytes]] = []
         # Fixed ids (the databases are fresh): the same seed fails the same payments every run.
         self.envelope_key = f"bench-envelope-{cfg.n}"
@@ -815,6 +834,7 @@ class Bench:
     def _finish(self, started: float) -> None:
         try:
             self._stop_profilers()
+            self.watch_stop.set()
             self.sampler.stop()
             self._bank_fault_reports()
             self.procs.stop_all()
@@ -1219,10 +1239,11 @@ class Bench:
                 }
             )
             last = ""
+            failed = 0  # attempts that failed without a Retry-After
+            waited = 0.0
             # The same body, so the same message_id, every time: a replay gets the first answer.
-            for attempt in range(cfg.ingest_attempts):
-                if attempt:
-                    time.sleep(min(0.25 * 2 ** (attempt - 1), 2.0))
+            while True:
+                retry_after: float | None = None
                 t0 = time.perf_counter()
                 try:
                     response = local.client.post(
@@ -1232,26 +1253,45 @@ class Bench:
                     last = f"{type(exc).__name__}: {exc}"
                     with lock:
                         self.ingest_errors[type(exc).__name__] += 1
-                    continue
-                elapsed = time.perf_counter() - t0
-                try:
-                    data = orjson.loads(response.content)
-                except orjson.JSONDecodeError:  # a server error page, not G2P Connect
-                    last = f"HTTP {response.status_code}: {response.text[:300]}"
+                    failed += 1
+                else:
+                    elapsed = time.perf_counter() - t0
+                    try:
+                        data = orjson.loads(response.content)
+                    except orjson.JSONDecodeError:  # a server error page, not G2P Connect
+                        data = None
+                        last = f"HTTP {response.status_code}: {response.text[:300]}"
+                    if data is not None:
+                        with lock:
+                            latencies.append(elapsed)
+                        status = data.get("header", {}).get("status")
+                        if response.status_code < 400 and status != "rjct":
+                            if start == 0:
+                                self.first_chunk_done.set()
+                            return
+                        last = f"HTTP {response.status_code}: {str(data)[:300]}"
                     with lock:
                         self.ingest_errors[f"HTTP {response.status_code}"] += 1
-                    continue
-                with lock:
-                    latencies.append(elapsed)
-                if response.status_code < 400 and data.get("header", {}).get("status") != "rjct":
-                    if start == 0:
-                        self.first_chunk_done.set()
-                    return
-                last = f"HTTP {response.status_code}: {str(data)[:300]}"
-                with lock:
-                    self.ingest_errors[f"HTTP {response.status_code}"] += 1
-                if response.status_code < 500:
+                    if response.status_code < 500:
+                        break
+                    # The server says when to come back (the database restarting): a client that
+                    # honours it rides out an outage without burning its attempts.
+                    retry_after = _retry_after(response)
+                    if retry_after is None:
+                        failed += 1
+                if failed >= cfg.ingest_attempts:
                     break
+                pause = (
+                    retry_after if retry_after is not None else min(0.25 * 2 ** (failed - 1), 2.0)
+                )
+                if waited + pause > cfg.ingest_retry_budget:
+                    last += f" (gave up after waiting {waited:.1f} s)"
+                    break
+                if retry_after is not None:
+                    with lock:
+                        self.ingest_retry_after_waits.append(retry_after)
+                time.sleep(pause)
+                waited += pause
             with lock:
                 failures.append(f"{chunk}: {last}")
 
@@ -1271,6 +1311,8 @@ class Bench:
                 "ingest_requests": len(chunks),
                 "ingest_failures": failures[:20],
                 "ingest_failed_attempts": dict(self.ingest_errors),
+                "ingest_retry_after_waits": len(self.ingest_retry_after_waits),
+                "ingest_retry_after_waited_s": round(sum(self.ingest_retry_after_waits), 2),
                 "ingest_p50_s": _r(percentile(latencies, 50)),
                 "ingest_p95_s": _r(percentile(latencies, 95)),
                 "ingest_p99_s": _r(percentile(latencies, 99)),
@@ -1303,8 +1345,45 @@ class Bench:
 
     def _arm_faults(self) -> None:
         """Faults that must be in place before ingest starts."""
+        if self.cfg.faults:
+            self._fault_thread(self._watch_progress)
         if "restart-database" in self.cfg.faults:
             self._fault_thread(self._restart_database)
+
+    def _watch_progress(self) -> None:
+        """Fault runs: when the envelope's counters move (received, shipped, reconciled,
+        failed), from ingest to the end, to tell when the pipeline moved after each fault."""
+        db = Db(self.bridge_db_url)
+        last = -1
+        try:
+            while not self.watch_stop.is_set():
+                try:
+                    c = self._counters(db)
+                except Exception:  # the database fault: reconnect on the next look
+                    db.close()
+                    c = {}
+                if c:
+                    total = c["received"] + c["shipped"] + c["reconciled"] + c["failed"]
+                    if total > last:
+                        self.progress_events.append((time.monotonic(), total))
+                        last = total
+                self.watch_stop.wait(0.1)
+        finally:
+            db.close()
+
+    def _returned(self, entry: dict[str, Any]) -> None:
+        """The faulted component is back (started, pinged): recovery is timed from here."""
+        self.fault_returns.append((entry, time.monotonic()))
+
+    def _recovered_after(self, returned: float) -> float | None:
+        """Seconds from a component's return to the next move of the counters; None if they
+        never moved again (nothing was left to do)."""
+        before = [total for t, total in self.progress_events if t <= returned]
+        baseline = before[-1] if before else -1
+        for t, total in self.progress_events:
+            if t > returned and total > baseline:
+                return round(t - returned, 2)
+        return None
 
     def _start_faults(self) -> None:
         if "kill-bridge-worker" in self.cfg.faults:
@@ -1338,7 +1417,7 @@ class Bench:
     def _restart_broker_with_tasks_queued(self) -> None:
         """SIGKILL the bridge's broker while step messages wait in its queues (nothing persists,
         so they are gone), start an empty one on the same port. The rows still say what is due;
-        beat finds it again once the enqueue marks and leases run out."""
+        beat wakes each again once its wake-up mark (or a dead claim's lease) runs out."""
         import redis
 
         record: dict[str, Any] = {"fault": "restart-broker", "restarted": False}
@@ -1362,6 +1441,7 @@ class Bench:
             record.update(queued_at_kill=lengths, pid_before=proc.pid, at_s=self._since_ingest())
             time.sleep(self.cfg.outage_seconds)
             new = self._start_broker()
+            self._returned(record)
             record.update(
                 restarted=True,
                 pid_after=new.pid,
@@ -1437,6 +1517,7 @@ class Bench:
             entry["api_ready_answer_s"] = round(time.perf_counter() - t0, 3)
         time.sleep(max(0.0, self.cfg.outage_seconds - (time.monotonic() - stopped)))
         pg.start()
+        self._returned(entry)
         entry.update(
             pid_after=pg.pid(),
             down_s=round(time.monotonic() - stopped, 2),
@@ -1472,6 +1553,7 @@ class Bench:
             time.sleep(2)
             argv, env = self.worker_specs[name]
             self.procs.start(name, argv, env)
+            self._returned(record)
             record["restarted"] = True
         except Exception as exc:  # reported in the result; the run's checks still decide
             record["error"] = f"{type(exc).__name__}: {exc}"
@@ -1809,6 +1891,18 @@ class Bench:
                 last = record["restarts"][-1].get("restarted_at_s")
             if done is not None and last is not None:
                 record["reconciled_after_restart_s"] = round(done - last, 2)
+        # The figure of issue 10: from each component's return to the pipeline's next move.
+        for entry, returned in self.fault_returns:
+            entry["recovered_after_s"] = self._recovered_after(returned)
+        for record in self.result.get("faults", []):
+            restarts = [r.get("recovered_after_s") for r in record.get("restarts", [])]
+            if restarts:
+                known = [r for r in restarts if r is not None]
+                record["recovered_after_s"] = max(known) if known else None
+        if self.progress_events and self.cfg.faults:
+            times = [t for t, _ in self.progress_events]
+            gaps = [b - a for a, b in itertools.pairwise(times)]
+            self.result["longest_stall_s"] = round(max(gaps), 2) if gaps else None
 
     def _sizes(self) -> None:
         if self.cfg.backend == "postgres":
@@ -1985,6 +2079,12 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
     p.add_argument("--bank-timeout", type=float, default=None, help="bridge's bank timeout (s)")
     p.add_argument("--outage-seconds", type=float, default=3.0)
     p.add_argument("--ingest-attempts", type=int, default=3)
+    p.add_argument(
+        "--ingest-retry-budget",
+        type=float,
+        default=60.0,
+        help="per request, the longest the client waits out 503 Retry-After answers (s)",
+    )
     a = p.parse_args(argv)
     return BenchConfig(
         n=a.n,
@@ -2017,6 +2117,7 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
         bank_timeout=a.bank_timeout,
         outage_seconds=a.outage_seconds,
         ingest_attempts=a.ingest_attempts,
+        ingest_retry_budget=a.ingest_retry_budget,
     )
 
 
