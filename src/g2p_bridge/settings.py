@@ -32,8 +32,10 @@ class Settings(BaseSettings):
     beat_interval_seconds: float = 1.0
     # A worker's claim on a row lasts this long and its heartbeat renews it every third of it
     # while the step works, so a claimant that died (SIGKILL, a lost machine) gives its row
-    # up within one lease, whatever the step's length.
-    lease_seconds: float = 30.0
+    # up within one lease, whatever the step's length. A row claimed just before its worker
+    # died comes back a whole lease later: 20 s keeps that under half a minute with margin,
+    # and is still far beyond any pause a live worker's heartbeat thread can take.
+    lease_seconds: float = 20.0
     # A wake-up sent for an unclaimed row is sent again after this long if nobody claimed the
     # row meanwhile (the message was lost with a broker). Duplicates are harmless: claims are
     # compare-and-set.
