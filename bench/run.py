@@ -1554,7 +1554,7 @@ class Bench:
             argv, env = self.worker_specs[name]
             self.procs.start(name, argv, env)
             self._returned(record)
-            record["restarted"] = True
+            record.update(restarted=True, restarted_at_s=self._since_ingest())
         except Exception as exc:  # reported in the result; the run's checks still decide
             record["error"] = f"{type(exc).__name__}: {exc}"
         finally:
@@ -2028,6 +2028,23 @@ def render_markdown(r: dict[str, Any]) -> str:
     for name, c in r.get("checks", {}).items():
         values = {k: v for k, v in c.items() if k != "passed"}
         lines.append(f"| {name} | {c['passed']} | `{json.dumps(values, default=str)}` |")
+    recovered = [
+        (f"{fault.get('fault')}" + (f" ({x['during']})" if "during" in x else ""), x)
+        for fault in r.get("faults", [])
+        for x in fault.get("restarts") or [fault]
+        if "recovered_after_s" in x
+    ]
+    if recovered:
+        lines += [
+            "",
+            "| fault | back at (s after last ingest) | recovered after (s) |",
+        ]
+        lines.append("| --- | --- | --- |")
+        for name, x in recovered:
+            lines.append(
+                f"| {name} | {fmt(x.get('restarted_at_s'))} | {fmt(x['recovered_after_s'])} |"
+            )
+        lines.append(f"\nlongest stall of the counters (s): {fmt(r.get('longest_stall_s'))}")
     for fault in r.get("faults", []):
         lines += ["", f"fault `{fault.get('fault')}`: `{json.dumps(fault, default=str)}`"]
     lines += ["", f"settings: `{json.dumps(r.get('settings'), default=str)}`", ""]
