@@ -22,7 +22,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from g2p_bridge import __version__
 from g2p_bridge.api import audit_events, disbursements, envelopes, programs, statements
 from g2p_bridge.api.handling import database_unavailable
-from g2p_bridge.api.security import RequestContextMiddleware, authenticate
+from g2p_bridge.api.security import (
+    RefuseControlCharactersMiddleware,
+    RequestContextMiddleware,
+    authenticate,
+)
 from g2p_bridge.api.wire import add_request_schemas, json_response, refusal, validation_message
 from g2p_bridge.auth import Authenticator
 from g2p_bridge.core.context import Context
@@ -80,6 +84,7 @@ def create_app(
     )
     for module in (envelopes, disbursements, statements, programs, audit_events):
         app.include_router(module.router, dependencies=[Depends(authenticate)])
+    app.add_middleware(RefuseControlCharactersMiddleware)
     app.add_middleware(RequestContextMiddleware)
     _add_health(app)
     _add_error_handlers(app)

@@ -14,6 +14,7 @@ from g2p_bridge.api.wire import json_response, request_body, success_header
 from g2p_bridge.core import audit, envelopes
 from g2p_bridge.core.errors import ErrorCode, Forbidden
 from g2p_bridge.models.base import utcnow
+from g2p_bridge.schemas import INT32_MAX, EnvelopePayload, EnvelopeStatusPayload, Page
 from g2p_bridge.schemas import (
     DisbursementEnvelopeRequest as EnvelopeRequest,
 )
@@ -26,7 +27,6 @@ from g2p_bridge.schemas import (
 from g2p_bridge.schemas import (
     DisbursementEnvelopeStatusResponse as EnvelopeStatusResponse,
 )
-from g2p_bridge.schemas import EnvelopePayload, EnvelopeStatusPayload, Page
 
 router = APIRouter(tags=["envelopes"])
 
@@ -128,7 +128,7 @@ async def get_disbursement_envelope_status(request: Request) -> Response:
 async def list_envelopes(
     request: Request,
     program: str | None = Query(None, max_length=64),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=INT32_MAX),
     limit: int = Query(50, ge=1, le=1000),
 ) -> Response:
     principal = principal_of(request)

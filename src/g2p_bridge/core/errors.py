@@ -60,6 +60,12 @@ class ErrorCode(StrEnum):
     ACCESS_DENIED = "ACCESS_DENIED"
     SENDER_MISMATCH = "SENDER_MISMATCH"
     STRING_TOO_LONG = "STRING_TOO_LONG"
+    INVALID_CHARACTER = "INVALID_CHARACTER"
+    # G2P Connect headers: a message id reused for another request, a count that is not the
+    # message's.
+    INVALID_MESSAGE_ID = "INVALID_MESSAGE_ID"
+    MESSAGE_ID_DUPLICATE = "MESSAGE_ID_DUPLICATE"
+    INVALID_TOTAL_COUNT = "INVALID_TOTAL_COUNT"
     # The bridge itself: its database is away (stopped, restarting, unreachable).
     SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
 
