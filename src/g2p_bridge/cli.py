@@ -65,7 +65,15 @@ def api(host: str, port: int, workers: int) -> None:
             )
         upgrade(settings.database_url)
     if workers > 1:
-        # Each process builds its own app (and database pool) from the environment.
+        # Each process builds its own app (and database pool) from the environment. A
+        # configuration error would only kill the children and leave this parent answering
+        # nothing, so it is found here first and ends the command.
+        from g2p_bridge.auth import AuthConfigurationError
+
+        try:
+            create_app(settings)
+        except (AuthConfigurationError, ValueError) as error:
+            raise click.ClickException(f"cannot start the API: {error}") from error
         uvicorn.run(
             "g2p_bridge.cli:api_app_from_environment",
             factory=True,

@@ -446,3 +446,26 @@ def test_no_secret_is_echoed_in_errors(sqlite_client) -> None:
     response = client.http.get("/programs", headers={"authorization": "Bearer x.y.z"})
     assert TEST_SECRET not in response.text
     assert os.environ.get("G2P_BRIDGE_AUTH_SECRET_KEY") is None
+
+
+def test_api_with_several_workers_exits_on_a_configuration_error(postgres_url: str) -> None:
+    """Outside the embedded default the API refuses to start without a key; with --workers it
+    used to leave the parent running with its children dead, answering nothing."""
+    from click.testing import CliRunner
+
+    from g2p_bridge import cli
+
+    env = {
+        "G2P_BRIDGE_DATABASE_URL": postgres_url,
+        "G2P_BRIDGE_BROKER_URL": "redis://127.0.0.1:6379/15",
+        "G2P_BRIDGE_AUTH_SECRET_KEY": None,
+        "G2P_BRIDGE_AUTH_PUBLIC_KEY": None,
+        "G2P_BRIDGE_AUTH_JWKS_URL": None,
+    }
+    cli.get_settings.cache_clear()
+    try:
+        result = CliRunner(env=env).invoke(cli.main, ["api", "--workers", "2", "--port", "1"])
+    finally:
+        cli.get_settings.cache_clear()
+    assert result.exit_code != 0
+    assert "cannot start the API" in result.output, result.output
