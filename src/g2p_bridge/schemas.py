@@ -182,6 +182,17 @@ class EnvelopePayload(WireModel):
     created_timestamp: datetime | None = None
 
 
+class EnvelopeAmendPayload(WireModel):
+    """What an amendment may change (OpenG2P 1.x ``amend_disbursement_envelope``); a field
+    left out keeps its value."""
+
+    disbursement_envelope_id: EnvelopeId
+    number_of_beneficiaries: Count | None = None
+    number_of_disbursements: Count | None = None
+    total_disbursement_amount: Money | None = None
+    disbursement_schedule_date: date | None = None
+
+
 class DisbursementPayload(WireModel):
     id: str | None = None
     mis_reference_number: MisReference | None = None
@@ -320,6 +331,10 @@ class DisbursementEnvelopeRequest(Request[EnvelopePayload]):
 
 
 class DisbursementEnvelopeResponse(Response[EnvelopePayload]):
+    pass
+
+
+class DisbursementEnvelopeAmendRequest(Request[EnvelopeAmendPayload]):
     pass
 
 

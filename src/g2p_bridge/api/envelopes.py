@@ -16,6 +16,9 @@ from g2p_bridge.core.errors import ErrorCode, Forbidden
 from g2p_bridge.models.base import utcnow
 from g2p_bridge.schemas import INT32_MAX, EnvelopePayload, EnvelopeStatusPayload, Page
 from g2p_bridge.schemas import (
+    DisbursementEnvelopeAmendRequest as EnvelopeAmendRequest,
+)
+from g2p_bridge.schemas import (
     DisbursementEnvelopeRequest as EnvelopeRequest,
 )
 from g2p_bridge.schemas import (
@@ -32,6 +35,7 @@ router = APIRouter(tags=["envelopes"])
 
 _envelope_request = TypeAdapter(EnvelopeRequest)
 _status_request = TypeAdapter(EnvelopeStatusRequest)
+_amend_request = TypeAdapter(EnvelopeAmendRequest)
 
 
 def _programs_of_envelope(session: Session, req: EnvelopeRequest) -> set[str]:
@@ -99,6 +103,40 @@ async def cancel_disbursement_envelope(request: Request) -> Response:
     response, _ = await handle(
         request, _envelope_request, work, replayable=True, programs_of=_programs_of_envelope
     )
+    return response
+
+
+@router.post(
+    "/amend_disbursement_envelope",
+    response_model=EnvelopeResponse,
+    openapi_extra=request_body(EnvelopeAmendRequest),
+)
+async def amend_disbursement_envelope(request: Request) -> Response:
+    def work(session: Session, req: EnvelopeAmendRequest) -> EnvelopeResponse:
+        envelope, before = envelopes.amend_envelope(session, req.message, utcnow().date())
+        audit.record(
+            session,
+            "envelope.amend",
+            "envelope",
+            envelope.id,
+            envelope_id=envelope.id,
+            detail={"before": before, "after": envelopes.amendable_figures(envelope)},
+        )
+        return EnvelopeResponse(
+            header=success_header(req.header, 1), message=envelopes.envelope_payload(envelope)
+        )
+
+    response, req = await handle(
+        request,
+        _amend_request,
+        work,
+        replayable=True,
+        programs_of=lambda session, req: envelope_programs(
+            session, [req.message.disbursement_envelope_id]
+        ),
+    )
+    if req is not None:
+        wake(request, "envelope_amended")
     return response
 
 

@@ -105,6 +105,13 @@ def secure_funds(context: Context, envelope_id: str) -> bool:
         if envelope.cancelled:
             status.lease_until = None
             return False
+        if (status.received_count, status.received_amount) != (
+            envelope.number_of_disbursements,
+            envelope.total_disbursement_amount,
+        ):
+            # An amendment raised the declared figures after the sweep found it complete.
+            status.lease_until = None
+            return False
         account = program.sponsor_bank_account_number
         bank_code = program.sponsor_bank_code
         currency = envelope.currency
