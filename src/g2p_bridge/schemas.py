@@ -9,7 +9,15 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    computed_field,
+)
 
 from g2p_bridge.models import (
     BenefitProgram,
@@ -290,13 +298,29 @@ class DisbursementStatusPayload(WireModel):
 
 
 class ProgramPayload(WireModel):
-    program_mnemonic: ProgramMnemonic | None = None
+    """A program's configuration. Accepts OpenG2P 1.1.0's field names (``benefit_program_*``,
+    ``funding_org_*``) and our earlier ``program_mnemonic``; answers carry both spellings."""
+
+    program_mnemonic: ProgramMnemonic | None = Field(
+        default=None,
+        validation_alias=AliasChoices("program_mnemonic", "benefit_program_mnemonic"),
+    )
+    benefit_program_name: Annotated[str, _fits(BenefitProgram.benefit_program_name)] | None = None
+    funding_org_code: Annotated[str, _fits(BenefitProgram.funding_org_code)] | None = None
+    funding_org_name: Annotated[str, _fits(BenefitProgram.funding_org_name)] | None = None
     sponsor_bank_code: BankCode | None = None
     sponsor_bank_account_number: AccountNumber | None = None
     sponsor_bank_branch_code: BranchCode | None = None
     sponsor_bank_account_currency: str | None = Field(default=None, max_length=3)
     id_mapper_resolution_required: bool | None = None
+    # Ours: the resolver plug-in; unset picks g2p-connect when resolution is required, else
+    # inline.
     resolver: ResolverName | None = None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def benefit_program_mnemonic(self) -> str | None:
+        return self.program_mnemonic
 
 
 class StatementPayload(WireModel):

@@ -1,4 +1,4 @@
-"""replays keyed on sender, action and message id, with a digest of the request
+"""replays keyed on sender, action and message id, with a digest of the request; program names
 
 Revision ID: 0004
 Revises: 0002
@@ -8,6 +8,9 @@ A message id reused for another action used to return the other action's answer,
 with a different body returned the first body's answer: the key now holds the action (the
 route, not the client's header), and the digest tells a replay from a different request. Rows
 stored before this revision have no digest and are replayed as before.
+
+Programs gain the descriptive fields of OpenG2P 1.1.0's configuration: name and funding
+organisation.
 """
 
 from collections.abc import Sequence
@@ -22,6 +25,10 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("benefit_programs") as batch:
+        batch.add_column(sa.Column("benefit_program_name", sa.String(length=256), nullable=True))
+        batch.add_column(sa.Column("funding_org_code", sa.String(length=64), nullable=True))
+        batch.add_column(sa.Column("funding_org_name", sa.String(length=256), nullable=True))
     with op.batch_alter_table("processed_requests", recreate="auto") as batch:
         batch.add_column(sa.Column("request_sha256", sa.String(length=64), nullable=True))
         batch.drop_constraint("pk_processed_requests", type_="primary")
@@ -33,3 +40,6 @@ def downgrade() -> None:
         batch.drop_constraint("pk_processed_requests", type_="primary")
         batch.create_primary_key("pk_processed_requests", ["sender_id", "message_id"])
         batch.drop_column("request_sha256")
+    with op.batch_alter_table("benefit_programs") as batch:
+        for column in ("funding_org_name", "funding_org_code", "benefit_program_name"):
+            batch.drop_column(column)
