@@ -61,14 +61,18 @@ test: $(VENV)/.installed-dev ## Run the whole test suite (starts PostgreSQL/Redi
 test-fast: $(VENV)/.installed-dev ## The suite without the multi-process tests
 	$(BIN)/python -m pytest -q -m "not slow"
 
-lint: $(VENV)/.installed-dev ## ruff and mypy
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+LINTED := src tests bench
+
+lint: $(VENV)/.installed-dev ## ruff check and ruff format --check over src, tests and bench
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+
+typecheck: $(VENV)/.installed-dev ## mypy --strict over src and bench (pyproject's [tool.mypy])
 	$(BIN)/mypy
 
 fmt: $(VENV)/.installed-dev ## Format the code
-	$(BIN)/ruff format src tests
-	$(BIN)/ruff check --fix src tests
+	$(BIN)/ruff format $(LINTED)
+	$(BIN)/ruff check --fix $(LINTED)
 
 api: $(VENV)/.installed ## Serve the bridge API (embedded default: runs the pipeline too)
 	$(BIN)/g2p-bridge api
