@@ -573,7 +573,7 @@ def pg_admin(sql: str, port: int = PG_PORT) -> None:
     with psycopg.connect(
         f"postgresql://{PG_USER}@{PG_HOST}:{port}/postgres", autocommit=True
     ) as conn:
-        conn.execute(sql)  # type: ignore[arg-type]
+        conn.execute(sql)
 
 
 def pg_database_size(name: str, port: int = PG_PORT) -> int | None:
@@ -1388,8 +1388,10 @@ class Bench:
         db = Db(self.bridge_db_url)
 
         def bank_holds_an_answer() -> bool:
-            report = httpx.get(f"{self.bank_url}/faults", timeout=5).json()
-            return sum(report["injected"].values()) > 0
+            injected: dict[str, int] = httpx.get(f"{self.bank_url}/faults", timeout=5).json()[
+                "injected"
+            ]
+            return sum(injected.values()) > 0
 
         try:
             self._wait_for("the first ingest request", self.first_chunk_done.is_set)

@@ -137,7 +137,8 @@ def one_of(session: Session, column: Any, values: Sequence[str]) -> ColumnElemen
     (``= ANY(:values)``): the statement text stays the same whatever the count, so it is parsed
     and planned once, instead of a statement with a thousand placeholders each time."""
     if is_postgres(session):
-        return column == any_(literal(list(values), ARRAY(String)))
+        any_value: ColumnElement[bool] = column == any_(literal(list(values), ARRAY(String)))
+        return any_value
     in_values: ColumnElement[bool] = column.in_(values)
     return in_values
 
