@@ -54,9 +54,10 @@ lock: $(VENV)/.installed-dev ## Regenerate requirements/*.txt from pyproject.tom
 demo: $(VENV)/.installed ## Run the end-to-end demo on the embedded default (no server needed)
 	$(BIN)/g2p-bridge demo
 
+# ensure-services.sh runs the command after `--` with TEST_POSTGRES_URL set to the server it
+# found or made (see the script and the README's Development section).
 test: $(VENV)/.installed-dev ## Run the whole test suite (starts PostgreSQL/Redis if needed)
-	./scripts/ensure-services.sh
-	$(BIN)/python -m pytest -q
+	./scripts/ensure-services.sh -- $(BIN)/python -m pytest -q
 
 test-fast: $(VENV)/.installed-dev ## The suite without the multi-process tests
 	$(BIN)/python -m pytest -q -m "not slow"
@@ -87,12 +88,11 @@ migrate: $(VENV)/.installed ## Upgrade the database schema
 	$(BIN)/g2p-bridge migrate
 
 bench: $(VENV)/.installed-dev ## End-to-end benchmark: make bench N=10000 BATCH=5000 BACKEND=postgres
-	./scripts/ensure-services.sh
-	$(BIN)/python -m bench.run --n $(N) --batch $(BATCH) --failure-rate $(FAILURE_RATE) --backend $(BACKEND)
+	./scripts/ensure-services.sh -- $(BIN)/python -m bench.run --n $(N) --batch $(BATCH) --failure-rate $(FAILURE_RATE) --backend $(BACKEND)
 
 fuzz: $(VENV)/.installed-dev ## Long fuzz runs: the API (schemathesis) and the MT940 parser (hypothesis)
-	./scripts/ensure-services.sh
-	G2P_FUZZ_EXAMPLES=300 $(BIN)/python -m pytest -q tests/bridge/test_fuzz_api.py
+	./scripts/ensure-services.sh -- env G2P_FUZZ_EXAMPLES=300 \
+	  $(BIN)/python -m pytest -q tests/bridge/test_fuzz_api.py
 	G2P_FUZZ_SCALE=100 $(BIN)/python -m pytest -q tests/core/test_mt940.py -k "random or mutation or hypothesis"
 
 clean: ## Remove the virtualenv, caches and demo files
