@@ -271,7 +271,12 @@ def test_dockerignore_keeps_the_context_small() -> None:
         "tests",
     ):
         assert ignored(path, patterns), f".dockerignore lets {path} into the build context"
-    for path in ("pyproject.toml", "README.md", "src/g2p_bridge/cli.py"):
+    for path in (
+        "pyproject.toml",
+        "README.md",
+        "requirements/runtime.txt",
+        "src/g2p_bridge/cli.py",
+    ):
         assert not ignored(path, patterns), f".dockerignore drops {path}"
 
 
