@@ -26,13 +26,13 @@ $(VENV)/.installed: pyproject.toml requirements/build.txt requirements/runtime.t
 	$(BIN)/python -m pip install -q --require-hashes -r requirements/build.txt -r requirements/runtime.txt
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	@# A dependency added to pyproject.toml but not to the lock shows up here, not at run time.
-	$(BIN)/python -m pip check
+	@$(BIN)/python -m pip check || { echo "requirements/ is behind pyproject.toml: make lock" >&2; exit 1; }
 	@touch $@
 
 $(VENV)/.installed-dev: pyproject.toml requirements/dev.txt | $(BIN)/python
 	$(BIN)/python -m pip install -q --require-hashes -r requirements/dev.txt
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
-	$(BIN)/python -m pip check
+	@$(BIN)/python -m pip check || { echo "requirements/ is behind pyproject.toml: make lock" >&2; exit 1; }
 	@touch $(VENV)/.installed $@
 
 # uv, not pip-compile: it reads no pip configuration (a machine's local index or find-links
@@ -46,7 +46,13 @@ LOCK_FLAGS ?=
 UV_COMPILE = $(BIN)/uv pip compile --quiet --universal --python-version $(LOCK_PYTHON) \
   --generate-hashes --custom-compile-command "make lock" $(LOCK_FLAGS)
 
-lock: $(VENV)/.installed-dev ## Regenerate requirements/*.txt from pyproject.toml (LOCK_FLAGS=--upgrade)
+# uv comes from the current lock, without the project: `make lock` must work while the lock is
+# behind pyproject.toml, which is when the venv targets refuse.
+$(BIN)/uv: requirements/dev.txt | $(BIN)/python
+	$(BIN)/python -m pip install -q --require-hashes -r requirements/dev.txt
+	@touch $@
+
+lock: $(BIN)/uv ## Regenerate requirements/*.txt from pyproject.toml (LOCK_FLAGS=--upgrade)
 	$(UV_COMPILE) pyproject.toml requirements/build.in --extra dev -o requirements/dev.txt
 	$(UV_COMPILE) pyproject.toml -c requirements/dev.txt -o requirements/runtime.txt
 	$(UV_COMPILE) requirements/build.in -c requirements/dev.txt -o requirements/build.txt
