@@ -66,7 +66,7 @@ test: $(VENV)/.installed-dev ## Run the whole test suite (starts PostgreSQL/Redi
 	./scripts/ensure-services.sh -- $(BIN)/python -m pytest -q
 
 test-fast: $(VENV)/.installed-dev ## The suite without the multi-process tests
-	$(BIN)/python -m pytest -q -m "not slow"
+	./scripts/ensure-services.sh -- $(BIN)/python -m pytest -q -m "not slow"
 
 LINTED := src tests bench
 
