@@ -31,7 +31,11 @@ fi
 
 say() { echo "ensure-services: $*" >&2; }
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
-as_postgres() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else sudo -u postgres "$@"; fi; }
+# From /, which the postgres user can always enter (not so the caller's home directory).
+as_postgres() (
+  cd /
+  if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else sudo -u postgres "$@"; fi
+)
 apt_updated=0
 apt_install() {
   if [ "$apt_updated" -eq 0 ]; then as_root apt-get update -qq; apt_updated=1; fi
