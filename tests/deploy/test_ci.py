@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -35,8 +36,6 @@ def test_lint_covers_src_tests_and_bench() -> None:
 
 
 def test_mypy_is_strict_over_src_and_bench() -> None:
-    import tomllib
-
     mypy = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["mypy"]
     assert mypy["strict"] is True
     assert set(mypy["files"]) == {"src", "bench"}
