@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     ColumnElement,
@@ -137,9 +137,26 @@ def one_of(session: Session, column: Any, values: Sequence[str]) -> ColumnElemen
     (``= ANY(:values)``): the statement text stays the same whatever the count, so it is parsed
     and planned once, instead of a statement with a thousand placeholders each time."""
     if is_postgres(session):
-        return column == any_(literal(list(values), ARRAY(String)))
+        any_value: ColumnElement[bool] = column == any_(literal(list(values), ARRAY(String)))
+        return any_value
     in_values: ColumnElement[bool] = column.in_(values)
     return in_values
+
+
+_Row = TypeVar("_Row")
+
+
+class MissingRow(LookupError):
+    """A row that must be there (a foreign key points at it, or this step holds its claim) is
+    not: raised instead of carrying on with None. The step's transaction rolls back."""
+
+
+def get_required(session: Session, model: type[_Row], key: Any) -> _Row:
+    """``session.get`` for a row whose absence is a broken invariant, not an answer."""
+    row = session.get(model, key)
+    if row is None:
+        raise MissingRow(f"{model.__name__} {key!r} does not exist")
+    return row
 
 
 def is_postgres(session: Session) -> bool:

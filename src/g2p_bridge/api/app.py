@@ -180,7 +180,8 @@ def _broker_reachable(url: str, timeout: float) -> str:
 
     try:
         with Connection(url, connect_timeout=timeout, transport_options={"max_retries": 0}) as c:
-            c.ensure_connection(max_retries=1, timeout=timeout)
+            # kombu takes a float timeout; its stub (celery-types) says int.
+            c.ensure_connection(max_retries=1, timeout=timeout)  # type: ignore[arg-type]
     except Exception as exc:
         log.warning("readiness: broker unreachable: %s", exc)
         return "unreachable"

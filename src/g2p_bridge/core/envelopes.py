@@ -112,9 +112,19 @@ def create_envelope(
     envelope_id = payload.disbursement_envelope_id or new_id()
     if session.get(DisbursementEnvelope, envelope_id) is not None:
         raise Conflict(ErrorCode.DUPLICATE_ENVELOPE, f"envelope {envelope_id} already exists")
-    assert program is not None and total is not None and schedule is not None and currency
-    assert payload.disbursement_frequency and payload.cycle_code_mnemonic
-    assert payload.number_of_beneficiaries and payload.number_of_disbursements
+    # Each of these was refused above; checked again (not asserted: asserts vanish under -O)
+    # so that a gap in those checks is an error, not a row with NULLs, and the types narrow.
+    if (
+        program is None
+        or total is None
+        or schedule is None
+        or not currency
+        or not payload.disbursement_frequency
+        or not payload.cycle_code_mnemonic
+        or not payload.number_of_beneficiaries
+        or not payload.number_of_disbursements
+    ):
+        raise RuntimeError(f"envelope {envelope_id}: a required field passed validation empty")
     envelope = DisbursementEnvelope(
         id=envelope_id,
         sender_id=sender_id,
