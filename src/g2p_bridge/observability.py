@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import IO, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
@@ -173,6 +174,53 @@ def render_metrics(extra: Collector | None = None) -> tuple[bytes, str]:
         registry.register(extra)
         body += generate_latest(registry)
     return body, CONTENT_TYPE_LATEST
+
+
+class MetricsServer:
+    """``GET /metrics`` on a port of its own, in a thread of the API process; anything else is
+    404. Kept apart from the API's port so that routing the API (an Ingress) cannot publish it.
+    ``SO_REUSEPORT`` lets each process of ``api --workers N`` bind it, as they share the API's
+    port; a scrape then reads one process's counters, as it did on the API's port."""
+
+    def __init__(self, host: str, port: int, extra: Collector | None = None) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path.split("?", 1)[0] != "/metrics":
+                    self._answer(404, b'{"detail": "not found"}', "application/json")
+                    return
+                body, content_type = render_metrics(extra)
+                self._answer(200, body, content_type)
+
+            def _answer(self, status: int, body: bytes, content_type: str) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                # Scrapes every few seconds are not worth a log line each.
+                pass
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+            allow_reuse_port = True
+
+        self._server = Server((host, port), Handler)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="g2p-metrics", daemon=True
+        )
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
 
 
 # --- logs ------------------------------------------------------------------------------------
