@@ -427,7 +427,10 @@ def audit_command(
 def demo(count: int, failure_rate: str, workdir: Path, as_json: bool) -> None:
     """Run the whole flow on the embedded default, with the Example Bank, and summarise it."""
     from g2p_bridge.demo import print_summary, run_demo
+    from g2p_bridge.observability import setup_logging
 
+    # Warnings and errors only (the summary is the output), through the masking handler.
+    setup_logging("WARNING", get_settings().log_format)
     summary = run_demo(count, Decimal(failure_rate), workdir, quiet=as_json)
     if as_json:
         click.echo(json.dumps(summary, indent=2, default=str))
