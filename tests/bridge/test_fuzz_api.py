@@ -25,6 +25,7 @@ import pytest
 import schemathesis
 from fastapi import FastAPI
 from hypothesis import HealthCheck, given, settings
+from pydantic import ValidationError
 from schemathesis.generation.modes import GenerationMode
 from schemathesis.schemas import BaseSchema
 
@@ -60,6 +61,9 @@ def _item_7_defect(exc: BaseException) -> str | None:
         return f"OverflowError: {first}"  # SQLite integers are 64-bit
     if isinstance(exc, UnicodeError) and "surrogate" in text:
         return f"{type(exc).__name__}: {first}"
+    if isinstance(exc, ValidationError) and "string_unicode" in text:
+        # A lone surrogate (sent as a JSON escape) echoed into the answer's header.
+        return f"ValidationError: {first} (string_unicode)"
     if isinstance(exc, ProgrammingError) and ("bigint" in text or "OFFSET" in text):
         return f"ProgrammingError: {first}"  # an integer beyond bigint sent as numeric
     return None
@@ -134,6 +138,10 @@ def backend(
         engine = None
     schema = schemathesis.openapi.from_asgi("/openapi.json", _app(url))
     schema.hook("map_body")(_sender_matches_token)
+    if os.environ.get("G2P_FUZZ_ALLOW_X00") == "0":
+        # NUL characters fail first on PostgreSQL (item 7) and hide what else a body holds:
+        # G2P_FUZZ_ALLOW_X00=0 looks past them (too long, out of range...).
+        schema.config.generation.update(allow_x00=False)
     yield request.param, schema
     if engine is not None:
         clear_tables(engine)
@@ -266,3 +274,15 @@ def test_the_sender_rewrite_applies_to_generated_bodies() -> None:
     body = {"header": {"sender_id": "someone-else", "message_id": "m"}, "message": {}}
     assert _sender_matches_token(None, body)["header"]["sender_id"] == CLIENT
     assert _sender_matches_token(None, [1, 2]) == [1, 2]
+
+
+def test_only_the_item_7_defects_are_excused() -> None:
+    """The xfail covers the edge-limit defects item 7 fixes, never a 5xx of another kind."""
+    from sqlalchemy.exc import DataError, IntegrityError
+
+    too_long = DataError("INSERT", None, Exception("value too long for type character varying(64)"))
+    assert _item_7_defect(too_long) == "DataError: value too long for type character varying(64)"
+    assert _item_7_defect(OverflowError("Python int too large to convert to SQLite INTEGER"))
+    assert _item_7_defect(IntegrityError("INSERT", None, Exception("duplicate key"))) is None
+    assert _item_7_defect(RuntimeError("boom")) is None
+    assert _item_7_defect(KeyError("header")) is None
