@@ -215,10 +215,14 @@ def test_the_example_bank_api_logs_through_the_same_handler(
 def test_celery_workers_log_through_the_app_s_handler() -> None:
     """A Celery worker otherwise installs its own root handler, unmasked and multi-line."""
     from celery import Celery, signals
+    from celery.app.log import Logging
 
     app = Celery("log-safety", broker="memory://", set_as_current=False)
     root = logging.getLogger()
     saved = (list(root.handlers), root.level, list(signals.setup_logging.receivers))
+    # Celery configures logging once per process; another test's worker may have done it.
+    was_setup = Logging._setup
+    Logging._setup = False
     try:
         route_celery_logging("text")
         app.log.setup(loglevel=logging.INFO)  # what the worker does at start
@@ -228,7 +232,7 @@ def test_celery_workers_log_through_the_app_s_handler() -> None:
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
         signals.setup_logging.receivers[:] = saved[2]
-        app.log.already_setup = False
+        Logging._setup = was_setup
 
 
 # --- database errors --------------------------------------------------------------------------
