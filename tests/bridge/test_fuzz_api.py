@@ -8,8 +8,10 @@ must show requests that got past authorization, so that cannot come back unnotic
 
 PostgreSQL matters: SQLite does not enforce column lengths or integer ranges and takes NUL
 characters, so the bodies that break the bridge there pass on SQLite. The short run (a few
-examples per operation) is part of ``make test``; ``G2P_FUZZ_EXAMPLES=N`` lengthens it and adds
-schemathesis's negative mode (``make fuzz``)."""
+examples per operation, derandomized) is part of ``make test``; ``G2P_FUZZ_EXAMPLES=N`` lengthens
+it, randomizes it and adds schemathesis's negative mode (``make fuzz``). ``G2P_FUZZ_REPORT=FILE``
+appends each known defect met as a JSON line; ``G2P_FUZZ_ALLOW_X00=0`` generates no NUL
+characters, which fail first on PostgreSQL and hide what else a body holds."""
 
 from __future__ import annotations
 
