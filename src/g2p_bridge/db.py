@@ -22,6 +22,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import (
+    DataError,
     DBAPIError,
     IntegrityError,
     InterfaceError,
@@ -36,6 +37,9 @@ from g2p_bridge.models.base import utcnow
 
 
 def make_engine(database_url: str, **kwargs: Any) -> Engine:
+    # A database error's text (logged, or stored as a failure reason) otherwise quotes the
+    # statement's parameters: beneficiaries' names and financial addresses.
+    kwargs.setdefault("hide_parameters", True)
     if database_url.startswith("sqlite"):
         return _sqlite_engine(database_url, **kwargs)
     kwargs.setdefault("pool_size", 10)
@@ -125,6 +129,10 @@ def bulk_insert(session: Session, model: Any, rows: list[dict[str, Any]]) -> Non
     except psycopg.errors.IntegrityError as exc:
         # The same exception SQLAlchemy raises for an INSERT, so callers handle one kind.
         raise IntegrityError(statement, None, exc) from exc
+    except psycopg.DataError as exc:
+        # A value longer than its column, say: raised raw it escaped the handlers (and the log
+        # masking rules) written for SQLAlchemy's kind.
+        raise DataError(statement, None, exc) from exc
     except psycopg.InterfaceError as exc:
         raise InterfaceError(statement, None, exc) from exc
     except psycopg.OperationalError as exc:

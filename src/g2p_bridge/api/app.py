@@ -32,7 +32,7 @@ from g2p_bridge.auth import Authenticator
 from g2p_bridge.core.context import Context
 from g2p_bridge.core.errors import BridgeError, ErrorCode, InvalidRequest
 from g2p_bridge.db import is_database_outage, make_engine, make_session_factory
-from g2p_bridge.observability import DisbursementStates, render_metrics
+from g2p_bridge.observability import DisbursementStates, MetricsServer, render_metrics
 from g2p_bridge.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -60,12 +60,21 @@ def create_app(
         wake = _celery_wake()
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        metrics_server = None
+        if settings.metrics_port is not None:
+            metrics_server = MetricsServer(
+                settings.metrics_host, settings.metrics_port, app.state.disbursement_states
+            )
+            metrics_server.start()
+            app.state.metrics_server = metrics_server
         if runner is not None:
             runner.start()
         yield
         if runner is not None:
             runner.stop()
+        if metrics_server is not None:
+            metrics_server.stop()
 
     app = FastAPI(
         title="G2P Bridge",
@@ -165,6 +174,9 @@ def _add_health(app: FastAPI) -> None:
         return json_response(
             {"status": "ok" if healthy else "unavailable", **checks}, 200 if healthy else 503
         )
+
+    if app.state.settings.metrics_port is not None:
+        return  # served on its own port (MetricsServer), never on the API's
 
     @app.get("/metrics", tags=["health"], include_in_schema=False)
     async def metrics(request: Request) -> Response:
