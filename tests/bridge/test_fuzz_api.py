@@ -9,9 +9,9 @@ must show requests that got past authorization, so that cannot come back unnotic
 PostgreSQL matters: SQLite does not enforce column lengths or integer ranges and takes NUL
 characters, so the bodies that break the bridge there pass on SQLite. The short run (a few
 examples per operation, derandomized) is part of ``make test``; ``G2P_FUZZ_EXAMPLES=N`` lengthens
-it, randomizes it and adds schemathesis's negative mode (``make fuzz``). ``G2P_FUZZ_REPORT=FILE``
-appends each known defect met as a JSON line; ``G2P_FUZZ_ALLOW_X00=0`` generates no NUL
-characters, which fail first on PostgreSQL and hide what else a body holds."""
+it, randomizes it and adds schemathesis's negative mode (``make fuzz``). NUL characters are
+generated too: the edge refuses them (and every control character) before PostgreSQL sees them;
+``G2P_FUZZ_ALLOW_X00=0`` leaves them out, to look at what else a body holds."""
 
 from __future__ import annotations
 
@@ -27,7 +27,6 @@ import pytest
 import schemathesis
 from fastapi import FastAPI
 from hypothesis import HealthCheck, given, settings
-from pydantic import ValidationError
 from schemathesis.generation.modes import GenerationMode
 from schemathesis.schemas import BaseSchema
 
@@ -42,33 +41,6 @@ from g2p_bridge.settings import Settings
 LONG_RUN = "G2P_FUZZ_EXAMPLES" in os.environ
 EXAMPLES = int(os.environ.get("G2P_FUZZ_EXAMPLES", "10"))
 CLIENT = "fuzzer"
-
-# 5xx that the API edge does not refuse yet (issue 10, item 7, fixed in a parallel branch): strings
-# longer than their columns, NUL characters, integers beyond the column's range (offset >= 2**63
-# on SQLite too), lone surrogates. A run that meets only these is an xfail (not strict), so this
-# branch stays green and the test passes by itself once item 7 lands; any other 5xx or non-JSON
-# answer fails. Each one met is listed in the xfail reason, and in G2P_FUZZ_REPORT if set.
-ITEM_7 = "issue 10 item 7 (limits at the API edge) not merged yet"
-
-
-def _item_7_defect(exc: BaseException) -> str | None:
-    """What kind of known item-7 defect ``exc`` is, or None."""
-    from sqlalchemy.exc import DataError, ProgrammingError
-
-    text = str(getattr(exc, "orig", None) or exc)
-    first = text.splitlines()[0] if text else ""
-    if isinstance(exc, DataError):
-        return f"DataError: {first}"  # too long for the column, NUL, out of range
-    if isinstance(exc, OverflowError):
-        return f"OverflowError: {first}"  # SQLite integers are 64-bit
-    if isinstance(exc, UnicodeError) and "surrogate" in text:
-        return f"{type(exc).__name__}: {first}"
-    if isinstance(exc, ValidationError) and "string_unicode" in text:
-        # A lone surrogate (sent as a JSON escape) echoed into the answer's header.
-        return f"ValidationError: {first} (string_unicode)"
-    if isinstance(exc, ProgrammingError) and ("bigint" in text or "OFFSET" in text):
-        return f"ProgrammingError: {first}"  # an integer beyond bigint sent as numeric
-    return None
 
 
 @dataclass(frozen=True)
@@ -141,8 +113,7 @@ def backend(
     schema = schemathesis.openapi.from_asgi("/openapi.json", _app(url))
     schema.hook("map_body")(_sender_matches_token)
     if os.environ.get("G2P_FUZZ_ALLOW_X00") == "0":
-        # NUL characters fail first on PostgreSQL (item 7) and hide what else a body holds:
-        # G2P_FUZZ_ALLOW_X00=0 looks past them (too long, out of range...).
+        # NUL characters are refused first and hide what else a body holds: look past them.
         schema.config.generation.update(allow_x00=False)
     yield request.param, schema
     if engine is not None:
@@ -203,7 +174,6 @@ def test_no_server_errors_and_always_json(backend: tuple[str, BaseSchema], route
     name, schema = backend
     token = issue_token(Settings(auth_secret_key=TEST_SECRET), CLIENT, "admin")
     statuses: Counter[int | str] = Counter()
-    known: dict[str, dict[str, Any]] = {}
 
     @given(case=_strategy(schema, route))
     @settings(
@@ -217,16 +187,7 @@ def test_no_server_errors_and_always_json(backend: tuple[str, BaseSchema], route
     )
     def exercise(case: Any) -> None:
         case.headers = {**(case.headers or {}), "Authorization": f"Bearer {token}"}
-        try:
-            response = case.call()
-        except Exception as exc:
-            # The test client raises what the app raised instead of answering 500.
-            kind = _item_7_defect(exc)
-            if kind is None:
-                raise
-            statuses["500 (item 7)"] += 1
-            known.setdefault(kind, {"route": str(route), "database": name, **_request_of(case)})
-            return
+        response = case.call()
         statuses[response.status_code] += 1
         if _past_authorization(response):
             statuses["past authorization"] += 1
@@ -241,19 +202,6 @@ def test_no_server_errors_and_always_json(backend: tuple[str, BaseSchema], route
         # None would mean the token is wrong (401), the sender rewrite stopped working (403), or
         # generation no longer makes bodies that the validation lets through.
         assert statuses["past authorization"] > 0, (name, str(route), dict(statuses))
-    if known:
-        _report(known)
-        pytest.xfail(f"{ITEM_7}: {name} {route}: " + "; ".join(sorted(known)))
-
-
-def _report(known: dict[str, dict[str, Any]]) -> None:
-    """Appends each known defect met (kind, route, database, the request) to G2P_FUZZ_REPORT."""
-    target = os.environ.get("G2P_FUZZ_REPORT")
-    if not target:
-        return
-    with open(target, "a", encoding="utf-8") as out:
-        for kind, where in known.items():
-            out.write(json.dumps({"kind": kind, **where}, default=repr)[:4000] + "\n")
 
 
 def test_g2p_connect_routes_are_recognised() -> None:
@@ -276,15 +224,3 @@ def test_the_sender_rewrite_applies_to_generated_bodies() -> None:
     body = {"header": {"sender_id": "someone-else", "message_id": "m"}, "message": {}}
     assert _sender_matches_token(None, body)["header"]["sender_id"] == CLIENT
     assert _sender_matches_token(None, [1, 2]) == [1, 2]
-
-
-def test_only_the_item_7_defects_are_excused() -> None:
-    """The xfail covers the edge-limit defects item 7 fixes, never a 5xx of another kind."""
-    from sqlalchemy.exc import DataError, IntegrityError
-
-    too_long = DataError("INSERT", None, Exception("value too long for type character varying(64)"))
-    assert _item_7_defect(too_long) == "DataError: value too long for type character varying(64)"
-    assert _item_7_defect(OverflowError("Python int too large to convert to SQLite INTEGER"))
-    assert _item_7_defect(IntegrityError("INSERT", None, Exception("duplicate key"))) is None
-    assert _item_7_defect(RuntimeError("boom")) is None
-    assert _item_7_defect(KeyError("header")) is None

@@ -211,10 +211,14 @@ def header_hint(data: Any) -> dict[str, Any]:
     header = data.get("header") if isinstance(data, dict) else None
     if not isinstance(header, dict):
         return {}
+    # Echoed only when it is something an answer can carry: a lone surrogate cannot even be
+    # encoded, and a line break would travel on into the client's logs.
     return {
         k: header[k]
         for k in ("message_id", "action", "sender_id")
         if isinstance(header.get(k), str)
+        and len(header[k]) <= 128
+        and forbidden_character(header[k]) is None
     }
 
 
