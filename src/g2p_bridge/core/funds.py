@@ -16,7 +16,7 @@ from g2p_bridge.connectors.banks.base import BankConnector, BankRejected, BankUn
 from g2p_bridge.core import audit
 from g2p_bridge.core.context import Context
 from g2p_bridge.core.work import Lease, woken_until
-from g2p_bridge.db import is_postgres, transaction
+from g2p_bridge.db import get_required, is_postgres, transaction
 from g2p_bridge.models import BenefitProgram, DisbursementEnvelope, EnvelopeStatus
 from g2p_bridge.models.base import utcnow
 from g2p_bridge.models.enums import FundsAvailable, FundsBlocked
@@ -104,12 +104,17 @@ def secure_funds(context: Context, envelope_id: str) -> bool:
         token = _claim(session, envelope_id, settings, utcnow())
         if token is None:
             return False
-        envelope = session.get(DisbursementEnvelope, envelope_id)
-        status = session.get(EnvelopeStatus, envelope_id)
-        assert envelope is not None and status is not None
-        program = session.get(BenefitProgram, envelope.program_mnemonic)
-        assert program is not None
+        envelope = get_required(session, DisbursementEnvelope, envelope_id)
+        status = get_required(session, EnvelopeStatus, envelope_id)
+        program = get_required(session, BenefitProgram, envelope.program_mnemonic)
         if envelope.cancelled:
+            status.lease_until = None
+            return False
+        if (status.received_count, status.received_amount) != (
+            envelope.number_of_disbursements,
+            envelope.total_disbursement_amount,
+        ):
+            # An amendment raised the declared figures after the sweep found it complete.
             status.lease_until = None
             return False
         account = program.sponsor_bank_account_number
@@ -149,8 +154,7 @@ def _check_and_block(
         with transaction(context.session_factory) as session:
             if not lease.holds(session):
                 return False  # a worker that claimed it after this lease ran out asks again
-            status = session.get(EnvelopeStatus, envelope_id)
-            assert status is not None
+            status = get_required(session, EnvelopeStatus, envelope_id)
             now = utcnow()
             status.funds_available_state = available
             status.funds_available_attempts += 1
@@ -183,8 +187,7 @@ def _check_and_block(
         if not lease.holds(session):
             # The bank answers the same key with the same block: the holder now records it.
             return False
-        status = session.get(EnvelopeStatus, envelope_id)
-        assert status is not None
+        status = get_required(session, EnvelopeStatus, envelope_id)
         now = utcnow()
         status.funds_blocked_state = outcome
         status.funds_blocked_attempts += 1

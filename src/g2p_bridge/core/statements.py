@@ -34,7 +34,7 @@ from g2p_bridge.core.mt940 import (
     iter_statements,
 )
 from g2p_bridge.core.work import claim
-from g2p_bridge.db import bulk_insert, is_postgres, one_of, transaction
+from g2p_bridge.db import bulk_insert, get_required, is_postgres, one_of, transaction
 from g2p_bridge.models import (
     AccountStatement,
     BenefitProgram,
@@ -200,7 +200,8 @@ def process_statement(context: Context, statement_id: str) -> bool:
                 audit.statement_processed(session, current)
         except (StatementRejected, MT940Error) as exc:
             # Nothing of it was applied (the transaction rolled back); say why on the row.
-            assert current is not None
+            if current is None:  # raised before a statement was chosen: nothing to record on
+                raise
             _record_failure(context, current, str(exc), final=True)
         except Exception as exc:
             # A failure that will recur for this statement (a defect meeting its content): count
@@ -309,8 +310,7 @@ def _next_in_upload_order(session: Session, statement_id: str) -> str | None:
 
 
 def _reconcile(context: Context, session: Session, statement_id: str) -> None:
-    statement = session.get(AccountStatement, statement_id)
-    assert statement is not None
+    statement = get_required(session, AccountStatement, statement_id)
     text = decode_statement_bytes(statement.content)
     tally = _Tally()
     programs: dict[str, BenefitProgram] = {}
