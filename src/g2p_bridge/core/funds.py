@@ -151,6 +151,8 @@ def _check_and_block(
             error = None if check.sufficient else (check.detail or "insufficient funds")
         except (BankUnavailable, BankRejected) as exc:
             available, error = FundsAvailable.ERROR, str(exc)
+        if available != FundsAvailable.FUNDS_AVAILABLE:
+            lease.stop()  # this write ends the step
         with transaction(context.session_factory) as session:
             if not lease.holds(session):
                 return False  # a worker that claimed it after this lease ran out asks again
