@@ -26,6 +26,7 @@ from lxml import etree
 
 from ._xml import (
     DEFAULT_LIMITS,
+    Index,
     ISO20022Error,
     Limits,
     Paths,
@@ -53,6 +54,7 @@ _CONTAINER = {"camt.053": "BkToCstmrStmt", "camt.054": "BkToCstmrDbtCdtNtfctn"}
 _REPORT = {"camt.053": "Stmt", "camt.054": "Ntfctn"}
 _MARKS = frozenset({"CRDT", "DBIT"})
 _BOOLEAN = {"true": True, "1": True, "false": False, "0": False}
+_DETAILS = frozenset({"NtryDtls"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,9 +263,10 @@ class _StatementBuilder:
             self.created_at = parse_datetime(element.text, f"{self.where()}: CreDtTm")
         elif local == "Acct":
             self.has_account = True
-            self.iban = p.text(element, "Id/IBAN")
-            self.other_id = p.text(element, "Id/Othr/Id")
-            self.currency = p.text(element, "Ccy")
+            found = p.index(element)
+            self.iban = found.text("Id/IBAN")
+            self.other_id = found.text("Id/Othr/Id")
+            self.currency = found.text("Ccy")
         elif local == "Bal":
             self.balances.append(self._balance(element))
         elif local == "Ntry":
@@ -292,122 +295,112 @@ class _StatementBuilder:
             entries=tuple(self.entries),
         )
 
-    def _amount(self, element: etree._Element, path: str, where: str) -> tuple[Decimal, str]:
-        found = element.find(self.p(path))
-        if found is None:
+    def _amount(self, found: Index, path: str, where: str) -> tuple[Decimal, str]:
+        element = found.element(path)
+        if element is None:
             raise ISO20022Error(f"{where}: no {path}")
-        currency = (found.get("Ccy") or "").strip()
+        currency = (element.get("Ccy") or "").strip()
         if len(currency) != 3 or not currency.isalpha() or not currency.isupper():
             raise ISO20022Error(f"{where}: {path} has no valid Ccy attribute ({currency!r})")
-        return parse_amount(found.text, f"{where}: {path}"), currency
+        return parse_amount(element.text, f"{where}: {path}"), currency
 
-    def _mark(self, element: etree._Element, where: str) -> str:
-        mark = self.p.text(element, "CdtDbtInd")
+    def _mark(self, found: Index, where: str) -> str:
+        mark = found.text("CdtDbtInd")
         if mark not in _MARKS:
             raise ISO20022Error(f"{where}: CdtDbtInd {mark!r} is neither CRDT nor DBIT")
         return mark
 
-    def _date(self, element: etree._Element, path: str, where: str) -> date | None:
-        day = self.p.text(element, f"{path}/Dt")
+    def _date(self, found: Index, path: str, where: str) -> date | None:
+        day = found.text(f"{path}/Dt")
         if day is not None:
             return parse_date(day, f"{where}: {path}/Dt")
-        moment = self.p.text(element, f"{path}/DtTm")
+        moment = found.text(f"{path}/DtTm")
         if moment is not None:
             return parse_datetime(moment, f"{where}: {path}/DtTm").date()
         return None
 
     def _balance(self, element: etree._Element) -> CamtBalance:
         where = f"{self.where()} balance {len(self.balances) + 1}"
-        code = self.p.text(element, "Tp/CdOrPrtry/Cd") or self.p.text(element, "Tp/CdOrPrtry/Prtry")
+        found = self.p.index(element)
+        code = found.text("Tp/CdOrPrtry/Cd") or found.text("Tp/CdOrPrtry/Prtry")
         if code is None:
             raise ISO20022Error(f"{where}: no balance type (Tp/CdOrPrtry)")
-        amount, currency = self._amount(element, "Amt", where)
+        amount, currency = self._amount(found, "Amt", where)
         return CamtBalance(
             type_code=code,
             amount=amount,
             currency=currency,
-            credit_debit=self._mark(element, where),
-            date=self._date(element, "Dt", where),
+            credit_debit=self._mark(found, where),
+            date=self._date(found, "Dt", where),
         )
 
     def _entry(self, element: etree._Element, sequence: int) -> CamtEntry:
-        p = self.p
         where = f"{self.where()} entry {sequence}"
-        amount, currency = self._amount(element, "Amt", where)
-        raw_reversal = p.text(element, "RvslInd")
+        # The details are indexed per transaction below, not as part of the entry.
+        found = self.p.index(element, skip=_DETAILS)
+        amount, currency = self._amount(found, "Amt", where)
+        raw_reversal = found.text("RvslInd")
         reversal = False
         if raw_reversal is not None:
             if raw_reversal not in _BOOLEAN:
                 raise ISO20022Error(f"{where}: RvslInd {raw_reversal!r} is not true or false")
             reversal = _BOOLEAN[raw_reversal]
-        status_element = element.find(p("Sts"))
-        status = None
-        if status_element is not None:
-            # .02 writes the code as the element's text, .08 inside Cd (or Prtry).
-            text = (status_element.text or "").strip()
-            status = text or p.text(status_element, "Cd") or p.text(status_element, "Prtry")
+        # .02 writes the status code as the element's text, .08 inside Cd (or Prtry).
+        status = found.text("Sts") or found.text("Sts/Cd") or found.text("Sts/Prtry")
         if status is None:
             raise ISO20022Error(f"{where}: no status (Sts)")
-        domain = p.text(element, "BkTxCd/Domn/Cd")
+        domain = found.text("BkTxCd/Domn/Cd")
         if domain is not None:
-            family = p.text(element, "BkTxCd/Domn/Fmly/Cd") or ""
-            sub_family = p.text(element, "BkTxCd/Domn/Fmly/SubFmlyCd") or ""
+            family = found.text("BkTxCd/Domn/Fmly/Cd") or ""
+            sub_family = found.text("BkTxCd/Domn/Fmly/SubFmlyCd") or ""
             code: str | None = "/".join((domain, family, sub_family))
         else:
-            code = p.text(element, "BkTxCd/Prtry/Cd")
+            code = found.text("BkTxCd/Prtry/Cd")
         transactions = tuple(
-            self._transaction(tx, f"{where} transaction {index}", currency)
-            for index, tx in enumerate(element.iterfind(p("NtryDtls/TxDtls")), 1)
+            self._transaction(self.p.index(tx), f"{where} transaction {index}", currency)
+            for index, tx in enumerate(element.iterfind(self.p("NtryDtls/TxDtls")), 1)
         )
         return CamtEntry(
             sequence=sequence,
             amount=amount,
             currency=currency,
-            credit_debit=self._mark(element, where),
+            credit_debit=self._mark(found, where),
             reversal=reversal,
             status=status,
-            booking_date=self._date(element, "BookgDt", where),
-            value_date=self._date(element, "ValDt", where),
-            bank_reference=p.text(element, "AcctSvcrRef"),
-            entry_reference=p.text(element, "NtryRef"),
+            booking_date=self._date(found, "BookgDt", where),
+            value_date=self._date(found, "ValDt", where),
+            bank_reference=found.text("AcctSvcrRef"),
+            entry_reference=found.text("NtryRef"),
             bank_transaction_code=code,
-            additional_info=p.text(element, "AddtlNtryInf"),
+            additional_info=found.text("AddtlNtryInf"),
             transactions=transactions,
         )
 
-    def _transaction(
-        self, element: etree._Element, where: str, entry_currency: str
-    ) -> CamtTransaction:
-        p = self.p
+    def _transaction(self, found: Index, where: str, entry_currency: str) -> CamtTransaction:
         amount: Decimal | None = None
         currency: str | None = None
         # The amount in the account's currency first; the instructed amount only when it is in
         # that currency too (a foreign-currency instructed amount is not what was booked).
         for path in ("Amt", "AmtDtls/TxAmt/Amt", "AmtDtls/InstdAmt/Amt"):
-            if element.find(p(path)) is not None:
-                found_amount, found_currency = self._amount(element, path, where)
+            if found.element(path) is not None:
+                found_amount, found_currency = self._amount(found, path, where)
                 if path != "AmtDtls/InstdAmt/Amt" or found_currency == entry_currency:
                     amount, currency = found_amount, found_currency
                     break
-        end_to_end = p.text(element, "Refs/EndToEndId")
+        end_to_end = found.text("Refs/EndToEndId")
         if end_to_end == "NOTPROVIDED":
             end_to_end = None
-        reason_text = " ".join(p.texts(element, "RtrInf/AddtlInf")) or None
-        remittance = " ".join(p.texts(element, "RmtInf/Ustrd")) or None
         return CamtTransaction(
             end_to_end_id=end_to_end,
             amount=amount,
             currency=currency,
-            account_servicer_reference=p.text(element, "Refs/AcctSvcrRef"),
-            instruction_id=p.text(element, "Refs/InstrId"),
-            payment_information_id=p.text(element, "Refs/PmtInfId"),
-            return_reason_code=p.text(element, "RtrInf/Rsn/Cd")
-            or p.text(element, "RtrInf/Rsn/Prtry"),
-            return_reason_text=reason_text,
+            account_servicer_reference=found.text("Refs/AcctSvcrRef"),
+            instruction_id=found.text("Refs/InstrId"),
+            payment_information_id=found.text("Refs/PmtInfId"),
+            return_reason_code=found.text("RtrInf/Rsn/Cd") or found.text("RtrInf/Rsn/Prtry"),
+            return_reason_text=" ".join(found.texts("RtrInf/AddtlInf")) or None,
             # .08 wraps the party in Pty (Party40Choice); .02 names it directly.
-            creditor_name=p.text(element, "RltdPties/Cdtr/Pty/Nm")
-            or p.text(element, "RltdPties/Cdtr/Nm"),
-            debtor_name=p.text(element, "RltdPties/Dbtr/Pty/Nm")
-            or p.text(element, "RltdPties/Dbtr/Nm"),
-            remittance=remittance,
+            creditor_name=found.text("RltdPties/Cdtr/Pty/Nm") or found.text("RltdPties/Cdtr/Nm"),
+            debtor_name=found.text("RltdPties/Dbtr/Pty/Nm") or found.text("RltdPties/Dbtr/Nm"),
+            remittance=" ".join(found.texts("RmtInf/Ustrd")) or None,
         )
