@@ -198,6 +198,7 @@ def test_the_stream_must_match_the_declared_count_and_sum() -> None:
         ({"control_sum": Decimal("1.001")}, "control sum 1.001"),
         ({"currency": "XYZ"}, "not a known ISO 4217"),
         ({"control_sum": Decimal("1" * 19)}, "more than 18 digits"),
+        ({"control_sum": Decimal("1E+40")}, "control sum 1E"),
     ],
 )
 def test_a_bad_header_is_refused_before_anything_is_written(
@@ -218,6 +219,30 @@ def test_latin_only_profile_refuses_rather_than_transliterates() -> None:
     with pytest.raises(ISO20022Error, match="outside the Latin character set") as info:
         write_pain001(io.BytesIO(), batch(1, "50.25"), [mixed()[1]], profile)
     assert "'\u0410'" in str(info.value)  # the Cyrillic A that starts the name
+
+
+def test_bic_follows_each_version_pattern() -> None:
+    # .09 (BICFIDec2014) allows a digit in the location code's first place; .03 does not.
+    agent = FinancialInstitution(bic="NRTHKE01")
+    tx = CreditTransfer("d-1", Decimal("1.00"), "KES", "A", OtherAccount("1"), agent)
+    assert_valid("pain.001.001.09", write(batch(1, "1.00"), [tx], "pain.001.001.09"))
+    with pytest.raises(ISO20022Error, match="'NRTHKE01' is not a BIC"):
+        write(batch(1, "1.00"), [tx], "pain.001.001.03")
+
+
+def test_charge_bearer_is_one_of_the_iso_codes() -> None:
+    out = io.BytesIO()
+    write_pain001(out, batch(4, "200.01"), mixed(), Pain001Profile(charge_bearer="SLEV"))
+    assert b"<ChrgBr>SLEV</ChrgBr>" in assert_valid_bytes(out.getvalue())
+    with pytest.raises(ISO20022Error, match="charge bearer 'OURS'"):
+        write_pain001(
+            io.BytesIO(), batch(4, "200.01"), mixed(), Pain001Profile(charge_bearer="OURS")
+        )
+
+
+def assert_valid_bytes(document: bytes) -> bytes:
+    assert_valid("pain.001.001.09", document)
+    return document
 
 
 def test_unsupported_version_is_refused() -> None:

@@ -156,7 +156,10 @@ _XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]
 # The SEPA / EPC basic Latin character set.
 _LATIN = re.compile(r"[A-Za-z0-9/\-?:().,'+ ]*")
 _IBAN = re.compile(r"[A-Z]{2}[0-9]{2}[A-Za-z0-9]{1,30}")
-_BIC = re.compile(r"[A-Z0-9]{4}[A-Z]{2}[A-Z0-9]{2}([A-Z0-9]{3})?")
+# The schemas' own patterns: .09's BICFIDec2014Identifier, and .03's stricter BICIdentifier.
+_BIC_09 = re.compile(r"[A-Z0-9]{4}[A-Z]{2}[A-Z0-9]{2}([A-Z0-9]{3})?")
+_BIC_03 = re.compile(r"[A-Z]{6}[A-Z2-9][A-NP-Z0-9]([A-Z0-9]{3})?")
+_CHARGE_BEARERS = frozenset({"DEBT", "CRED", "SHAR", "SLEV"})
 _CURRENCY = re.compile(r"[A-Z]{3}")
 
 
@@ -316,7 +319,11 @@ class _Writer:
             raise ISO20022Error("number of transactions has more than 15 digits")
         if not isinstance(b.control_sum, Decimal) or not b.control_sum.is_finite():
             raise ISO20022Error("control sum must be a finite Decimal")
-        if b.control_sum <= 0 or b.control_sum != b.control_sum.quantize(self.places):
+        try:
+            exact = b.control_sum == b.control_sum.quantize(self.places)
+        except InvalidOperation:  # more digits than any decimal context here holds
+            exact = False
+        if b.control_sum <= 0 or not exact:
             raise ISO20022Error(
                 f"control sum {b.control_sum} is not a positive {self.currency} amount"
             )
@@ -371,9 +378,12 @@ class _Writer:
         if self.v09 and b.funds_block_reference is not None:
             parts.append(f"<InstrForDbtrAgt>{_esc(b.funds_block_reference)}</InstrForDbtrAgt>")
         if self.profile.charge_bearer is not None:
-            parts.append(
-                f"<ChrgBr>{self._code(self.profile.charge_bearer, 'charge bearer')}</ChrgBr>"
-            )
+            if self.profile.charge_bearer not in _CHARGE_BEARERS:
+                raise ISO20022Error(
+                    f"charge bearer {self.profile.charge_bearer!r} is not one of "
+                    f"{', '.join(sorted(_CHARGE_BEARERS))}"
+                )
+            parts.append(f"<ChrgBr>{self.profile.charge_bearer}</ChrgBr>")
         return "".join(parts)
 
     def transaction(self, tx: CreditTransfer) -> str:
@@ -473,7 +483,8 @@ class _Writer:
             raise ISO20022Error(f"{what} has no BIC, clearing member id, other id or name")
         parts = ["<FinInstnId>"]
         if agent.bic is not None:
-            if not isinstance(agent.bic, str) or not _BIC.fullmatch(agent.bic):
+            pattern = _BIC_09 if self.v09 else _BIC_03
+            if not isinstance(agent.bic, str) or not pattern.fullmatch(agent.bic):
                 raise ISO20022Error(f"{what}: {agent.bic!r} is not a BIC")
             tag = "BICFI" if self.v09 else "BIC"
             parts.append(f"<{tag}>{agent.bic}</{tag}>")
