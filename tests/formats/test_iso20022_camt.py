@@ -357,3 +357,15 @@ def test_pain002_without_original_group_is_refused() -> None:
     end = document.index(b"</OrgnlGrpInfAndSts>") + len(b"</OrgnlGrpInfAndSts>")
     with pytest.raises(ISO20022Error, match="before the group header and the original"):
         list(iter_status_report(io.BytesIO(document[:start] + document[end:])))
+
+
+def test_declared_encodings_and_a_bom_are_honoured() -> None:
+    document = read("camt.054.001.08.xml")
+    assert len(list(iter_camt(io.BytesIO(b"\xef\xbb\xbf" + document)))) == 1
+    text = document.decode()
+    utf16 = text.replace('encoding="UTF-8"', 'encoding="UTF-16"').encode("utf-16")
+    (statement,) = list(iter_camt(io.BytesIO(utf16)))
+    assert statement.entries[0].transactions[0].creditor_name == "محمد علي"
+    latin = text.replace('encoding="UTF-8"', 'encoding="ISO-8859-1"').replace("محمد علي", "José")
+    (statement,) = list(iter_camt(io.BytesIO(latin.encode("latin-1"))))
+    assert statement.entries[0].transactions[0].creditor_name == "José"
