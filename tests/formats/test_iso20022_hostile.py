@@ -82,6 +82,21 @@ def test_billion_laughs_is_refused_quickly() -> None:
     assert time.monotonic() - started < 2
 
 
+def test_entity_expansion_in_a_root_attribute_is_stopped_by_libxml2() -> None:
+    # Attribute values are expanded while the root start tag is parsed, before the DOCTYPE
+    # check can run; libxml2's amplification limit stops it.
+    entities = ['<!ENTITY a0 "lol">'] + [
+        f'<!ENTITY a{i} "{("&a" + str(i - 1) + ";") * 10}">' for i in range(1, 12)
+    ]
+    document = (
+        f'<?xml version="1.0"?><!DOCTYPE d [{"".join(entities)}]>'
+        f'<Document xmlns="{CAMT_NS.decode()}" a="&a11;"><BkToCstmrStmt/></Document>'
+    ).encode()
+    started = time.monotonic()
+    assert "amplification" in refused(document)
+    assert time.monotonic() - started < 2
+
+
 def test_any_doctype_is_refused() -> None:
     assert "DOCTYPE" in refused(with_doctype("<!DOCTYPE Document>", "M"))
 
@@ -202,3 +217,5 @@ def test_a_path_or_bytes_instead_of_a_file_is_refused() -> None:
         list(iter_camt("/etc/passwd"))  # type: ignore[arg-type]
     with pytest.raises(ISO20022Error, match="open binary file object"):
         list(iter_camt(b"<Document/>"))  # type: ignore[arg-type]
+    with pytest.raises(ISO20022Error, match="not a PosixPath"):
+        list(iter_camt(SAMPLES / "camt.054.001.08.xml"))  # type: ignore[arg-type]

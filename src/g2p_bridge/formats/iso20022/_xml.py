@@ -19,6 +19,7 @@ exception type escapes for bad input.
 
 from __future__ import annotations
 
+import os
 import re
 from collections import deque
 from collections.abc import Iterator
@@ -97,9 +98,12 @@ def secure_events(
     than ``max_yield_depth`` are checked but not yielded: the readers take each entry as a
     subtree when it ends, and most events of a statement are inside entries.
     """
-    if isinstance(source, str | bytes | bytearray):
+    if isinstance(source, str | bytes | bytearray | os.PathLike):
         # A path or a document passed by mistake would be read as a file name by lxml.
-        raise ISO20022Error("expected an open binary file object, not a str or bytes")
+        raise ISO20022Error(
+            f"expected an open binary file object, not a {type(source).__name__} "
+            "(a str or bytes would be taken as a file name)"
+        )
     parser = etree.iterparse(
         source,
         events=("start", "end"),
