@@ -260,7 +260,18 @@ def test_batch_entry_whose_transactions_do_not_add_up_is_reported() -> None:
     )
     (statement,) = list(iter_camt(io.BytesIO(document)))
     problem = to_recon_statement(statement).balance_problem()
-    assert problem is not None and "transactions total 3.50, the entry 3.00" in problem
+    assert problem is not None and "transaction(s) total 3.50, the entry 3.00" in problem
+
+
+def test_single_transaction_amount_differing_from_its_entry_is_reported() -> None:
+    entry = _Ntry("DBIT", False, "BOOK", (_Tx("a", Decimal(2)),))
+    document = camt053([entry], Decimal(100)).replace(
+        b'<Amt Ccy="USD">2.00</Amt></TxDtls>', b'<Amt Ccy="USD">1.90</Amt></TxDtls>', 1
+    )
+    (statement,) = list(iter_camt(io.BytesIO(document)))
+    assert statement.balance_problem() is None  # the entry itself balances
+    problem = to_recon_statement(statement).balance_problem()
+    assert problem is not None and "1 transaction(s) total 1.90, the entry 2.00" in problem
 
 
 def test_batch_entry_with_a_transaction_without_amount_is_refused() -> None:

@@ -18,8 +18,8 @@ Mapping (docs/banks.md has the table):
   closed"), in ``reversal_reason`` and in ``subfields()["RTRN"]``;
 * ``DBIT`` with ``RvslInd=true`` is ``RC``; any other ``CRDT`` is ``C``;
 * an entry with several ``TxDtls`` (batch booking) becomes one entry per transaction, each with
-  its own amount and ``EndToEndId``; the sum of their amounts must equal the entry's, else
-  :meth:`ReconStatement.balance_problem` says so;
+  its own amount and ``EndToEndId``; the transactions' amounts, where given, must add up to the
+  entry's (for a single transaction too), else :meth:`ReconStatement.balance_problem` says so;
 * ``customer_reference`` is ``EndToEndId`` ("" when absent or NOTPROVIDED);
 * ``statement_number`` is ``ElctrncSeqNb``, else ``LglSeqNb``, else the statement ``Id`` (a
   camt.054 often has none of the numbers); gaps per account: :func:`sequence_gaps`.
@@ -157,20 +157,22 @@ def to_recon_statement(statement: CamtStatement) -> ReconStatement:
         if not entry.is_booked:
             continue
         transactions: tuple[CamtTransaction | None, ...] = entry.transactions or (None,)
-        if len(transactions) > 1:
-            missing = [i for i, t in enumerate(transactions, 1) if t is None or t.amount is None]
-            if missing:
-                raise ISO20022Error(
-                    f"{label} entry {entry.sequence}: batch of {len(transactions)} transactions "
-                    f"where transaction {missing[0]} has no amount"
-                )
+        missing = [i for i, t in enumerate(transactions, 1) if t is None or t.amount is None]
+        if missing and len(transactions) > 1:
+            raise ISO20022Error(
+                f"{label} entry {entry.sequence}: batch of {len(transactions)} transactions "
+                f"where transaction {missing[0]} has no amount"
+            )
+        if not missing:
+            # Also for a single transaction: an amount that differs from its entry's (charges
+            # taken from the payment, say) must not reconcile silently.
             with localcontext() as ctx:
                 ctx.prec = 200
                 total = sum((t.amount for t in transactions if t and t.amount), Decimal(0))
             if total != entry.amount:
                 problems.append(
-                    f"{label} entry {entry.sequence}: its {len(transactions)} transactions total "
-                    f"{total}, the entry {entry.amount} {entry.currency}"
+                    f"{label} entry {entry.sequence}: its {len(transactions)} transaction(s) "
+                    f"total {total}, the entry {entry.amount} {entry.currency}"
                 )
         for transaction in transactions:
             entries.append(_entry(entry, transaction, len(entries) + 1))
