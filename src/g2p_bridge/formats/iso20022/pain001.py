@@ -257,7 +257,8 @@ def write_pain001_file(
 
 
 class _Writer:
-    """Builds each part of the document as a small element; holds the running totals."""
+    """Checks every value and builds each part of the document as escaped XML text; holds the
+    running count and total that the header must match."""
 
     def __init__(self, batch: PaymentBatch, profile: Pain001Profile) -> None:
         self.batch = batch
