@@ -163,8 +163,8 @@ async def read_statement_upload(request: Request, limit: int) -> StatementUpload
             parser.write(chunk)
         except FormParserError as exc:
             raise _refused(f"the multipart body is malformed: {exc}") from exc
-    if not collector.found:
-        raise _refused(f"the multipart body has no {FIELD!r} field")
     if not collector.ended:
         raise _refused("the multipart body ends before its closing boundary")
+    if not collector.found:
+        raise _refused(f"the multipart body has no {FIELD!r} field")
     return StatementUpload(bytes(collector.content), collector.filename)
