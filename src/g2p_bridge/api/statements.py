@@ -81,13 +81,20 @@ async def upload_mt940(request: Request) -> Response:
     )
 
 
-def _operator_route(action: str, apply: Callable[[Session, str], None]) -> Any:
-    async def route(request: Request, statement_id: str) -> Response:
+def _operator_route(action: str, apply: Callable[[Session, str, str | None], None]) -> Any:
+    """An administrator's action on one statement (core/statements.py says what each does);
+    audited there, in the action's transaction."""
+
+    async def route(
+        request: Request,
+        statement_id: str,
+        reason: str | None = Query(None, max_length=512, description="recorded with the action"),
+    ) -> Response:
         principal = principal_of(request)
 
         def run(session: Session) -> StatementPayload:
             principal.require_role("admin")
-            apply(session, statement_id)
+            apply(session, statement_id, reason)
             session.flush()
             return statements.statement_payload(
                 session, statements.get_statement(session, statement_id)

@@ -497,10 +497,16 @@ def park_statement(session: Session, statement_id: str, reason: str | None = Non
     statement.error_reason = f"parked by an operator: {reason or 'no reason given'}"[:2000]
     statement.lease_until = None
     statement.processed_at = utcnow()
-    audit.record(session, "statement.park", "statement", statement_id, detail={"before": before})
+    audit.record(
+        session,
+        "statement.park",
+        "statement",
+        statement_id,
+        detail={"before": before, "reason": reason},
+    )
 
 
-def retry_statement(session: Session, statement_id: str) -> None:
+def retry_statement(session: Session, statement_id: str, reason: str | None = None) -> None:
     """Queues a statement in ERROR (given up after its attempts, rejected, or parked) again,
     with its attempts reset. Nothing of a statement in ERROR was applied, so it is applied as if
     it had just been uploaded, in its place in its accounts' upload order."""
@@ -512,11 +518,11 @@ def retry_statement(session: Session, statement_id: str) -> None:
         "statement.retry",
         "statement",
         statement_id,
-        detail={"before": before, "vouched_for_legacy_upload": vouched},
+        detail={"before": before, "reason": reason, "vouched_for_legacy_upload": vouched},
     )
 
 
-def reprocess_statement(session: Session, statement_id: str) -> None:
+def reprocess_statement(session: Session, statement_id: str, reason: str | None = None) -> None:
     """Applies a PROCESSED or ERROR statement again from its stored file. What its previous pass
     recorded for the statement itself (its pages, its reconciliation errors, its counts) is
     replaced by the new pass; what it did to disbursements stays: an entry whose remittance or
@@ -543,6 +549,7 @@ def reprocess_statement(session: Session, statement_id: str) -> None:
         detail={
             "before": before,
             "errors_replaced": removed,
+            "reason": reason,
             "vouched_for_legacy_upload": vouched,
         },
     )
