@@ -20,7 +20,12 @@ from g2p_bridge.auth import Principal
 from g2p_bridge.core import statements
 from g2p_bridge.core.context import Context
 from g2p_bridge.core.errors import BridgeError
-from g2p_bridge.core.statements import park_statement, process_statement, store_statement
+from g2p_bridge.core.statements import (
+    park_statement,
+    process_statement,
+    reprocess_statement,
+    store_statement,
+)
 from g2p_bridge.db import transaction
 from g2p_bridge.embedded import EmbeddedRunner
 from g2p_bridge.models import (
@@ -327,4 +332,26 @@ def test_entries_in_another_currency_than_the_accounts_are_not_applied(session_f
     assert error_codes(context, statement_id) == ["CURRENCY_MISMATCH"] * 2
     assert "program account is in USD" in (done.balance_problems or "")
     assert states(session_factory, "env-1") == {"RECONCILED": 1, "SHIPPED": 1}
+    counters_match_rows(session_factory)
+
+
+def test_reprocessing_applies_what_could_not_be_applied_before(session_factory) -> None:
+    context, ids = setup(session_factory, 1)
+    late = "d-env-2-000000"  # the id env-2's disbursement will have
+    statement_id = upload(
+        context, mt940(ACCOUNT_A, [("D", ids[0], TEN, "a"), ("D", late, TEN, "b")])
+    )
+    assert process_statement(context, statement_id)
+    assert error_codes(context, statement_id) == ["INVALID_DISBURSEMENT_ID"]
+    with transaction(session_factory) as session:  # the PBMS sends it only now
+        assert add_envelope(session, "env-2", "PROG1") == [late]
+    assert EmbeddedRunner(context).run_until_idle(timeout=30)
+    assert states(session_factory, "env-2") == {"SHIPPED": 1}
+    with transaction(session_factory) as session:
+        reprocess_statement(session, statement_id, "the late envelope has arrived")
+    assert process_statement(context, statement_id)
+    again = row(context, statement_id)
+    assert (again.entries_matched, again.entries_unmatched) == (1, 1)
+    assert error_codes(context, statement_id) == ["DUPLICATE_DISBURSEMENT"]
+    assert states(session_factory, "env-1") == states(session_factory, "env-2") == {"RECONCILED": 1}
     counters_match_rows(session_factory)
