@@ -136,11 +136,15 @@ def test_an_unauthenticated_200_mb_upload_is_refused_before_a_byte_is_read(api, 
     assert temp_dir_bytes(temp_dir) == 0
 
 
-def test_a_client_without_the_bank_role_gets_nothing_read_either(api, temp_dir) -> None:
+@pytest.mark.parametrize(
+    "claims",
+    [{"role": "pbms", "programs": ["PROG1"]}, {"role": "bank"}],  # a bank with no bank codes
+)
+def test_a_client_that_may_not_upload_gets_nothing_read_either(api, temp_dir, claims) -> None:
     app, settings = api
     body = Body(endless(200 * MIB))
-    pbms = issue_token(settings, "pbms-1", "pbms", programs=["PROG1"])
-    status, answer = call(app, body, pbms, None)  # no Content-Length: chunked
+    refused = issue_token(settings, "client-1", **claims)
+    status, answer = call(app, body, refused, None)  # no Content-Length: chunked
     assert status == 403 and answer["header"]["meta"]["error_code"] == "ACCESS_DENIED"
     assert body.pulled == 0 and temp_dir_bytes(temp_dir) == 0
 

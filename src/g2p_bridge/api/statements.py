@@ -43,6 +43,11 @@ async def upload_mt940(request: Request) -> Response:
     hint = {"action": "upload_mt940"}
     try:
         principal.require_role("bank")
+        if not principal.is_admin and not principal.bank_codes:
+            # It could be granted no account at all: not worth reading its file.
+            raise Forbidden(
+                ErrorCode.ACCESS_DENIED, f"client {principal.client_id!r} holds no bank codes"
+            )
         received = await upload.read_statement_upload(request, limit)
 
         def run() -> str:
