@@ -311,9 +311,10 @@ def _operate_on_statement(action: str, statement_id: str, reason: str | None = N
     from g2p_bridge.observability import actor_var, role_var
 
     # Whoever can run this command on the server holds the database: an administrator.
-    actor_var.set(f"cli:{getpass.getuser()}"[:128])
-    role_var.set("admin")
-    factory = make_session_factory(make_engine(get_settings().database_url))
+    actor = actor_var.set(f"cli:{getpass.getuser()}"[:128])
+    role = role_var.set("admin")
+    engine = make_engine(get_settings().database_url)
+    factory = make_session_factory(engine)
     try:
         with transaction(factory) as session:
             if action == "park":
@@ -326,6 +327,11 @@ def _operate_on_statement(action: str, statement_id: str, reason: str | None = N
             state = service.get_statement(session, statement_id).state
     except BridgeError as exc:
         raise click.ClickException(f"{exc.code}: {exc.message}") from exc
+    finally:
+        # Not left behind for whatever else runs in this process (an embedding, a test).
+        actor_var.reset(actor)
+        role_var.reset(role)
+        engine.dispose()
     click.echo(f"statement {statement_id} is {state}")
 
 
