@@ -22,7 +22,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import (
-    DataError,
     DBAPIError,
     IntegrityError,
     InterfaceError,
@@ -126,9 +125,6 @@ def bulk_insert(session: Session, model: Any, rows: list[dict[str, Any]]) -> Non
     except psycopg.errors.IntegrityError as exc:
         # The same exception SQLAlchemy raises for an INSERT, so callers handle one kind.
         raise IntegrityError(statement, None, exc) from exc
-    except psycopg.DataError as exc:
-        # A value its column cannot hold: as for an INSERT, so that callers see a content error.
-        raise DataError(statement, None, exc) from exc
     except psycopg.InterfaceError as exc:
         raise InterfaceError(statement, None, exc) from exc
     except psycopg.OperationalError as exc:

@@ -424,9 +424,22 @@ def _recurs_with_content(exc: BaseException) -> bool:
     if isinstance(exc, DBAPIError) and not is_database_outage(exc):
         # Any other refusal by the database of what this statement asked it to store.
         return True
+    if _driver_refused_content(exc):
+        return True
     # A statement that runs into the server's statement timeout or a size limit will again.
     orig = getattr(exc, "orig", None)
     return type(orig).__name__ in ("QueryCanceled", "ProgramLimitExceeded")
+
+
+def _driver_refused_content(exc: BaseException) -> bool:
+    """psycopg's own error, as the COPY of bulk_insert may raise it unwrapped (a value longer
+    than its column): the database refusing the content, unless the server or the connection
+    is away (OperationalError) or the driver is misused (InterfaceError, not a DatabaseError)."""
+    try:
+        import psycopg
+    except ImportError:  # an embedded (SQLite) installation without the driver
+        return False
+    return isinstance(exc, psycopg.DatabaseError) and not isinstance(exc, psycopg.OperationalError)
 
 
 def _record_failure(context: Context, statement_id: str, reason: str, final: bool) -> None:
