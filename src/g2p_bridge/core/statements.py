@@ -39,6 +39,7 @@ from g2p_bridge.core.errors import (
     BridgeError,
     Conflict,
     ErrorCode,
+    Forbidden,
     InvalidRequest,
     NotFound,
     PayloadTooLarge,
@@ -109,7 +110,19 @@ def store_statement(
             ErrorCode.INVALID_ACCOUNT_NUMBER,
             f"no benefit program is paid from account(s) {_shown(unknown)}",
         )
-    uploader.require_bank_codes(set(banks.values()))
+    uploader.require_role("bank")
+    if not uploader.is_admin:
+        # Named by account, not by the other bank's code: a bank learns nothing of who else
+        # pays from an account it may not reconcile.
+        refused = sorted(
+            a for a, bank_code in banks.items() if bank_code not in uploader.bank_codes
+        )
+        if refused:
+            raise Forbidden(
+                ErrorCode.ACCESS_DENIED,
+                f"client {uploader.client_id!r} may not upload statements of account(s) "
+                f"{_shown(refused)}",
+            )
     # Uploads take the statement lock too, and are stamped under it, so upload order is commit
     # order even when a bank sends two at once: reconciliation relies on it.
     _lock_statements(session)
