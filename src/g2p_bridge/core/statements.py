@@ -490,10 +490,22 @@ def _vouch_if_legacy(session: Session, statement: AccountStatement) -> bool:
 
 
 def _operator_action(
-    session: Session, statement_id: str, action: str, allowed: tuple[str, ...]
+    session: Session,
+    statement_id: str,
+    action: str,
+    allowed: tuple[str, ...],
+    reason: str | None,
 ) -> tuple[AccountStatement, dict[str, Any]]:
     """Takes the statement lock (so no worker is applying it meanwhile) and checks its state;
     returns the statement and its state before, for the audit event."""
+    if reason is not None and (
+        len(reason) > 512 or any(ord(c) < 32 or ord(c) == 127 for c in reason)
+    ):
+        # It goes into the statement's error reason and the audit trail, and from there into
+        # logs and screens: one line of at most 512 characters.
+        raise InvalidRequest(
+            ErrorCode.INVALID_REQUEST, "reason: at most 512 characters, no control characters"
+        )
     _lock_statements(session)
     statement = get_statement(session, statement_id)
     # A PROCESSING row under the lock is one whose worker died (claims commit with outcomes).
@@ -518,7 +530,7 @@ def park_statement(session: Session, statement_id: str, reason: str | None = Non
     """Parks a waiting statement in ERROR, applying nothing of it, so that it no longer holds
     back the later statements of its accounts. ``retry`` queues it again."""
     waiting = (StatementState.PENDING, StatementState.PROCESSING)
-    statement, before = _operator_action(session, statement_id, "park", waiting)
+    statement, before = _operator_action(session, statement_id, "park", waiting, reason)
     statement.state = StatementState.ERROR
     statement.error_reason = f"parked by an operator: {reason or 'no reason given'}"[:2000]
     statement.lease_until = None
@@ -536,7 +548,9 @@ def retry_statement(session: Session, statement_id: str, reason: str | None = No
     """Queues a statement in ERROR (given up after its attempts, rejected, or parked) again,
     with its attempts reset. Nothing of a statement in ERROR was applied, so it is applied as if
     it had just been uploaded, in its place in its accounts' upload order."""
-    statement, before = _operator_action(session, statement_id, "retry", (StatementState.ERROR,))
+    statement, before = _operator_action(
+        session, statement_id, "retry", (StatementState.ERROR,), reason
+    )
     vouched = _vouch_if_legacy(session, statement)
     _requeue(statement)
     audit.record(
@@ -557,7 +571,7 @@ def reprocess_statement(session: Session, statement_id: str, reason: str | None 
     that could not be applied before (its disbursement unknown then, its program's account
     since corrected) is applied now."""
     allowed = (StatementState.PROCESSED, StatementState.ERROR)
-    statement, before = _operator_action(session, statement_id, "reprocess", allowed)
+    statement, before = _operator_action(session, statement_id, "reprocess", allowed, reason)
     removed = session.execute(
         delete(ReconError).where(ReconError.statement_id == statement_id)
     ).rowcount  # type: ignore[attr-defined]
