@@ -546,8 +546,9 @@ def park_statement(session: Session, statement_id: str, reason: str | None = Non
 
 def retry_statement(session: Session, statement_id: str, reason: str | None = None) -> None:
     """Queues a statement in ERROR (given up after its attempts, rejected, or parked) again,
-    with its attempts reset. Nothing of a statement in ERROR was applied, so it is applied as if
-    it had just been uploaded, in its place in its accounts' upload order."""
+    with its attempts reset, in its place in its accounts' upload order. A failed pass applied
+    nothing (one transaction); should an earlier pass have been applied (a re-process that then
+    failed), its entries are found on record and become duplicate errors."""
     statement, before = _operator_action(
         session, statement_id, "retry", (StatementState.ERROR,), reason
     )
