@@ -195,7 +195,8 @@ def _summary(accounts: set[str]) -> str:
 # What can be stored, from the column types themselves so the checks cannot drift from them.
 def _length(column: Any) -> int:
     length = column.type.length
-    assert isinstance(length, int), column
+    if not isinstance(length, int):  # a column without a length is not one to check here
+        raise TypeError(f"column {column} has no length")
     return length
 
 
@@ -232,7 +233,8 @@ def amount_fits(value: Decimal) -> bool:
     if not value.is_finite():
         return False
     _, digits, exponent = value.as_tuple()
-    assert isinstance(exponent, int)
+    if not isinstance(exponent, int):  # "n", "N" or "F": not finite, handled above
+        return False
     if exponent >= -_AMOUNT_SCALE:
         # The common case, without arithmetic: count the digits before the decimal point.
         return len(digits) + exponent <= _AMOUNT_PRECISION - _AMOUNT_SCALE
@@ -278,14 +280,13 @@ def _entry_problem(entry: Entry, disbursement_id: str | None) -> tuple[str, bool
     """Why a debit or reversal cannot be stored: (detail, whether its disbursement id and its
     bank reference can still go on the error row), or None. The beneficiary name is checked
     where it is read, for debits only."""
+    reference = entry.bank_reference
     id_ok = disbursement_id is None or len(disbursement_id) <= _DISBURSEMENT_ID_MAX
-    reference_ok = entry.bank_reference is None or len(entry.bank_reference) <= _BANK_REFERENCE_MAX
-    if not id_ok:
-        assert disbursement_id is not None
+    reference_ok = reference is None or len(reference) <= _BANK_REFERENCE_MAX
+    if disbursement_id is not None and not id_ok:
         detail = _too_long("the disbursement id", disbursement_id, _DISBURSEMENT_ID_MAX)
-    elif not reference_ok:
-        assert entry.bank_reference is not None
-        detail = _too_long("the bank reference", entry.bank_reference, _BANK_REFERENCE_MAX)
+    elif reference is not None and not reference_ok:
+        detail = _too_long("the bank reference", reference, _BANK_REFERENCE_MAX)
     elif not amount_fits(entry.amount):
         detail = f"the amount {str(entry.amount)[:40]} has more digits than can be stored"
     else:
