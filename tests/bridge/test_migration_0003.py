@@ -1,5 +1,5 @@
 """Migration 0003 (statement trust) upgrades a database that holds statements, matches the
-models, and goes back down."""
+models, and goes back down; a database already at 0004 (written beside it) gets it too."""
 
 from __future__ import annotations
 
@@ -75,5 +75,23 @@ def test_0003_upgrades_a_database_holding_statements_and_downgrades(empty_databa
             columns = {c["name"] for c in inspect(conn).get_columns("account_statements")}
             assert "uploader_role" not in columns
             assert conn.execute(text("SELECT count(*) FROM account_statements")).scalar() == 1
+    finally:
+        engine.dispose()
+
+
+def test_a_database_already_at_0004_gets_0003_on_upgrade(empty_database: str) -> None:
+    upgrade(empty_database, "0004")
+    engine = create_engine(empty_database)
+    try:
+        with engine.connect() as conn:
+            assert "statement_accounts" not in inspect(conn).get_table_names()
+        upgrade(empty_database)
+        with engine.connect() as conn:
+            assert "statement_accounts" in inspect(conn).get_table_names()
+            context = MigrationContext.configure(
+                conn, opts={"compare_type": conn.dialect.name != "sqlite"}
+            )
+            assert context.get_current_heads() == ("0005",)
+            assert compare_metadata(context, Base.metadata) == []
     finally:
         engine.dispose()

@@ -252,7 +252,9 @@ def test_operator_routes_are_for_administrators_and_check_the_state(
     assert client.http.post("/statements/nope/park").status_code == 404
     for bad in ("line%0Abreak", "nul%00", "x" * 513):
         refused = client.http.post(f"/statements/{statement_id}/park?reason={bad}")
-        assert refused.status_code == 422, (bad, refused.text)
+        # 400 when the edge refuses a control character in the URL itself, 422 otherwise.
+        assert refused.status_code in (400, 422), (bad, refused.text)
+        assert refused.json()["header"]["status"] == "rjct"
     conflict = client.http.post(f"/statements/{statement_id}/retry")  # PENDING: nothing to retry
     assert conflict.status_code == 409
     assert conflict.json()["header"]["meta"]["error_code"] == "INVALID_STATEMENT_STATE"

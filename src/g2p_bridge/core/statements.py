@@ -53,7 +53,14 @@ from g2p_bridge.core.mt940 import (
     iter_statements,
 )
 from g2p_bridge.core.work import claim
-from g2p_bridge.db import bulk_insert, is_database_outage, is_postgres, one_of, transaction
+from g2p_bridge.db import (
+    bulk_insert,
+    get_required,
+    is_database_outage,
+    is_postgres,
+    one_of,
+    transaction,
+)
 from g2p_bridge.models import (
     AccountStatement,
     BenefitProgram,
@@ -400,7 +407,8 @@ def process_statement(context: Context, statement_id: str) -> bool:
                 audit.statement_processed(session, current)
         except (StatementRejected, MT940Error) as exc:
             # Nothing of it was applied (the transaction rolled back); say why on the row.
-            assert current is not None
+            if current is None:  # raised before a statement was chosen: nothing to record on
+                raise
             _record_failure(context, current, str(exc), final=True)
         except Exception as exc:
             # A failure that will recur for this statement (a defect meeting its content): count
@@ -677,8 +685,7 @@ def _older_of_its_accounts(session: Session, statement_id: str) -> str | None:
 
 
 def _reconcile(context: Context, session: Session, statement_id: str) -> None:
-    statement = session.get(AccountStatement, statement_id)
-    assert statement is not None
+    statement = get_required(session, AccountStatement, statement_id)
     if statement.uploader_role is None:
         raise StatementRejected(
             "uploaded before the uploader's bank codes were recorded (migration 0003); an "
