@@ -322,6 +322,64 @@ def statements_parse(file: Path, as_json: bool) -> None:
             click.echo(f"  ... {len(shown['entries']) - 20} more")
 
 
+def _operate_on_statement(action: str, statement_id: str, reason: str | None = None) -> None:
+    """Runs an operator action on a statement as the local operator, audited like the API's."""
+    import getpass
+
+    from g2p_bridge.core import statements as service
+    from g2p_bridge.core.errors import BridgeError
+    from g2p_bridge.db import make_engine, make_session_factory, transaction
+    from g2p_bridge.observability import actor_var, role_var
+
+    # Whoever can run this command on the server holds the database: an administrator.
+    actor = actor_var.set(f"cli:{getpass.getuser()}"[:128])
+    role = role_var.set("admin")
+    engine = make_engine(get_settings().database_url)
+    factory = make_session_factory(engine)
+    try:
+        with transaction(factory) as session:
+            if action == "park":
+                service.park_statement(session, statement_id, reason)
+            elif action == "retry":
+                service.retry_statement(session, statement_id, reason)
+            else:
+                service.reprocess_statement(session, statement_id, reason)
+            session.flush()
+            state = service.get_statement(session, statement_id).state
+    except BridgeError as exc:
+        raise click.ClickException(f"{exc.code}: {exc.message}") from exc
+    finally:
+        # Not left behind for whatever else runs in this process (an embedding, a test).
+        actor_var.reset(actor)
+        role_var.reset(role)
+        engine.dispose()
+    click.echo(f"statement {statement_id} is {state}")
+
+
+@statements.command("park")
+@click.argument("statement_id")
+@click.option("--reason", default=None, help="why, for the statement and the audit trail")
+def statements_park(statement_id: str, reason: str | None) -> None:
+    """Park a waiting statement in ERROR so later statements of its accounts go ahead."""
+    _operate_on_statement("park", statement_id, reason)
+
+
+@statements.command("retry")
+@click.argument("statement_id")
+@click.option("--reason", default=None, help="why, for the audit trail")
+def statements_retry(statement_id: str, reason: str | None) -> None:
+    """Queue a statement in ERROR again, its attempts reset (the workers apply it)."""
+    _operate_on_statement("retry", statement_id, reason)
+
+
+@statements.command("reprocess")
+@click.argument("statement_id")
+@click.option("--reason", default=None, help="why, for the audit trail")
+def statements_reprocess(statement_id: str, reason: str | None) -> None:
+    """Apply a PROCESSED or ERROR statement again; entries already applied become duplicates."""
+    _operate_on_statement("reprocess", statement_id, reason)
+
+
 @main.group()
 def mappings() -> None:
     """The local ID-to-financial-address table (the "table" resolver)."""

@@ -18,6 +18,7 @@ from bridge_support import (
     mt940,
     states,
 )
+from g2p_bridge.auth import Principal
 from g2p_bridge.core import disbursements, envelopes, programs
 from g2p_bridge.core.context import Context
 from g2p_bridge.core.dispatch import send_bank_batch
@@ -66,9 +67,12 @@ def setup_envelope(
     return [d.disbursement_id or "" for d in stored]
 
 
-def upload(context: Context, text: str) -> str:
+BANK = Principal("bank", "bank", bank_codes=frozenset({"EXAMPLE"}))
+
+
+def upload(context: Context, text: str, uploader: Principal = BANK) -> str:
     with transaction(context.session_factory) as session:
-        return store_statement(session, text.encode(), "s.mt940", "bank", 10**7).id
+        return store_statement(session, text.encode(), "s.mt940", uploader, 10**7).id
 
 
 def statement_row(context: Context, statement_id: str) -> AccountStatement:
@@ -530,16 +534,24 @@ def test_statement_problems_become_errors_and_alarms(session_factory) -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "reason"),
+    ("text", "code", "reason"),
     [
-        (mt940("999", [("D", "x", Decimal("1.00"), "n")]), "no benefit program is paid from"),
-        (":20:X\n:25:1000000001\n:28C:1\n:60F:C261125USD10,00\n:61:garbage\n", "MT940"),
-        ("hello, this is not a statement", "unexpected text"),
-        ("{1:F01BANK}\n", "no MT940 statement"),
+        (
+            mt940("999", [("D", "x", Decimal("1.00"), "n")]),
+            "INVALID_ACCOUNT_NUMBER",
+            "no benefit program is paid from",
+        ),
+        (
+            ":20:X\n:25:1000000001\n:28C:1\n:60F:C261125USD10,00\n:61:garbage\n",
+            "STATEMENT_UNPARSEABLE",
+            "MT940",
+        ),
+        ("hello, this is not a statement", "STATEMENT_UNPARSEABLE", "unexpected text"),
+        ("{1:F01BANK}\n", "STATEMENT_UNPARSEABLE", "no MT940 statement"),
     ],
 )
-def test_unusable_statement_ends_in_error_with_nothing_applied(
-    session_factory, text, reason
+def test_unusable_statement_is_refused_at_upload_with_nothing_stored(
+    session_factory, text, code, reason
 ) -> None:
     bank = FakeBank()
     context = fake_context(session_factory, bank)
@@ -547,11 +559,10 @@ def test_unusable_statement_ends_in_error_with_nothing_applied(
     runner = EmbeddedRunner(context)
     assert runner.run_until_idle(timeout=30)
     good = mt940(ACCOUNT, [("D", ids[0], Decimal("10.00"), "n")])
-    statement_id = upload(
-        context, text.replace("1000000001", ACCOUNT) + "\n" + good if "garbage" in text else text
-    )
-    assert runner.run_until_idle(timeout=30)
-    row = statement_row(context, statement_id)
-    assert row.state == "ERROR" and reason in (row.error_reason or "")
+    with pytest.raises(BridgeError) as refused:
+        upload(context, text + "\n" + good if "garbage" in text else text)
+    assert refused.value.code == code and reason in refused.value.message
+    with transaction(session_factory) as session:
+        assert session.scalar(select(func.count()).select_from(AccountStatement)) == 0
     assert states(session_factory, "env-1") == {"SHIPPED": 2}
     counters_match_rows(session_factory)

@@ -21,6 +21,7 @@ from g2p_bridge.core.mt940 import (
     MT940Error,
     Statement,
     decode_statement_bytes,
+    iter_statement_headers,
     iter_statements,
     parse_statements,
 )
@@ -573,6 +574,44 @@ def test_mutated_statements_parse_or_raise_mt940_error(text: str) -> None:
     except MT940Error:
         return
     _exercise(statements)
+
+
+def _header_reading(text: str) -> list[tuple[str, str, str | None, Balance, Balance]] | str:
+    def headers(pages: Iterator[Statement]) -> list[tuple[str, str, str | None, Balance, Balance]]:
+        return [
+            (p.account, p.statement_number, p.sequence_number, p.opening_balance, p.closing_balance)
+            for p in pages
+        ]
+
+    try:
+        return headers(iter_statement_headers(text))
+    except MT940Error as exc:
+        return str(exc)
+
+
+@settings(
+    max_examples=300 * FUZZ_SCALE,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(mutated_statement())
+def test_the_upload_reads_the_same_pages_as_reconciliation(text: str) -> None:
+    """The upload authorizes what iter_statement_headers reads; reconciliation applies what
+    iter_statements reads. They must agree on every page's account, number and balances, and
+    refuse the same files with the same reason."""
+    try:
+        full: list[tuple[str, str, str | None, Balance, Balance]] | str = [
+            (p.account, p.statement_number, p.sequence_number, p.opening_balance, p.closing_balance)
+            for p in iter_statements(text)
+        ]
+    except MT940Error as exc:
+        full = str(exc)
+    assert _header_reading(text) == full
+    for framed in (text.replace("\n", "\r"), text.replace("\n", "\r\n")):
+        # Another line ending reads the same pages (a refusal may name another line number).
+        reading = _header_reading(framed)
+        assert reading == full if isinstance(full, list) else isinstance(reading, str)
 
 
 # --- Subfields ----------------------------------------------------------------------------------

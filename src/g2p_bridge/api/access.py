@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
@@ -17,7 +16,7 @@ from g2p_bridge.api.security import principal_of, record_refusal
 from g2p_bridge.api.wire import refusal
 from g2p_bridge.core.errors import Forbidden
 from g2p_bridge.db import transaction
-from g2p_bridge.models import BenefitProgram, Disbursement, DisbursementEnvelope
+from g2p_bridge.models import Disbursement, DisbursementEnvelope
 
 T = TypeVar("T")
 _CHUNK = 5000
@@ -66,25 +65,6 @@ def disbursement_envelopes(
         )
         found.update((disbursement_id, envelope_id) for disbursement_id, envelope_id in rows)
     return found
-
-
-_ACCOUNT = re.compile(rb"^:25P?:([^\r\n]*)", re.MULTILINE)
-
-
-def statement_bank_codes(session: Session, content: bytes) -> set[str]:
-    """The sponsor bank codes of the programs whose accounts the statement's ``:25:`` fields
-    name; accounts of no program are left to processing, which records them as an error."""
-    accounts = {m.group(1).decode("latin-1").strip() for m in _ACCOUNT.finditer(content)}
-    accounts.discard("")
-    if not accounts:
-        return set()
-    return set(
-        session.scalars(
-            select(BenefitProgram.sponsor_bank_code)
-            .where(BenefitProgram.sponsor_bank_account_number.in_(sorted(accounts)[:1000]))
-            .distinct()
-        )
-    )
 
 
 async def guarded(

@@ -57,6 +57,10 @@ class ErrorCode(StrEnum):
     UNKNOWN_ENTRY_TYPE = "UNKNOWN_ENTRY_TYPE"
     DISBURSEMENT_NOT_SHIPPED = "DISBURSEMENT_NOT_SHIPPED"
     WRONG_ACCOUNT = "WRONG_ACCOUNT"
+    # A statement entry holding a value longer (or an amount with more digits) than its column.
+    FIELD_TOO_LONG = "FIELD_TOO_LONG"
+    # An operator's park/retry/re-process of a statement in a state it does not apply to.
+    INVALID_STATEMENT_STATE = "INVALID_STATEMENT_STATE"
     # Authentication and authorization.
     AUTHENTICATION_REQUIRED = "AUTHENTICATION_REQUIRED"
     INVALID_TOKEN = "INVALID_TOKEN"  # noqa: S105 (an error code, not a secret)

@@ -60,6 +60,7 @@ __all__ = [
     "MT940Error",
     "Statement",
     "decode_statement_bytes",
+    "iter_statement_headers",
     "iter_statements",
     "parse_statements",
     "parse_subfields",
@@ -245,7 +246,23 @@ def iter_statements(
     Items that are bytes are decoded line by line with :func:`decode_statement_bytes`, so a file
     opened in binary mode is the safest way to stream a file of unknown encoding.
     """
-    state = _ParseState()
+    return _iter_pages(source, keep_entries=True)
+
+
+def iter_statement_headers(
+    source: str | bytes | TextIO | BinaryIO | Iterable[str] | Iterable[bytes],
+) -> Iterator[Statement]:
+    """The pages :func:`iter_statements` yields, read by the same rules, each without its
+    entries: they are parsed and checked, then dropped (``entries`` is empty). What an upload
+    needs to know (the accounts, numbers and balances), in memory bounded by one entry rather
+    than by one page."""
+    return _iter_pages(source, keep_entries=False)
+
+
+def _iter_pages(
+    source: str | bytes | TextIO | BinaryIO | Iterable[str] | Iterable[bytes], keep_entries: bool
+) -> Iterator[Statement]:
+    state = _ParseState(keep_entries)
     line_no = 0
     try:
         for line_no, raw in enumerate(_iter_lines(source), 1):
@@ -315,9 +332,10 @@ _EntryDateCache = dict[tuple[str, str | None], tuple[date, date | None, str | No
 class _ParseState:
     """Splits lines into fields and fields into statement pages."""
 
-    __slots__ = ("builder", "cache", "entry_dates")
+    __slots__ = ("builder", "cache", "entry_dates", "keep_entries")
 
-    def __init__(self) -> None:
+    def __init__(self, keep_entries: bool = True) -> None:
+        self.keep_entries = keep_entries
         self.builder: _StatementBuilder | None = None
         # Parsed dates; statements repeat a handful of dates thousands of times.
         self.cache: dict[str, tuple[date, bool]] = {}
@@ -368,7 +386,9 @@ class _ParseState:
             if len(self.cache) + len(self.entry_dates) > 10_000:
                 self.cache.clear()
                 self.entry_dates.clear()
-            builder = self.builder = _StatementBuilder(line_no, self.cache, self.entry_dates)
+            builder = self.builder = _StatementBuilder(
+                line_no, self.cache, self.entry_dates, self.keep_entries
+            )
         elif builder is None:
             raise MT940Error(f"field :{tag}: outside a statement (no :20: before it)", line_no)
         builder.start_field(tag, value, line_no)
@@ -392,6 +412,7 @@ class _StatementBuilder:
         "field_line",
         "forward",
         "information",
+        "keep_entries",
         "lines",
         "number",
         "opening",
@@ -405,8 +426,13 @@ class _StatementBuilder:
     )
 
     def __init__(
-        self, line_no: int, cache: dict[str, tuple[date, bool]], entry_dates: _EntryDateCache
+        self,
+        line_no: int,
+        cache: dict[str, tuple[date, bool]],
+        entry_dates: _EntryDateCache,
+        keep_entries: bool = True,
     ) -> None:
+        self.keep_entries = keep_entries
         self.start_line = line_no
         self.cache = cache
         self.entry_dates = entry_dates
@@ -504,6 +530,8 @@ class _StatementBuilder:
         self.pending = None
         details = self.pending_details
         self.pending_details = []
+        if not self.keep_entries:
+            return  # read and checked; only the page's header is wanted
         if len(details) > 1 and not details[0]:
             # ":86:" alone on its line with the text below: the empty first line carries nothing.
             del details[0]

@@ -5,7 +5,15 @@ reason. An entry that cannot be applied (unknown id, duplicate, wrong amount, re
 remittance) becomes a reconciliation error and the rest of the statement is still applied. A
 file that does not parse, or is for an account no program pays from, ends in ERROR with the
 reason and nothing of it applied. Balances and statement-number continuity are checked and
-reported as alarms, never as crashes."""
+reported as alarms, never as crashes.
+
+Trust: a file is read once, by the parser reconciliation uses, at upload; the accounts it names
+must all be accounts a program is paid from, and the uploader's token must hold each one's
+sponsor bank code. The accounts and the uploader's authority are stored with the file and
+checked again, page by page, before anything is applied. Every value a statement carries is
+checked against the column it goes into (limits taken from the column types) before it is
+written, so bad content becomes a reconciliation error or a rejected statement, never a
+database error that would be retried for ever."""
 
 from __future__ import annotations
 
@@ -14,27 +22,45 @@ import hashlib
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal, localcontext
 from itertools import pairwise
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, func, or_, select, text, update
-from sqlalchemy.exc import DataError, IntegrityError, ProgrammingError
+from sqlalchemy import Table, and_, bindparam, delete, func, or_, select, text, update
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingError
 from sqlalchemy.orm import Session
 
+from g2p_bridge.auth import Principal
 from g2p_bridge.connectors.banks.base import BankConnector
 from g2p_bridge.core import audit
 from g2p_bridge.core.context import Context
 from g2p_bridge.core.envelopes import bump_counters
-from g2p_bridge.core.errors import Conflict, ErrorCode, InvalidRequest, NotFound, PayloadTooLarge
+from g2p_bridge.core.errors import (
+    BridgeError,
+    Conflict,
+    ErrorCode,
+    Forbidden,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+)
 from g2p_bridge.core.mt940 import (
     Entry,
     MT940Error,
     Statement,
     decode_statement_bytes,
+    iter_statement_headers,
     iter_statements,
 )
 from g2p_bridge.core.work import claim
-from g2p_bridge.db import bulk_insert, get_required, is_postgres, one_of, transaction
+from g2p_bridge.db import (
+    bulk_insert,
+    get_required,
+    is_database_outage,
+    is_postgres,
+    one_of,
+    transaction,
+)
 from g2p_bridge.models import (
     AccountStatement,
     BenefitProgram,
@@ -42,9 +68,10 @@ from g2p_bridge.models import (
     DisbursementEnvelope,
     DisbursementRecon,
     ReconError,
+    StatementAccount,
     StatementPage,
 )
-from g2p_bridge.models.base import utcnow
+from g2p_bridge.models.base import Amount, utcnow
 from g2p_bridge.models.enums import DisbursementState, StatementState
 from g2p_bridge.schemas import StatementPayload
 
@@ -58,9 +85,12 @@ def store_statement(
     session: Session,
     content: bytes,
     filename: str | None,
-    uploaded_by: str | None,
+    uploader: Principal,
     max_bytes: int,
 ) -> AccountStatement:
+    """Stores an uploaded file once it has been read and the uploader may reconcile every
+    account it names. Refuses (nothing stored) a file that does not parse, names no account, or
+    names one no program is paid from or whose sponsor bank the uploader does not hold."""
     if len(content) > max_bytes:
         raise PayloadTooLarge(
             ErrorCode.STATEMENT_TOO_LARGE,
@@ -70,6 +100,8 @@ def store_statement(
         raise InvalidRequest(ErrorCode.STATEMENT_UPLOAD_ERROR, "statement file is empty")
     if b"\x00" in content:
         raise InvalidRequest(ErrorCode.STATEMENT_NOT_TEXT, "statement file is not text")
+    # Read before the first query, so no connection is held while a large file is parsed.
+    accounts = accounts_of(content)
     digest = hashlib.sha256(content).hexdigest()
     existing = session.scalar(
         select(AccountStatement.id).where(AccountStatement.content_sha256 == digest)
@@ -78,6 +110,26 @@ def store_statement(
         raise Conflict(
             ErrorCode.DUPLICATE_STATEMENT, f"this statement was already uploaded as {existing}"
         )
+    banks = _sponsor_banks(session, accounts)
+    unknown = sorted(a for a in accounts if a not in banks)
+    if unknown:
+        raise InvalidRequest(
+            ErrorCode.INVALID_ACCOUNT_NUMBER,
+            f"no benefit program is paid from account(s) {_shown(unknown)}",
+        )
+    uploader.require_role("bank")
+    if not uploader.is_admin:
+        # Named by account, not by the other bank's code: a bank learns nothing of who else
+        # pays from an account it may not reconcile.
+        refused = sorted(
+            a for a, bank_code in banks.items() if bank_code not in uploader.bank_codes
+        )
+        if refused:
+            raise Forbidden(
+                ErrorCode.ACCESS_DENIED,
+                f"client {uploader.client_id!r} may not upload statements of account(s) "
+                f"{_shown(refused)}",
+            )
     # Uploads take the statement lock too, and are stamped under it, so upload order is commit
     # order even when a bank sends two at once: reconciliation relies on it.
     _lock_statements(session)
@@ -86,12 +138,167 @@ def store_statement(
         content=content,
         filename=filename,
         size_bytes=len(content),
-        uploaded_by=uploaded_by,
+        uploaded_by=uploader.client_id,
+        uploader_role=uploader.role,
+        uploader_bank_codes=" ".join(sorted(uploader.bank_codes)),
+        account_number=_summary(accounts),
         uploaded_at=utcnow(),
     )
     session.add(statement)
     session.flush()
+    session.add_all(
+        StatementAccount(statement_id=statement.id, account_number=a) for a in sorted(accounts)
+    )
+    session.flush()
     return statement
+
+
+def accounts_of(content: bytes) -> set[str]:
+    """The accounts a file's pages name, read by the parser that reconciliation uses, so that
+    what is authorized is what will be applied. Every page is read to the end (its entries are
+    checked, not kept); a file that does not parse, holds no page, or has a page whose header
+    cannot be stored is refused."""
+    accounts: set[str] = set()
+    try:
+        for page in iter_statement_headers(content):
+            problem = page_problem(page)
+            if problem is not None:
+                raise InvalidRequest(ErrorCode.STATEMENT_UNPARSEABLE, problem)
+            accounts.add(page.account)
+    except MT940Error as exc:
+        raise InvalidRequest(
+            ErrorCode.STATEMENT_UNPARSEABLE, f"the file is not a readable MT940 statement: {exc}"
+        ) from exc
+    if not accounts:
+        raise InvalidRequest(
+            ErrorCode.STATEMENT_UNPARSEABLE, "no MT940 statement found in the file"
+        )
+    return accounts
+
+
+def _sponsor_banks(session: Session, accounts: set[str]) -> dict[str, str]:
+    """Account number -> sponsor bank code, for the accounts a program is paid from."""
+    found: dict[str, str] = {}
+    ordered = sorted(accounts)
+    for start in range(0, len(ordered), CHUNK):
+        rows = session.execute(
+            select(
+                BenefitProgram.sponsor_bank_account_number, BenefitProgram.sponsor_bank_code
+            ).where(BenefitProgram.sponsor_bank_account_number.in_(ordered[start : start + CHUNK]))
+        )
+        found.update((account, bank_code) for account, bank_code in rows)
+    return found
+
+
+def _shown(values: Sequence[str], limit: int = 5) -> str:
+    shown = ", ".join(repr(v[:_ACCOUNT_MAX]) for v in values[:limit])
+    return shown + (f" and {len(values) - limit} more" if len(values) > limit else "")
+
+
+def _summary(accounts: set[str]) -> str:
+    return ", ".join(sorted(accounts))[: _length(AccountStatement.__table__.c.account_number)]
+
+
+# What can be stored, from the column types themselves so the checks cannot drift from them.
+def _length(column: Any) -> int:
+    length = column.type.length
+    if not isinstance(length, int):  # a column without a length is not one to check here
+        raise TypeError(f"column {column} has no length")
+    return length
+
+
+_ACCOUNT_MAX = min(
+    _length(StatementPage.__table__.c.account_number),
+    _length(StatementAccount.__table__.c.account_number),
+)
+_STATEMENT_NUMBER_MAX = min(
+    _length(StatementPage.__table__.c.statement_number),
+    _length(ReconError.__table__.c.statement_number),
+    _length(DisbursementRecon.__table__.c.remittance_statement_number),
+)
+_SEQUENCE_MAX = min(
+    _length(StatementPage.__table__.c.sequence_number),
+    _length(ReconError.__table__.c.statement_sequence),
+    _length(DisbursementRecon.__table__.c.remittance_statement_sequence),
+)
+_DISBURSEMENT_ID_MAX = min(
+    _length(Disbursement.__table__.c.id), _length(ReconError.__table__.c.disbursement_id)
+)
+_BANK_REFERENCE_MAX = min(
+    _length(ReconError.__table__.c.bank_reference),
+    _length(DisbursementRecon.__table__.c.remittance_reference_number),
+)
+_BENEFICIARY_NAME_MAX = _length(DisbursementRecon.__table__.c.beneficiary_name_from_bank)
+_AMOUNT_TYPE = Amount.impl
+_AMOUNT_PRECISION = int(_AMOUNT_TYPE.precision or 0)
+_AMOUNT_SCALE = int(_AMOUNT_TYPE.scale or 0)
+
+
+def amount_fits(value: Decimal) -> bool:
+    """Whether an amount can be stored exactly in an Amount column (NUMERIC(p, s) on
+    PostgreSQL, an integer of 1/10^s units on SQLite)."""
+    if not value.is_finite():
+        return False
+    _, digits, exponent = value.as_tuple()
+    if not isinstance(exponent, int):  # "n", "N" or "F": not finite, handled above
+        return False
+    if exponent >= -_AMOUNT_SCALE:
+        # The common case, without arithmetic: count the digits before the decimal point.
+        return len(digits) + exponent <= _AMOUNT_PRECISION - _AMOUNT_SCALE
+    with localcontext() as ctx:
+        ctx.prec = 200  # exact for any amount the parser accepts ("1.500000" fits)
+        scaled = value.scaleb(_AMOUNT_SCALE)
+        return scaled == scaled.to_integral_value() and abs(scaled) < Decimal(10) ** (
+            _AMOUNT_PRECISION
+        )
+
+
+def _too_long(what: str, value: str, limit: int) -> str:
+    return f"{what} is {len(value)} characters, at most {limit} can be stored: {value[:40]!r}..."
+
+
+def page_problem(page: Statement) -> str | None:
+    """Why a page's header cannot be stored, or None. Such a page rejects its statement: its
+    entries cannot be attributed to an account and statement number."""
+    where = f"statement {page.transaction_reference[:40]!r}"
+    if not page.account:
+        return f"{where} names no account (:25: is empty)"
+    if len(page.account) > _ACCOUNT_MAX:
+        return f"{where}: " + _too_long("the account (:25:)", page.account, _ACCOUNT_MAX)
+    if len(page.statement_number) > _STATEMENT_NUMBER_MAX:
+        return f"{where}: " + _too_long(
+            "the statement number (:28C:)", page.statement_number, _STATEMENT_NUMBER_MAX
+        )
+    if page.sequence_number is not None and len(page.sequence_number) > _SEQUENCE_MAX:
+        return f"{where}: " + _too_long(
+            "the sequence number (:28C:)", page.sequence_number, _SEQUENCE_MAX
+        )
+    for label, balance in (("opening", page.opening_balance), ("closing", page.closing_balance)):
+        if not amount_fits(balance.amount):
+            return (
+                f"{where}: the {label} balance {str(balance.amount)[:40]} has more digits than "
+                f"can be stored ({_AMOUNT_PRECISION - _AMOUNT_SCALE} before and "
+                f"{_AMOUNT_SCALE} after the decimal point)"
+            )
+    return None
+
+
+def _entry_problem(entry: Entry, disbursement_id: str | None) -> tuple[str, bool, bool] | None:
+    """Why a debit or reversal cannot be stored: (detail, whether its disbursement id and its
+    bank reference can still go on the error row), or None. The beneficiary name is checked
+    where it is read, for debits only."""
+    reference = entry.bank_reference
+    id_ok = disbursement_id is None or len(disbursement_id) <= _DISBURSEMENT_ID_MAX
+    reference_ok = reference is None or len(reference) <= _BANK_REFERENCE_MAX
+    if disbursement_id is not None and not id_ok:
+        detail = _too_long("the disbursement id", disbursement_id, _DISBURSEMENT_ID_MAX)
+    elif reference is not None and not reference_ok:
+        detail = _too_long("the bank reference", reference, _BANK_REFERENCE_MAX)
+    elif not amount_fits(entry.amount):
+        detail = f"the amount {str(entry.amount)[:40]} has more digits than can be stored"
+    else:
+        return None
+    return detail, id_ok, reference_ok
 
 
 def get_statement(session: Session, statement_id: str) -> AccountStatement:
@@ -236,9 +443,25 @@ _RECURRING = (
 def _recurs_with_content(exc: BaseException) -> bool:
     if isinstance(exc, _RECURRING):
         return True
+    if isinstance(exc, DBAPIError) and not is_database_outage(exc):
+        # Any other refusal by the database of what this statement asked it to store.
+        return True
+    if _driver_refused_content(exc):
+        return True
     # A statement that runs into the server's statement timeout or a size limit will again.
     orig = getattr(exc, "orig", None)
     return type(orig).__name__ in ("QueryCanceled", "ProgramLimitExceeded")
+
+
+def _driver_refused_content(exc: BaseException) -> bool:
+    """psycopg's own error, as the COPY of bulk_insert may raise it unwrapped (a value longer
+    than its column): the database refusing the content, unless the server or the connection
+    is away (OperationalError) or the driver is misused (InterfaceError, not a DatabaseError)."""
+    try:
+        import psycopg
+    except ImportError:  # an embedded (SQLite) installation without the driver
+        return False
+    return isinstance(exc, psycopg.DatabaseError) and not isinstance(exc, psycopg.OperationalError)
 
 
 def _record_failure(context: Context, statement_id: str, reason: str, final: bool) -> None:
@@ -262,6 +485,135 @@ def _record_failure(context: Context, statement_id: str, reason: str, final: boo
         audit.statement_processed(session, statement_id, reason)
 
 
+def _vouch_if_legacy(session: Session, statement: AccountStatement) -> bool:
+    """A statement stored before migration 0003 has no recorded uploader authority nor
+    accounts; the administrator acting on it vouches for it. True when it was such a one."""
+    if statement.uploader_role is not None:
+        return False
+    statement.uploader_role = "admin"
+    statement.uploader_bank_codes = ""
+    with contextlib.suppress(BridgeError):  # unreadable: processing says why
+        for account in sorted(accounts_of(statement.content)):
+            session.merge(StatementAccount(statement_id=statement.id, account_number=account))
+    return True
+
+
+def _operator_action(
+    session: Session,
+    statement_id: str,
+    action: str,
+    allowed: tuple[str, ...],
+    reason: str | None,
+) -> tuple[AccountStatement, dict[str, Any]]:
+    """Takes the statement lock (so no worker is applying it meanwhile) and checks its state;
+    returns the statement and its state before, for the audit event."""
+    if reason is not None and (
+        len(reason) > 512 or any(ord(c) < 32 or ord(c) == 127 for c in reason)
+    ):
+        # It goes into the statement's error reason and the audit trail, and from there into
+        # logs and screens: one line of at most 512 characters.
+        raise InvalidRequest(
+            ErrorCode.INVALID_REQUEST, "reason: at most 512 characters, no control characters"
+        )
+    _lock_statements(session)
+    statement = get_statement(session, statement_id)
+    # A PROCESSING row under the lock is one whose worker died (claims commit with outcomes).
+    if statement.state not in allowed:
+        raise Conflict(
+            ErrorCode.INVALID_STATEMENT_STATE,
+            f"statement {statement_id} is {statement.state}; {action} applies to "
+            f"{' or '.join(allowed)} statements",
+        )
+    before = {
+        "state": statement.state,
+        "attempts": statement.attempts,
+        "error_reason": statement.error_reason,
+        "entries_matched": statement.entries_matched,
+        "entries_reversed": statement.entries_reversed,
+        "entries_unmatched": statement.entries_unmatched,
+    }
+    return statement, before
+
+
+def park_statement(session: Session, statement_id: str, reason: str | None = None) -> None:
+    """Parks a waiting statement in ERROR, applying nothing of it, so that it no longer holds
+    back the later statements of its accounts. ``retry`` queues it again."""
+    waiting = (StatementState.PENDING, StatementState.PROCESSING)
+    statement, before = _operator_action(session, statement_id, "park", waiting, reason)
+    statement.state = StatementState.ERROR
+    statement.error_reason = f"parked by an operator: {reason or 'no reason given'}"[:2000]
+    statement.lease_until = None
+    statement.processed_at = utcnow()
+    audit.record(
+        session,
+        "statement.park",
+        "statement",
+        statement_id,
+        detail={"before": before, "reason": reason},
+    )
+
+
+def retry_statement(session: Session, statement_id: str, reason: str | None = None) -> None:
+    """Queues a statement in ERROR (given up after its attempts, rejected, or parked) again,
+    with its attempts reset, in its place in its accounts' upload order. A failed pass applied
+    nothing (one transaction); should an earlier pass have been applied (a re-process that then
+    failed), its entries are found on record and become duplicate errors."""
+    statement, before = _operator_action(
+        session, statement_id, "retry", (StatementState.ERROR,), reason
+    )
+    vouched = _vouch_if_legacy(session, statement)
+    _requeue(statement)
+    audit.record(
+        session,
+        "statement.retry",
+        "statement",
+        statement_id,
+        detail={"before": before, "reason": reason, "vouched_for_legacy_upload": vouched},
+    )
+
+
+def reprocess_statement(session: Session, statement_id: str, reason: str | None = None) -> None:
+    """Applies a PROCESSED or ERROR statement again from its stored file. What its previous pass
+    recorded for the statement itself (its pages, its reconciliation errors, its counts) is
+    replaced by the new pass; what it did to disbursements stays: an entry whose remittance or
+    reversal is already on record (by this statement or another) becomes a
+    DUPLICATE_DISBURSEMENT / DUPLICATE_REVERSAL error, never a second state change. An entry
+    that could not be applied before (its disbursement unknown then, its program's account
+    since corrected) is applied now."""
+    allowed = (StatementState.PROCESSED, StatementState.ERROR)
+    statement, before = _operator_action(session, statement_id, "reprocess", allowed, reason)
+    removed = session.execute(
+        delete(ReconError).where(ReconError.statement_id == statement_id)
+    ).rowcount  # type: ignore[attr-defined]
+    session.execute(delete(StatementPage).where(StatementPage.statement_id == statement_id))
+    vouched = _vouch_if_legacy(session, statement)
+    _requeue(statement)
+    statement.entries_total = statement.entries_matched = 0
+    statement.entries_reversed = statement.entries_unmatched = 0
+    statement.balance_problems = statement.sequence_gaps = None
+    audit.record(
+        session,
+        "statement.reprocess",
+        "statement",
+        statement_id,
+        detail={
+            "before": before,
+            "errors_replaced": removed,
+            "reason": reason,
+            "vouched_for_legacy_upload": vouched,
+        },
+    )
+
+
+def _requeue(statement: AccountStatement) -> None:
+    statement.state = StatementState.PENDING
+    statement.error_reason = None
+    statement.attempts = 0
+    statement.lease_until = None
+    statement.next_attempt_at = utcnow()
+    statement.processed_at = None
+
+
 def _lock_statements(session: Session) -> None:
     """Takes the statement lock for the rest of the transaction. It relies on PostgreSQL's
     default READ COMMITTED: each query after it sees what the previous holder committed."""
@@ -273,34 +625,57 @@ def _lock_statements(session: Session) -> None:
     # On SQLite the transaction's BEGIN IMMEDIATE already serialises writers.
 
 
-def _next_in_upload_order(session: Session, statement_id: str) -> str | None:
-    """Under the statement lock: the oldest waiting statement uploaded no later than this one,
-    or None when this one is no longer waiting (applied or in ERROR). A claim commits with the
-    statement's outcome, so PROCESSING is only ever seen on rows of an older version."""
+def _waiting() -> Any:
     pending, running = StatementState.PENDING, StatementState.PROCESSING
-    waiting = or_(
+    return or_(
         AccountStatement.state == pending,
         and_(AccountStatement.state == running, AccountStatement.lease_until < utcnow()),
     )
-    target_waiting = select(AccountStatement.uploaded_at).where(
-        AccountStatement.id == statement_id, waiting
+
+
+def _next_in_upload_order(session: Session, statement_id: str) -> str | None:
+    """Under the statement lock: the statement to apply before this one, or this one, or None
+    when this one is no longer waiting (applied or in ERROR). Order is upload order per account:
+    a statement waits for the older waiting statements of each account it names, and they for
+    theirs, but never for another account's. A claim commits with the statement's outcome, so
+    PROCESSING is only ever seen on rows of an older version."""
+    target_waiting = select(AccountStatement.id).where(
+        AccountStatement.id == statement_id, _waiting()
     )
     # Checked before queueing for the lock too, so a duplicate message does not wait for it.
     if session.execute(target_waiting).first() is None:
         return None
     _lock_statements(session)
-    target = session.execute(target_waiting).first()
-    if target is None:
+    if session.execute(target_waiting).first() is None:
         return None
+    current = statement_id
+    # Upload times strictly decrease along the walk, so it ends.
+    while (older := _older_of_its_accounts(session, current)) is not None:
+        current = older
+    return current
+
+
+def _older_of_its_accounts(session: Session, statement_id: str) -> str | None:
+    """The oldest waiting statement uploaded before this one that names one of its accounts."""
+    mine = select(StatementAccount.account_number).where(
+        StatementAccount.statement_id == statement_id
+    )
+    uploaded_at = (
+        select(AccountStatement.uploaded_at)
+        .where(AccountStatement.id == statement_id)
+        .scalar_subquery()
+    )
     return session.scalar(
         select(AccountStatement.id)
+        .join(StatementAccount, StatementAccount.statement_id == AccountStatement.id)
         .where(
-            waiting,
+            StatementAccount.account_number.in_(mine),
+            _waiting(),
             or_(
-                AccountStatement.uploaded_at < target.uploaded_at,
+                AccountStatement.uploaded_at < uploaded_at,
                 and_(
-                    AccountStatement.uploaded_at == target.uploaded_at,
-                    AccountStatement.id <= statement_id,
+                    AccountStatement.uploaded_at == uploaded_at,
+                    AccountStatement.id < statement_id,
                 ),
             ),
         )
@@ -311,6 +686,19 @@ def _next_in_upload_order(session: Session, statement_id: str) -> str | None:
 
 def _reconcile(context: Context, session: Session, statement_id: str) -> None:
     statement = get_required(session, AccountStatement, statement_id)
+    if statement.uploader_role is None:
+        raise StatementRejected(
+            "uploaded before the uploader's bank codes were recorded (migration 0003); an "
+            "administrator can retry or re-process it, vouching for it"
+        )
+    named = set(
+        session.scalars(
+            select(StatementAccount.account_number).where(
+                StatementAccount.statement_id == statement_id
+            )
+        )
+    )
+    bank_codes = set((statement.uploader_bank_codes or "").split())
     text = decode_statement_bytes(statement.content)
     tally = _Tally()
     programs: dict[str, BenefitProgram] = {}
@@ -318,10 +706,27 @@ def _reconcile(context: Context, session: Session, statement_id: str) -> None:
     last_page = -1
     accounts: set[str] = set()
     for page_index, page, entries in _entries_in_chunks(iter_statements(text)):
-        program = programs.get(page.account) or _program_for(session, page.account)
-        programs[page.account] = program
+        program = programs.get(page.account)
+        if program is None:
+            # The upload's check, again: the program's bank may have changed since, and a file
+            # must not apply to an account its upload did not name.
+            if page.account not in named:
+                raise StatementRejected(
+                    f"account {page.account[:_ACCOUNT_MAX]!r} was not among the accounts read "
+                    "from the file at upload"
+                )
+            program = _program_for(session, page.account)
+            if statement.uploader_role != "admin" and program.sponsor_bank_code not in bank_codes:
+                raise StatementRejected(
+                    f"uploader {statement.uploaded_by!r} does not hold bank code "
+                    f"{program.sponsor_bank_code!r} of account {page.account!r}"
+                )
+            programs[page.account] = program
         accounts.add(page.account)
         if page_index != last_page:
+            problem = page_problem(page)
+            if problem is not None:
+                raise StatementRejected(problem)
             last_page = page_index
             seen_pages += 1
             problem = page.balance_problem()
@@ -381,7 +786,7 @@ def _program_for(session: Session, account: str) -> BenefitProgram:
         select(BenefitProgram).where(BenefitProgram.sponsor_bank_account_number == account)
     )
     if program is None:
-        raise StatementRejected(f"no benefit program is paid from account {account!r}")
+        raise StatementRejected(f"no benefit program is paid from account {account[:64]!r}")
     return program
 
 
@@ -416,6 +821,20 @@ def _apply_chunk(
     """Applies up to CHUNK entries with a fixed number of queries."""
     ids = {bank.disbursement_id(e) or "" for e in entries if e.mark in ("D", "RD")}
     ids.discard("")
+    # An id longer than any stored one cannot match; it is reported below, not looked up.
+    ids = {i for i in ids if len(i) <= _DISBURSEMENT_ID_MAX}
+    # Money in another currency than the account's is not this account's movement of the
+    # disbursement's amount, whatever its figure: nothing of such a page is applied.
+    page_currencies = {page.opening_balance.currency, page.closing_balance.currency}
+    currency_mismatch = (
+        None
+        if page_currencies == {program.sponsor_bank_account_currency}
+        else f"statement {page.transaction_reference[:40]!r} is in "
+        f"{'/'.join(sorted(page_currencies))}; account {program.sponsor_bank_account_number} "
+        f"of program {program.mnemonic} is in {program.sponsor_bank_account_currency}"
+    )
+    if currency_mismatch is not None:
+        ids = set()  # nothing of the page is applied: no disbursement need be read or locked
     known: dict[str, _Recon] = {}
     if ids:
         rows = session.execute(
@@ -466,8 +885,17 @@ def _apply_chunk(
     proven_shipped: dict[str, list[str]] = defaultdict(list)
     counter_deltas: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
 
-    def error(entry: Entry, code: ErrorCode, detail: str, disbursement_id: str | None) -> None:
+    def error(
+        entry: Entry,
+        code: ErrorCode,
+        detail: str,
+        disbursement_id: str | None,
+        storable: tuple[bool, bool, bool] = (True, True, True),
+    ) -> None:
+        """``storable``: whether the id, the bank reference and the amount fit their columns;
+        what does not is left off the error row (the detail says what it was)."""
         tally.unmatched += 1
+        id_ok, reference_ok, amount_ok = storable
         errors.append(
             {
                 "statement_id": statement_id,
@@ -478,9 +906,9 @@ def _apply_chunk(
                 "value_date": entry.value_date,
                 "error_code": code.value,
                 "detail": detail,
-                "disbursement_id": disbursement_id,
-                "bank_reference": entry.bank_reference,
-                "amount": entry.amount,
+                "disbursement_id": disbursement_id if id_ok else None,
+                "bank_reference": entry.bank_reference if reference_ok else None,
+                "amount": entry.amount if amount_ok else None,
                 "created_at": utcnow(),
             }
         )
@@ -490,6 +918,15 @@ def _apply_chunk(
         if entry.mark not in ("D", "RD"):
             continue  # credits (deposits, returns of others' money) are not disbursements
         disbursement_id = bank.disbursement_id(entry)
+        unstorable = _entry_problem(entry, disbursement_id)
+        if unstorable is not None:
+            detail, id_ok, reference_ok = unstorable
+            storable = (id_ok, reference_ok, amount_fits(entry.amount))
+            error(entry, ErrorCode.FIELD_TOO_LONG, detail, disbursement_id, storable)
+            continue
+        if currency_mismatch is not None:
+            error(entry, ErrorCode.CURRENCY_MISMATCH, currency_mismatch, disbursement_id)
+            continue
         item = known.get(disbursement_id or "")
         if item is None:
             error(
@@ -534,6 +971,11 @@ def _apply_chunk(
                     row.id,
                 )
                 continue
+            name = bank.beneficiary_name(entry)
+            if name is not None and len(name) > _BENEFICIARY_NAME_MAX:
+                detail = _too_long("the beneficiary name", name, _BENEFICIARY_NAME_MAX)
+                error(entry, ErrorCode.FIELD_TOO_LONG, detail, row.id)
+                continue
             if item.recon is None:
                 item.recon = dict.fromkeys(_RECON_COLUMNS)
                 item.recon.update(
@@ -546,7 +988,7 @@ def _apply_chunk(
             item.remitted = True
             item.recon.update(
                 bank_batch_id=row.bank_batch_id,
-                beneficiary_name_from_bank=bank.beneficiary_name(entry),
+                beneficiary_name_from_bank=name,
                 remittance_reference_number=entry.bank_reference,
                 remittance_statement_id=statement_id,
                 remittance_statement_number=page.statement_number,

@@ -16,6 +16,7 @@ from g2p_bridge.models.statement import (
     DisbursementRecon,
     ProcessedRequest,
     ReconError,
+    StatementAccount,
     StatementPage,
 )
 
@@ -34,5 +35,6 @@ __all__ = [
     "ProcessedRequest",
     "ReconError",
     "ResolvedAddress",
+    "StatementAccount",
     "StatementPage",
 ]

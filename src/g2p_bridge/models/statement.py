@@ -24,6 +24,11 @@ class AccountStatement(Base):
     filename: Mapped[str | None] = mapped_column(String(256))
     size_bytes: Mapped[int] = mapped_column(Integer)
     uploaded_by: Mapped[str | None] = mapped_column(String(128))
+    # The uploader's authority as its token stated it at upload: the accounts the file names are
+    # checked against it again before anything is applied. NULL on rows uploaded before
+    # migration 0003, which no longer apply until an administrator vouches for them.
+    uploader_role: Mapped[str | None] = mapped_column(String(16))
+    uploader_bank_codes: Mapped[str | None] = mapped_column(Text)  # space-separated
     account_number: Mapped[str | None] = mapped_column(String(64), index=True)
     program_mnemonic: Mapped[str | None] = mapped_column(String(64))
     state: Mapped[str] = mapped_column(String(16), default=StatementState.PENDING)
@@ -42,6 +47,18 @@ class AccountStatement(Base):
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (Index("ix_account_statements_due", "state", "next_attempt_at"),)
+
+
+class StatementAccount(Base):
+    """An account a statement file names, as the parser read it at upload. Upload order is kept
+    per account: a statement waits only for the older statements of its own accounts."""
+
+    __tablename__ = "statement_accounts"
+
+    statement_id: Mapped[str] = mapped_column(ForeignKey("account_statements.id"), primary_key=True)
+    account_number: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+    __table_args__ = (Index("ix_statement_accounts_account", "account_number", "statement_id"),)
 
 
 class StatementPage(Base):
