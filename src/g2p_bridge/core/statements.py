@@ -26,15 +26,15 @@ from g2p_bridge.core import audit
 from g2p_bridge.core.context import Context
 from g2p_bridge.core.envelopes import bump_counters
 from g2p_bridge.core.errors import Conflict, ErrorCode, InvalidRequest, NotFound, PayloadTooLarge
-from g2p_bridge.core.mt940 import (
+from g2p_bridge.core.work import claim
+from g2p_bridge.db import bulk_insert, is_postgres, one_of, transaction
+from g2p_bridge.formats.mt940 import (
     Entry,
     MT940Error,
     Statement,
     decode_statement_bytes,
     iter_statements,
 )
-from g2p_bridge.core.work import claim
-from g2p_bridge.db import bulk_insert, is_postgres, one_of, transaction
 from g2p_bridge.models import (
     AccountStatement,
     BenefitProgram,
