@@ -526,8 +526,8 @@ def test_statement_problems_become_errors_and_alarms(session_factory) -> None:
     [
         (mt940("999", [("D", "x", Decimal("1.00"), "n")]), "no benefit program is paid from"),
         (":20:X\n:25:1000000001\n:28C:1\n:60F:C261125USD10,00\n:61:garbage\n", "MT940"),
-        ("hello, this is not a statement", "unexpected text"),
-        ("{1:F01BANK}\n", "no MT940 statement"),
+        ("hello, this is not a statement", "no MT940 statement"),
+        ("{1:F01BANK}\n", "ends inside the SWIFT message"),
     ],
 )
 def test_unusable_statement_ends_in_error_with_nothing_applied(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
@@ -17,6 +16,7 @@ from g2p_bridge.api.security import principal_of, record_refusal
 from g2p_bridge.api.wire import refusal
 from g2p_bridge.core.errors import Forbidden
 from g2p_bridge.db import transaction
+from g2p_bridge.formats.mt940 import statement_accounts
 from g2p_bridge.models import BenefitProgram, Disbursement, DisbursementEnvelope
 
 T = TypeVar("T")
@@ -68,23 +68,26 @@ def disbursement_envelopes(
     return found
 
 
-_ACCOUNT = re.compile(rb"^:25P?:([^\r\n]*)", re.MULTILINE)
-
-
 def statement_bank_codes(session: Session, content: bytes) -> set[str]:
     """The sponsor bank codes of the programs whose accounts the statement's ``:25:`` fields
-    name; accounts of no program are left to processing, which records them as an error."""
-    accounts = {m.group(1).decode("latin-1").strip() for m in _ACCOUNT.finditer(content)}
-    accounts.discard("")
-    if not accounts:
-        return set()
-    return set(
-        session.scalars(
-            select(BenefitProgram.sponsor_bank_code)
-            .where(BenefitProgram.sponsor_bank_account_number.in_(sorted(accounts)[:1000]))
-            .distinct()
+    name; accounts of no program are left to processing, which records them as an error.
+
+    The accounts are read by the MT940 parser itself (issue 10): a separate sniffer read
+    files differently from the processing (a CR-only file showed it no ``:25:`` at all, so it
+    authorized the upload for any bank), and every account is checked, however many."""
+    accounts = sorted(statement_accounts(content))
+    found: set[str] = set()
+    for start in range(0, len(accounts), _CHUNK):
+        found.update(
+            session.scalars(
+                select(BenefitProgram.sponsor_bank_code)
+                .where(
+                    BenefitProgram.sponsor_bank_account_number.in_(accounts[start : start + _CHUNK])
+                )
+                .distinct()
+            )
         )
-    )
+    return found
 
 
 async def guarded(

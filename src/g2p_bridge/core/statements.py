@@ -32,7 +32,6 @@ from g2p_bridge.formats.mt940 import (
     Entry,
     MT940Error,
     Statement,
-    decode_statement_bytes,
     iter_statements,
 )
 from g2p_bridge.models import (
@@ -311,13 +310,14 @@ def _next_in_upload_order(session: Session, statement_id: str) -> str | None:
 def _reconcile(context: Context, session: Session, statement_id: str) -> None:
     statement = session.get(AccountStatement, statement_id)
     assert statement is not None
-    text = decode_statement_bytes(statement.content)
     tally = _Tally()
     programs: dict[str, BenefitProgram] = {}
     seen_pages = 0
     last_page = -1
     accounts: set[str] = set()
-    for page_index, page, entries in _entries_in_chunks(iter_statements(text)):
+    # The bytes as uploaded, through the entry point the upload's authorization used
+    # (statement_accounts): one reading of the file for both.
+    for page_index, page, entries in _entries_in_chunks(iter_statements(statement.content)):
         program = programs.get(page.account) or _program_for(session, page.account)
         programs[page.account] = program
         accounts.add(page.account)
