@@ -375,6 +375,27 @@ def test_text_between_messages_is_ignored_only_outside_them() -> None:
         parse_statements(message.replace(":86:", "").replace("NTRFX\n", "NTRFX\nPage 1\n-\n"))
 
 
+def test_several_swift_messages_on_one_line() -> None:
+    body = statement_with(":61:2611251125C1,00NTRFX", closing="C261125EUR101,00")
+    fields = body.removesuffix("-\n").removeprefix(":20:REF\n")
+    header = "{1:F01AAAABBBBXXXX0000000000}{2:O940}{4::20:REF\n"
+    text = header + fields + "-}{5:{CHK:1}}{S:{COP:P}}" + header + fields + "-}{5:{CHK:2}}\n"
+    first, second = parse_statements(text)
+    assert first == second and first.entries[0].amount == Decimal("1.00")
+    # Thousands of messages on one line are refused, not a stack overflow.
+    flood = body.replace("-\n", "-}" + "{1:X}{4:-}" * 5000 + "\n")
+    with pytest.raises(MT940Error, match="messages on one line"):
+        parse_statements(flood)
+
+
+def test_dollar_line_ends_a_message_but_is_narrative_inside_an_entry() -> None:
+    text = statement_with(
+        ":61:2611251125C1,00NTRFX", ":86:cost", "$", "ok", closing="C261125EUR101,00"
+    )
+    statement = one(text.replace("-\n", "$\n"))
+    assert statement.entries[0].details == "cost\n$\nok"
+
+
 def test_expected_entries_are_left_out_of_the_balance_check() -> None:
     statement = one(
         statement_with(

@@ -259,6 +259,8 @@ _WRAPPER = re.compile(r"\{[1-5S]:")
 _HEADER_BLOCK = re.compile(r"\{[123]:")
 # Framing characters (SOH, ETX, SUB) that some transports leave around each message.
 _FRAMING = "\x00\x01\x03\x1a"
+# Far more than any bank puts on one line, far fewer than would exhaust the stack.
+_MAX_MESSAGES_ON_A_LINE = 50
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 _AMOUNT = r"(\d+(?:,\d*)?|,\d+)"
@@ -419,6 +421,7 @@ class _ParseState:
         "accounts_only",
         "builder",
         "cache",
+        "depth",
         "entry_dates",
         "envelope",
         "envelope_line",
@@ -434,6 +437,9 @@ class _ParseState:
         self.entry_dates: _EntryDateCache = {}
         self.envelope = False
         self.envelope_line = 0
+        # How many messages deep the current line is: "-}{1:...}{4:-}{1:..." nests a call
+        # per message, and a line of thousands must be refused, not overflow the stack.
+        self.depth = 0
         # The first ignored line outside a message, named if the file holds no statement.
         self.ignored: tuple[int, str] | None = None
         self.seen = False
@@ -501,7 +507,15 @@ class _ParseState:
         if not rest:
             return done
         # The first field on the same line as "{4:" (":20:..."), read as its own line.
-        nested = self.feed(rest, line_no)
+        if self.depth >= _MAX_MESSAGES_ON_A_LINE:
+            raise MT940Error(
+                f"more than {_MAX_MESSAGES_ON_A_LINE} SWIFT messages on one line", line_no
+            )
+        self.depth += 1
+        try:
+            nested = self.feed(rest, line_no)
+        finally:
+            self.depth -= 1
         if nested is not None:
             # Unreachable: the message before was finished above, so ":20:" finishes nothing.
             raise MT940Error("two statements end on one line", line_no)
