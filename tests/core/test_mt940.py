@@ -722,7 +722,7 @@ def test_statements_before_a_broken_one_are_still_yielded() -> None:
         next(statements)
 
 
-_MUTATION_ALPHABET = ":-{}/?~^+,.0123456789CDRNFMS \t\r\n\x00ü"
+_MUTATION_ALPHABET = ":-{}/?~^+,.$0123456789CDERNFMS45 \t\r\n\x00ü"
 _VALID_SAMPLES = [sample(path.name) for path in sorted(SAMPLES.glob("*.sta"))]
 
 
