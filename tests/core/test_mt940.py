@@ -396,6 +396,32 @@ def test_dollar_line_ends_a_message_but_is_narrative_inside_an_entry() -> None:
     assert statement.entries[0].details == "cost\n$\nok"
 
 
+def test_dash_line_is_text_in_any_narrative_before_the_closing_balance() -> None:
+    statement = one(
+        statement_with(
+            ":86:Kontoauszug",
+            "-",
+            "Seite 1",
+            ":NS:01Konto",
+            "-",
+            ":61:2611251125C1,00NTRFX",
+            closing="C261125EUR101,00",
+        )
+    )
+    assert statement.information == "Kontoauszug\n-\nSeite 1"
+    assert statement.non_standard == ":NS:01Konto\n-"
+    assert len(statement.entries) == 1
+
+
+def test_account_field_has_one_reading() -> None:
+    two_lines = statement_with().replace(":25:ACC", ":25:ACC\nOTHER")
+    with pytest.raises(MT940Error, match="line 2: account :25: continues"):
+        parse_statements(two_lines)
+    assert statement_accounts(two_lines.encode()) == set()
+    with_bic = one(statement_with().replace(":25:ACC", ":25P:ACC\nBANKDEFFXXX"))
+    assert with_bic.account == "ACC"
+
+
 def test_expected_entries_are_left_out_of_the_balance_check() -> None:
     statement = one(
         statement_with(

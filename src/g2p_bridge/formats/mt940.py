@@ -31,7 +31,8 @@ no other exception type for bad input:
 
 * a statement without account, statement number, opening or closing balance (a truncated
   statement), a second one of those, or a ``:61:`` after the closing balance;
-* a field that cannot be read (a ``:61:``, balance, statement number, date or amount);
+* a field that cannot be read (a ``:61:``, balance, statement number, date or amount), and a
+  ``:25:`` account that goes on to a second line (``:25P:`` may: its second line is a BIC);
 * a field outside a message (anything but ``:20:`` after a terminator: its ``:20:`` is lost);
 * text that is not a field inside a message: in a SWIFT envelope before ``:20:``, after
   ``-}`` on the same line, or in a statement where there is no field for it to continue;
@@ -58,9 +59,10 @@ Rules for the ambiguous cases (see also the docstrings below):
 * A line starts a new field only if it matches ``^:\\d\\d[A-Z]?:`` (or ``:NS:``, or a known tag
   with one stray space such as ``: 86:``). Inside a ``:86:`` narrative a tag-like line whose tag
   is not one MT940 uses (``:12:30 ...``) is kept as narrative text.
-* A line that is exactly ``-`` (or ``$``) ends the message, except inside an entry's ``:86:``
-  before the closing balance, where it is narrative text. ``-}`` always ends the message, and
-  so does any SWIFT block line (a header starts the next message, a trailer follows this one).
+* A line that is exactly ``-`` (or ``$``) ends the message, except inside ``:86:`` or ``:NS:``
+  text before the closing balance (where ending the message would only refuse it), where it
+  is narrative text. ``-}`` always ends the message, and so does any SWIFT block line (a
+  header starts the next message, a trailer follows this one).
 * ``:61:`` mark: a mark that begins with ``C`` or ``D`` is a plain credit/debit, ``R`` a
   reversal (``RC``/``RD``), ``E`` an expected item (``EC``/``ED``, as in MT942); a single
   letter right after the mark is the funds code. Blanks between mark, funds code and amount
@@ -252,6 +254,8 @@ _KNOWN_TAGS = frozenset(
 # MT942 fields some banks put in MT940 exports: they describe the statement, not an entry.
 _MT942_TAGS = frozenset({"13", "13D", "34F", "90C", "90D"})
 _KEPT_TAGS = _MT942_TAGS | {"NS"}
+# Free-text fields, in which a line that is only "-" is text before the closing balance.
+_NARRATIVE_TAGS = frozenset({"86", "NS"})
 _SINGLE_FIELDS = {"21": "related reference", "25": "account", "28C": "statement number"}
 _TAG = re.compile(r":( ?)(\d\d[A-Z]?|NS):")
 # Blocks 1-5 of a SWIFT FIN message and the S (system) trailer block; 1-3 are headers.
@@ -462,8 +466,8 @@ class _ParseState:
         elif first == "{" and _WRAPPER.match(line):
             return self._block(line, line_no)
         elif (first == "-" and (line == "-" or line.startswith("-}"))) or line == "$":
-            if builder is not None and len(line) == 1 and builder.in_entry_narrative():
-                # A narrative line that is only "-" (or "$"): the entry is still open.
+            if builder is not None and len(line) == 1 and builder.in_narrative():
+                # A narrative line that is only "-" (or "$"): the statement is still open.
                 builder.lines.append(line)
                 return None
             return self._terminate(line, line_no)
@@ -631,8 +635,14 @@ class _StatementBuilder:
         self.lines: list[str] = []
         self.field_line = 0
 
-    def in_entry_narrative(self) -> bool:
-        return self.tag == "86" and self.pending is not None and self.closing is None
+    def in_narrative(self) -> bool:
+        """In free text (:86:, :NS:) before the closing balance, where a "-" line is text.
+
+        A message cannot end there (it would be refused as truncated), so reading the line
+        as text loses nothing: a message really cut there is still refused when the next
+        :20: or the end of the input finds it without a closing balance.
+        """
+        return self.closing is None and self.tag in _NARRATIVE_TAGS
 
     def start_field(self, tag: str, value: str, line_no: int) -> None:
         self.end_field()
@@ -689,6 +699,14 @@ class _StatementBuilder:
         elif tag == "65":
             self.forward.append(self._parse_balance(tag, lines, line_no))
         elif tag in ("25", "25P"):
+            # Uploads are authorized by this account: a :25: whose text goes on to a second
+            # line has no single reading, so it is refused. :25P: has the BIC on line 2.
+            if len(lines) > (2 if tag == "25P" else 1):
+                raise MT940Error(
+                    f"account :{tag}: continues on {len(lines) - 1} more line(s): "
+                    f"{lines[1][:40]!r}",
+                    line_no,
+                )
             self._set_single("25", lines[0].strip(), line_no)
         elif tag == "21":
             self._set_single("21", "".join(lines).strip(), line_no)
