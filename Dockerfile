@@ -25,15 +25,24 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src
+
+# Every dependency comes from the hash-pinned lock (requirements/, written by `make lock`):
+# the build resolves nothing, so an image built next year has the same packages as today's,
+# and a file whose hash differs from the lock's stops the build. The lock layer comes first
+# so a change to src/ alone reuses it.
+COPY requirements/build.txt requirements/runtime.txt ./requirements/
+RUN pip install --require-hashes -r requirements/build.txt \
+    && python -m venv /opt/venv \
+    && /opt/venv/bin/pip install --require-hashes -r requirements/build.txt -r requirements/runtime.txt
+
+# The project's own wheel, built by the locked setuptools (no build isolation, so nothing is
+# fetched) and installed without dependencies and without an index: they are all in the venv.
+# pip's precompiled .pyc files stay: the runtime filesystem is read-only.
 COPY pyproject.toml README.md ./
 COPY src ./src
-
-# Wheels for the project and every dependency, then a self-contained venv built
-# from those wheels only (no index), at the path it will have in the final image.
-# pip's precompiled .pyc files stay: the runtime filesystem is read-only.
-RUN pip wheel --wheel-dir /wheels . \
-    && python -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-index --find-links /wheels g2p-bridge \
+RUN pip wheel --no-deps --no-build-isolation --wheel-dir /wheels . \
+    && /opt/venv/bin/pip install --no-index --no-deps /wheels/g2p_bridge-*.whl \
+    && /opt/venv/bin/pip check \
     && /opt/venv/bin/pip uninstall -y pip setuptools
 
 # --------------------------------------------------------------------------- runtime

@@ -42,13 +42,20 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, unquote, urlsplit
 
 import httpx
 import orjson
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
-PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
+# The PostgreSQL server of the suite: TEST_POSTGRES_URL as scripts/ensure-services.sh exports it
+# (its own cluster and role on a machine whose server wants a password), else the passwordless
+# postgres@127.0.0.1:5432 of CI machines.
+_PG = urlsplit(os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"))
+PG_HOST, PG_PORT = _PG.hostname or "127.0.0.1", _PG.port or 5432
+PG_USER = unquote(_PG.username or "postgres")
+PG_PASSWORD = unquote(_PG.password) if _PG.password else None
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 PROGRAM_ACCOUNT = "PRG-BENCH-0001"
 CURRENCY = "USD"
@@ -567,19 +574,28 @@ def libpq(url: str) -> str:
     return url.replace("postgresql+psycopg://", "postgresql://")
 
 
+def pg_url(
+    database: str, port: int = PG_PORT, driver: str = "postgresql", hide_password: bool = False
+) -> str:
+    """A database on the suite's server (or, by ``port``, on the run's private cluster, which
+    trusts loopback and ignores the password). ``hide_password`` for what goes in results."""
+    password = ""
+    if PG_PASSWORD:
+        password = ":***" if hide_password else f":{quote(PG_PASSWORD, safe='')}"
+    return f"{driver}://{quote(PG_USER, safe='')}{password}@{PG_HOST}:{port}/{database}"
+
+
 def pg_admin(sql: str, port: int = PG_PORT) -> None:
     import psycopg
 
-    with psycopg.connect(
-        f"postgresql://{PG_USER}@{PG_HOST}:{port}/postgres", autocommit=True
-    ) as conn:
-        conn.execute(sql)  # type: ignore[arg-type]
+    with psycopg.connect(pg_url("postgres", port), autocommit=True) as conn:
+        conn.execute(sql)
 
 
 def pg_database_size(name: str, port: int = PG_PORT) -> int | None:
     import psycopg
 
-    with psycopg.connect(f"postgresql://{PG_USER}@{PG_HOST}:{port}/postgres") as conn:
+    with psycopg.connect(pg_url("postgres", port)) as conn:
         row = conn.execute("SELECT pg_database_size(%s)", (name,)).fetchone()
     return int(row[0]) if row else None
 
@@ -878,10 +894,14 @@ class Bench:
                 pg_admin(f'CREATE DATABASE "{name}"', port)
                 self.pg_dbs[role] = (name, port)
             urls = {
-                role: f"postgresql+psycopg://{PG_USER}@{PG_HOST}:{port}/{name}"
+                role: pg_url(name, port, driver="postgresql+psycopg")
                 for role, (name, port) in self.pg_dbs.items()
             }
             self.bridge_db_url, self.bank_db_url = urls["bridge"], urls["bank"]
+            shown = {
+                role: pg_url(name, port, driver="postgresql+psycopg", hide_password=True)
+                for role, (name, port) in self.pg_dbs.items()
+            }
             flush_redis(cfg.redis_db_bank)
             self.bank_broker: str | None = f"redis://{REDIS_HOST}:{REDIS_PORT}/{cfg.redis_db_bank}"
             if "restart-broker" in cfg.faults:
@@ -899,7 +919,8 @@ class Bench:
             self.bridge_db_url = f"sqlite:///{self.bridge_sqlite}"
             self.bank_db_url = f"sqlite:///{self.bank_sqlite}"
             self.bridge_broker = self.bank_broker = None
-        self.result["databases"] = {"bridge": self.bridge_db_url, "bank": self.bank_db_url}
+            shown = {"bridge": self.bridge_db_url, "bank": self.bank_db_url}
+        self.result["databases"] = shown
 
     def _drop_databases(self) -> None:
         if self.private_pg is not None:
@@ -1388,8 +1409,10 @@ class Bench:
         db = Db(self.bridge_db_url)
 
         def bank_holds_an_answer() -> bool:
-            report = httpx.get(f"{self.bank_url}/faults", timeout=5).json()
-            return sum(report["injected"].values()) > 0
+            injected: dict[str, int] = httpx.get(f"{self.bank_url}/faults", timeout=5).json()[
+                "injected"
+            ]
+            return sum(injected.values()) > 0
 
         try:
             self._wait_for("the first ingest request", self.first_chunk_done.is_set)

@@ -82,6 +82,9 @@ Amount = Annotated[Decimal, BeforeValidator(parse_amount)]
 PositiveAmount = Annotated[Decimal, BeforeValidator(parse_amount), AfterValidator(_positive)]
 Currency = Annotated[str, AfterValidator(_currency)]
 NonEmpty = Annotated[str, Field(min_length=1, max_length=100)]
+# Payment references are written into statements; only characters no statement format gives a
+# meaning to are taken (the writer escapes anything else all the same).
+Reference = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._:-]+$")]
 
 
 class _In(BaseModel):
@@ -115,7 +118,7 @@ class BlockFundsResponse(BaseModel):
 
 
 class PaymentInstruction(_In):
-    payment_reference_number: NonEmpty
+    payment_reference_number: Reference
     remitting_account: NonEmpty
     remitting_account_currency: Currency
     payment_amount: PositiveAmount

@@ -20,6 +20,14 @@ def _engine(settings: BankSettings) -> Engine:
     return make_engine(settings.database_url)
 
 
+def _setup_logging(settings: BankSettings) -> None:
+    # The bridge's handler: the bank's records hold the same kinds of personal data and client
+    # input, and both ship in one package.
+    from g2p_bridge.observability import setup_logging
+
+    setup_logging(settings.log_level.upper(), settings.log_format)
+
+
 def _amount(value: str) -> Decimal:
     try:
         amount = Decimal(value)
@@ -45,9 +53,18 @@ def api(host: str, port: int) -> None:
     from example_bank.api import create_app
 
     settings = BankSettings()
+    _setup_logging(settings)
     if settings.broker_url is None:
         migrate(settings.database_url)
-    uvicorn.run(create_app(settings), host=host, port=port)
+    # log_config=None: uvicorn's own handlers would write its records (a traceback quoting a
+    # database error, an access line quoting the path) unmasked and over several lines.
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level=settings.log_level.lower(),
+        log_config=None,
+    )
 
 
 @main.command()
@@ -56,9 +73,12 @@ def api(host: str, port: int) -> None:
 def worker(concurrency: int, loglevel: str) -> None:
     """Run the Celery worker with embedded beat on queue example_bank."""
     from example_bank.worker import QUEUE, celery_app
+    from g2p_bridge.observability import route_celery_logging
 
-    if BankSettings().broker_url is None:
+    settings = BankSettings()
+    if settings.broker_url is None:
         raise click.UsageError("EXAMPLE_BANK_BROKER_URL is not set (embedded mode needs no worker)")
+    route_celery_logging(settings.log_format)
     celery_app.worker_main(
         ["worker", "-B", "-Q", QUEUE, "-c", str(concurrency), f"--loglevel={loglevel}"]
     )

@@ -24,6 +24,9 @@ def normalize_url(url: str) -> str:
 def make_engine(database_url: str, **kwargs: Any) -> Engine:
     """Create an engine; SQLite gets WAL, a busy timeout and real transactions."""
     url = normalize_url(database_url)
+    # A database error's text otherwise quotes the statement's parameters in the log: holders'
+    # names, account numbers, phone numbers.
+    kwargs.setdefault("hide_parameters", True)
     if url.startswith("sqlite"):
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs

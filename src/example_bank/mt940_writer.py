@@ -21,6 +21,7 @@ because the bridge reconciles on it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
@@ -39,6 +40,17 @@ def format_balance(amount: Decimal, on: date, currency: str) -> str:
     """Balance field body, e.g. ``C261125USD1000000,00`` (D when negative)."""
     mark = "D" if amount < 0 else "C"
     return f"{mark}{on:%y%m%d}{currency}{format_amount(amount)}"
+
+
+# What a :61: reference may hold: a line break would start a forged field, "//" would move
+# the bank reference, a blank or "/" is read differently by different parsers.
+_REFERENCE_UNSAFE = re.compile(r"[^A-Za-z0-9._:-]")
+
+
+def clean_reference(value: str) -> str:
+    """A reference as it may stand in ``:61:``; any other character is written as ``?``, so
+    the entry can never be read as something else (it then matches no payment, visibly)."""
+    return _REFERENCE_UNSAFE.sub("?", value)
 
 
 def clean_value(value: str) -> str:
@@ -143,7 +155,8 @@ def entry_lines(
             _dates[key] = dates
     yield (
         f":61:{dates}{entry.mark}{format_amount(entry.amount)}"
-        f"NTRF{entry.customer_reference or 'NONREF'}//{entry.bank_reference}"
+        f"NTRF{clean_reference(entry.customer_reference) or 'NONREF'}"
+        f"//{clean_reference(entry.bank_reference)}"
     )
     if entry.details:
         yield from wrap_86(entry.details)
@@ -151,8 +164,8 @@ def entry_lines(
 
 def iter_statement_lines(page: StatementPage, entries: Iterable[StatementEntry]) -> Iterator[str]:
     """Yield every line of one MT940 message, ending with the ``-`` trailer."""
-    yield f":20:{page.transaction_reference}"
-    yield f":25:{page.account_number}"
+    yield f":20:{clean_reference(page.transaction_reference)}"
+    yield f":25:{clean_reference(page.account_number)}"
     yield f":28C:{page.statement_number:05d}/{page.sequence_number:03d}"
     opening_tag = "60F" if page.first_page else "60M"
     yield f":{opening_tag}:" + format_balance(

@@ -18,6 +18,10 @@ class BankSettings(BaseSettings):
     # None means batches are processed by a background thread of the API process.
     broker_url: str | None = None
     bank_code: str = "EXAMPLE"
+    # Logs go through the bridge's handler (same package): personal data masked, control
+    # characters escaped, one line per record; "text" or "json".
+    log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
     # Share (0..1) of payments to OTHER banks that fail downstream and are reversed.
     # A ratio, not money, so a float is fine here.
     failure_rate: float = Field(default=0.05, ge=0.0, le=1.0)

@@ -23,6 +23,12 @@ def _setup_logging() -> None:
     setup_logging(settings.log_level, settings.log_format)
 
 
+def _setup_celery_logging() -> None:
+    from g2p_bridge.observability import route_celery_logging
+
+    route_celery_logging(get_settings().log_format)
+
+
 @click.group()
 def main() -> None:
     """G2P Bridge: benefit payments from a program's MIS to beneficiaries, exactly once."""
@@ -65,7 +71,15 @@ def api(host: str, port: int, workers: int) -> None:
             )
         upgrade(settings.database_url)
     if workers > 1:
-        # Each process builds its own app (and database pool) from the environment.
+        # Each process builds its own app (and database pool) from the environment. A
+        # configuration error would only kill the children and leave this parent answering
+        # nothing, so it is found here first and ends the command.
+        from g2p_bridge.auth import AuthConfigurationError
+
+        try:
+            create_app(settings)
+        except (AuthConfigurationError, ValueError) as error:
+            raise click.ClickException(f"cannot start the API: {error}") from error
         uvicorn.run(
             "g2p_bridge.cli:api_app_from_environment",
             factory=True,
@@ -73,13 +87,18 @@ def api(host: str, port: int, workers: int) -> None:
             port=port,
             workers=workers,
             log_level=settings.log_level.lower(),
+            log_config=None,
         )
         return
+    # log_config=None: uvicorn's own handlers would write its records (the traceback of an
+    # unhandled exception, quoting a database error; the access line, quoting the path)
+    # unmasked and over several lines; without them they reach the root handler set up above.
     uvicorn.run(
         create_app(settings, run_pipeline=settings.embedded),
         host=host,
         port=port,
         log_level=settings.log_level.lower(),
+        log_config=None,
     )
 
 
@@ -104,6 +123,7 @@ def _require_broker() -> None:
 def beat(loglevel: str) -> None:
     """Run the producers: Celery beat and the one worker that runs the producer tick."""
     _require_broker()
+    _setup_celery_logging()
     from g2p_bridge.workers.celery_app import PRODUCER_QUEUE, celery_app
 
     celery_app().worker_main(
@@ -132,6 +152,7 @@ def beat(loglevel: str) -> None:
 def worker(queues: str, concurrency: int, pool: str, loglevel: str) -> None:
     """Run a Celery worker for the pipeline's steps."""
     _require_broker()
+    _setup_celery_logging()
     from g2p_bridge.workers.celery_app import celery_app
 
     celery_app().worker_main(
@@ -414,7 +435,10 @@ def audit_command(
 def demo(count: int, failure_rate: str, workdir: Path, as_json: bool) -> None:
     """Run the whole flow on the embedded default, with the Example Bank, and summarise it."""
     from g2p_bridge.demo import print_summary, run_demo
+    from g2p_bridge.observability import setup_logging
 
+    # Warnings and errors only (the summary is the output), through the masking handler.
+    setup_logging("WARNING", get_settings().log_format)
     summary = run_demo(count, Decimal(failure_rate), workdir, quiet=as_json)
     if as_json:
         click.echo(json.dumps(summary, indent=2, default=str))

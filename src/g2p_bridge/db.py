@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     ColumnElement,
@@ -22,6 +22,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import (
+    DataError,
     DBAPIError,
     IntegrityError,
     InterfaceError,
@@ -36,6 +37,9 @@ from g2p_bridge.models.base import utcnow
 
 
 def make_engine(database_url: str, **kwargs: Any) -> Engine:
+    # A database error's text (logged, or stored as a failure reason) otherwise quotes the
+    # statement's parameters: beneficiaries' names and financial addresses.
+    kwargs.setdefault("hide_parameters", True)
     if database_url.startswith("sqlite"):
         return _sqlite_engine(database_url, **kwargs)
     kwargs.setdefault("pool_size", 10)
@@ -125,6 +129,10 @@ def bulk_insert(session: Session, model: Any, rows: list[dict[str, Any]]) -> Non
     except psycopg.errors.IntegrityError as exc:
         # The same exception SQLAlchemy raises for an INSERT, so callers handle one kind.
         raise IntegrityError(statement, None, exc) from exc
+    except psycopg.DataError as exc:
+        # A value longer than its column, say: raised raw it escaped the handlers (and the log
+        # masking rules) written for SQLAlchemy's kind.
+        raise DataError(statement, None, exc) from exc
     except psycopg.InterfaceError as exc:
         raise InterfaceError(statement, None, exc) from exc
     except psycopg.OperationalError as exc:
@@ -137,9 +145,26 @@ def one_of(session: Session, column: Any, values: Sequence[str]) -> ColumnElemen
     (``= ANY(:values)``): the statement text stays the same whatever the count, so it is parsed
     and planned once, instead of a statement with a thousand placeholders each time."""
     if is_postgres(session):
-        return column == any_(literal(list(values), ARRAY(String)))
+        any_value: ColumnElement[bool] = column == any_(literal(list(values), ARRAY(String)))
+        return any_value
     in_values: ColumnElement[bool] = column.in_(values)
     return in_values
+
+
+_Row = TypeVar("_Row")
+
+
+class MissingRow(LookupError):
+    """A row that must be there (a foreign key points at it, or this step holds its claim) is
+    not: raised instead of carrying on with None. The step's transaction rolls back."""
+
+
+def get_required(session: Session, model: type[_Row], key: Any) -> _Row:
+    """``session.get`` for a row whose absence is a broken invariant, not an answer."""
+    row = session.get(model, key)
+    if row is None:
+        raise MissingRow(f"{model.__name__} {key!r} does not exist")
+    return row
 
 
 def is_postgres(session: Session) -> bool:

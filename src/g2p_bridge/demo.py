@@ -39,7 +39,10 @@ def _free_socket() -> socket.socket:
 
 @contextmanager
 def _serve(app: Any, sock: socket.socket) -> Iterator[str]:
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    # log_config=None: uvicorn's records go to the root handler (masked, one line each), not to
+    # handlers of its own.
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", log_config=None)
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

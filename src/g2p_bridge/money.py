@@ -173,7 +173,8 @@ def has_valid_minor_units(amount: Decimal, currency: str) -> bool:
     if not amount.is_finite() or abs(amount) >= MAX_AMOUNT:
         return False
     exponent = amount.as_tuple().exponent
-    assert isinstance(exponent, int)  # finite decimals only reach here
+    if not isinstance(exponent, int):  # NaN and infinities have a letter; excluded above
+        return False
     return -exponent <= minor_units(currency) or amount == amount.quantize(
         Decimal(1).scaleb(-minor_units(currency))
     )

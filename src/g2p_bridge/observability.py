@@ -14,7 +14,8 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import Any
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import IO, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from prometheus_client.core import CollectorRegistry, GaugeMetricFamily
@@ -175,6 +176,53 @@ def render_metrics(extra: Collector | None = None) -> tuple[bytes, str]:
     return body, CONTENT_TYPE_LATEST
 
 
+class MetricsServer:
+    """``GET /metrics`` on a port of its own, in a thread of the API process; anything else is
+    404. Kept apart from the API's port so that routing the API (an Ingress) cannot publish it.
+    ``SO_REUSEPORT`` lets each process of ``api --workers N`` bind it, as they share the API's
+    port; a scrape then reads one process's counters, as it did on the API's port."""
+
+    def __init__(self, host: str, port: int, extra: Collector | None = None) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path.split("?", 1)[0] != "/metrics":
+                    self._answer(404, b'{"detail": "not found"}', "application/json")
+                    return
+                body, content_type = render_metrics(extra)
+                self._answer(200, body, content_type)
+
+            def _answer(self, status: int, body: bytes, content_type: str) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                # Scrapes every few seconds are not worth a log line each.
+                pass
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+            allow_reuse_port = True
+
+        self._server = Server((host, port), Handler)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="g2p-metrics", daemon=True
+        )
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
 # --- logs ------------------------------------------------------------------------------------
 
 # Fields whose values are personal data wherever they appear as key=value or "key": "value".
@@ -198,9 +246,22 @@ _FIELD_VALUE = re.compile(
     re.IGNORECASE,
 )
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
-_ADDRESS = re.compile(r"\b(account|mobile|email):[^@\s]+(@[^\s\"',;]+)?")
+_ADDRESS = re.compile(r"\b(account|mobile|email):[^@\s]+(@[^\s\"',;]+)?", re.IGNORECASE)
 # Runs of 8+ digits (spaces, dashes or a leading + allowed): account and phone numbers.
 _LONG_NUMBER = re.compile(r"(?<![\w.])\+?\d(?:[ -]?\d){7,}(?![\w.])")
+
+
+# What PostgreSQL itself puts in an error's DETAIL and CONTEXT: the offending row or key values,
+# whatever the column (names, financial addresses). SQLAlchemy's hide_parameters cannot hide
+# these, because they are part of the server's message, not the statement's parameters.
+_PG_FAILING_ROW = re.compile(r"(Failing row contains ).*")
+# "Key (disbursement_id)=(d-1) already exists", "... conflicts with existing key (...)=(...)":
+# the column list stays (it says which constraint), everything after it on the line goes.
+_PG_KEY_VALUE = re.compile(r"(\bKey \([^=\n]*?\)=\().*")
+_PG_COPY_VALUE = re.compile(r"(\bCOPY [\w.\"]+, line \d+(?:, column [\w\"]+)?: ).*")
+# A statement's bound parameters as SQLAlchemy prints them (on one line) when an engine does not
+# hide them: one built outside make_engine (a migration, a script, a test).
+_SQL_PARAMETERS = re.compile(r"(\[parameters: ).*")
 
 
 def _keep_tail(value: str) -> str:
@@ -209,7 +270,12 @@ def _keep_tail(value: str) -> str:
 
 def mask_text(text: str) -> str:
     """Masks personal data in a log message: known fields' values, e-mail addresses,
-    financial addresses and long digit runs (account and phone numbers)."""
+    financial addresses, long digit runs (account and phone numbers), and the values a database
+    error quotes (its parameters, a failing row, a key)."""
+    text = _SQL_PARAMETERS.sub(r"\1***]", text)
+    text = _PG_FAILING_ROW.sub(r"\1(***)", text)
+    text = _PG_KEY_VALUE.sub(r"\1***)", text)
+    text = _PG_COPY_VALUE.sub(r"\1***", text)
     text = _FIELD_VALUE.sub(
         lambda m: f"{m.group('key')}{m.group('quote')}***{m.group('quote')}", text
     )
@@ -232,7 +298,7 @@ def mask_value(value: Any) -> Any:
 
 
 class MaskingFilter(logging.Filter):
-    """Renders the message with its arguments, then masks it; exceptions' text too."""
+    """Renders the message with its arguments, then masks it; exceptions' and stacks' text too."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
@@ -245,6 +311,8 @@ class MaskingFilter(logging.Filter):
             record.exc_text = mask_text(logging.Formatter().formatException(record.exc_info))
         elif record.exc_text:
             record.exc_text = mask_text(record.exc_text)
+        if record.stack_info:
+            record.stack_info = mask_text(record.stack_info)
         return True
 
 
@@ -257,7 +325,44 @@ class CorrelationFilter(logging.Filter):
         return True
 
 
+# Everything that can end a line or rewrite a terminal: C0 and C1 controls (CR, LF, VT, FF, NEL,
+# ESC of ANSI sequences...), DEL, the Unicode line and paragraph separators, the bidirectional
+# overrides that make a line read differently from what it holds, and lone surrogates (a stream
+# cannot encode them, and logging would print its own multi-line error instead of the record).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_one(match: re.Match[str]) -> str:
+    char = match.group(0)
+    if char in _SHORT_ESCAPES:
+        return _SHORT_ESCAPES[char]
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape_control(text: str) -> str:
+    """``text`` with every control character written as a visible escape (``\\n``, ``\\x1b``,
+    ``\\u2028``), so that whatever a client put in a value, it stays on its own log line and
+    cannot forge another one or recolour the terminal."""
+    return _CONTROL.sub(_escape_one, text)
+
+
+class TextFormatter(logging.Formatter):
+    """The text log: one record is one line, whatever its message, arguments, extra fields,
+    exception or stack hold. The whole rendered line is escaped, not only the message, because
+    every part of it can carry client data (a task id holds an envelope id; a traceback quotes
+    values); a traceback's own line breaks become ``\\n`` too."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return escape_control(super().format(record))
+
+
 class JsonFormatter(logging.Formatter):
+    """One JSON object per line. ``json.dumps`` escapes every control character and (with
+    ``ensure_ascii``) every non-ASCII one, U+2028/2029 and lone surrogates included, so no field
+    can break the line; nothing is written around it raw."""
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(),
@@ -273,22 +378,46 @@ class JsonFormatter(logging.Formatter):
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
             entry["exception"] = record.exc_text
-        return json.dumps(entry, default=str)
+        if record.stack_info:
+            entry["stack"] = record.stack_info
+        return json.dumps(entry, default=str, ensure_ascii=True)
 
 
-def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
-    """Configures the root logger: correlation ids, masking, and text or JSON lines."""
-    handler = logging.StreamHandler()
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(correlation)s] %(message)s"
+
+
+def log_handler(fmt: str = "text", stream: IO[str] | None = None) -> logging.Handler:
+    """A handler that adds correlation ids, masks personal data, and writes one line per record
+    in ``fmt`` (text or json)."""
+    handler = logging.StreamHandler(stream)
     handler.addFilter(CorrelationFilter())
     handler.addFilter(MaskingFilter())
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(correlation)s] %(message)s")
-        )
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter(TEXT_FORMAT))
+    return handler
+
+
+def setup_logging(
+    level: int | str = "INFO", fmt: str = "text", stream: IO[str] | None = None
+) -> None:
+    """Configures the root logger: correlation ids, masking, and text or JSON lines. Servers
+    (uvicorn, Celery) must be started without their own logging configuration, so that their
+    records (an unhandled exception's traceback among them) reach this handler too."""
+    handler = log_handler(fmt, stream)
     root = logging.getLogger()
     for existing in list(root.handlers):
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(level)
+
+
+def route_celery_logging(fmt: str = "text") -> None:
+    """Has a Celery worker started in this process log through :func:`setup_logging`. Celery
+    otherwise installs its own root handler, which neither masks nor keeps a record on one line
+    (a failed task's traceback, quoting the database error, went out so); it leaves logging alone
+    when a receiver of its ``setup_logging`` signal configures it instead."""
+    from celery import signals
+
+    def configure(loglevel: int | str | None = None, **_: Any) -> None:
+        setup_logging(loglevel or "INFO", fmt)
+
+    signals.setup_logging.connect(configure, weak=False)

@@ -3,14 +3,114 @@ compatible with OpenG2P G2P Bridge 1.x. Shared by the API, the CLI and the tests
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    computed_field,
+)
 
+from g2p_bridge.models import (
+    BenefitProgram,
+    Disbursement,
+    DisbursementEnvelope,
+    ProcessedRequest,
+)
 from g2p_bridge.models.base import utcnow
+
+
+def column_length(column: Any) -> int:
+    """The length of a String column, so that the wire's limits are the database's."""
+    length = getattr(getattr(column, "type", None), "length", None)
+    if not isinstance(length, int):
+        raise TypeError(f"{column} has no length")
+    return length
+
+
+# Identifiers a client chooses (envelope, disbursement and message ids, sender ids, mnemonics,
+# bank codes and accounts) travel into bank files (MT940, ISO 20022), log lines and URLs. They
+# are kept to a character set that no format gives a meaning to at any position: no blanks, no
+# line breaks, no "/" (MT940's reference separator is "//"), no quotes or angle brackets.
+SAFE_ID_CHARACTERS = "A-Z a-z 0-9 . _ : -"
+SAFE_ID_PATTERN = r"^[A-Za-z0-9._:-]+$"
+INT32_MAX = 2**31 - 1
+
+
+def _safe_id(column: Any) -> StringConstraints:
+    return StringConstraints(
+        strip_whitespace=True,
+        min_length=1,
+        max_length=column_length(column),
+        pattern=SAFE_ID_PATTERN,
+    )
+
+
+def _fits(column: Any) -> StringConstraints:
+    # Control characters are refused in every string of a request before validation
+    # (api.wire.check_strings); here only the column's length.
+    return StringConstraints(max_length=column_length(column))
+
+
+_PLAIN_DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?", re.ASCII)
+_PLAIN_INTEGER = re.compile(r"[0-9]+", re.ASCII)
+
+
+class NonPlainNumber(Decimal):
+    """A JSON number written with an exponent (``1e1``): kept apart so that an amount or a
+    count refuses it, while a number nobody reads (in ``meta``) does not fail the request."""
+
+
+def _plain_decimal(value: Any) -> Any:
+    """Amounts in plain decimal notation only: a JSON number without exponent, or a string of
+    ASCII digits with an optional fraction. ``"1_0.0_0"``, ``"1e1"``, full-width or
+    Arabic-Indic digits, NaN, infinities, booleans and floats are refused, never guessed."""
+    if isinstance(value, bool | NonPlainNumber):
+        raise ValueError("an amount must be written in plain decimal notation (e.g. 100.25)")
+    if isinstance(value, int | Decimal):
+        return Decimal(value)
+    if isinstance(value, str) and _PLAIN_DECIMAL.fullmatch(value.strip()):
+        return Decimal(value.strip())
+    raise ValueError("an amount must be written in plain decimal notation (e.g. 100.25)")
+
+
+def _plain_integer(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("a count must be a whole number")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and _PLAIN_INTEGER.fullmatch(value.strip()):
+        return int(value.strip())
+    raise ValueError("a count must be a whole number written with ASCII digits")
+
+
+Money = Annotated[Decimal, BeforeValidator(_plain_decimal)]
+# Counts are stored in 32-bit integer columns.
+Count = Annotated[int, BeforeValidator(_plain_integer), Field(ge=0, le=INT32_MAX)]
+
+EnvelopeId = Annotated[str, _safe_id(DisbursementEnvelope.id)]
+DisbursementId = Annotated[str, _safe_id(Disbursement.id)]
+ProgramMnemonic = Annotated[str, _safe_id(BenefitProgram.mnemonic)]
+CycleCode = Annotated[str, _safe_id(DisbursementEnvelope.cycle_code_mnemonic)]
+MessageId = Annotated[str, _safe_id(ProcessedRequest.message_id)]
+SenderId = Annotated[str, _safe_id(ProcessedRequest.sender_id)]
+BankCode = Annotated[str, _safe_id(BenefitProgram.sponsor_bank_code)]
+AccountNumber = Annotated[str, _safe_id(BenefitProgram.sponsor_bank_account_number)]
+BranchCode = Annotated[str, _safe_id(BenefitProgram.sponsor_bank_branch_code)]
+ResolverName = Annotated[str, _safe_id(BenefitProgram.resolver)]
+MisReference = Annotated[str, _fits(Disbursement.mis_reference_number)]
+BeneficiaryId = Annotated[str, _fits(Disbursement.beneficiary_id)]
+BeneficiaryName = Annotated[str, _fits(Disbursement.beneficiary_name)]
+Narrative = Annotated[str, _fits(Disbursement.narrative)]
+FinancialAddress = Annotated[str, _fits(Disbursement.financial_address)]
 
 
 class Status(StrEnum):
@@ -32,13 +132,13 @@ class WireModel(BaseModel):
 
 class RequestHeader(WireModel):
     version: str | None = "1.0.0"
-    message_id: str = Field(min_length=1, max_length=128)
-    message_ts: str
+    message_id: MessageId
+    message_ts: str = Field(max_length=64)
     action: str = Field(max_length=64)
-    sender_id: str = Field(min_length=1, max_length=128)
+    sender_id: SenderId
     sender_uri: str | None = ""
     receiver_id: str | None = ""
-    total_count: int
+    total_count: Count
     is_msg_encrypted: bool | None = False
     meta: Any = None
 
@@ -76,31 +176,42 @@ class Response(WireModel, Generic[M]):
 
 class EnvelopePayload(WireModel):
     id: str | None = None
-    disbursement_envelope_id: str | None = Field(default=None, max_length=64)
-    benefit_program_mnemonic: str | None = None
-    disbursement_frequency: str | None = None
-    cycle_code_mnemonic: str | None = None
-    number_of_beneficiaries: int | None = None
-    number_of_disbursements: int | None = None
-    total_disbursement_amount: Decimal | None = None
-    disbursement_currency_code: str | None = None
+    disbursement_envelope_id: EnvelopeId | None = None
+    benefit_program_mnemonic: ProgramMnemonic | None = None
+    disbursement_frequency: str | None = Field(default=None, max_length=16)
+    cycle_code_mnemonic: CycleCode | None = None
+    number_of_beneficiaries: Count | None = None
+    number_of_disbursements: Count | None = None
+    total_disbursement_amount: Money | None = None
+    disbursement_currency_code: str | None = Field(default=None, max_length=3)
     disbursement_schedule_date: date | None = None
     cancellation_status: CancellationStatus | None = None
     cancellation_timestamp: datetime | None = None
     created_timestamp: datetime | None = None
 
 
+class EnvelopeAmendPayload(WireModel):
+    """What an amendment may change (OpenG2P 1.x ``amend_disbursement_envelope``); a field
+    left out keeps its value."""
+
+    disbursement_envelope_id: EnvelopeId
+    number_of_beneficiaries: Count | None = None
+    number_of_disbursements: Count | None = None
+    total_disbursement_amount: Money | None = None
+    disbursement_schedule_date: date | None = None
+
+
 class DisbursementPayload(WireModel):
     id: str | None = None
-    mis_reference_number: str | None = None
-    disbursement_id: str | None = None
-    disbursement_envelope_id: str | None = None
-    beneficiary_id: str | None = None
-    beneficiary_name: str | None = None
-    disbursement_amount: Decimal | None = None
-    narrative: str | None = None
+    mis_reference_number: MisReference | None = None
+    disbursement_id: DisbursementId | None = None
+    disbursement_envelope_id: EnvelopeId | None = None
+    beneficiary_id: BeneficiaryId | None = None
+    beneficiary_name: BeneficiaryName | None = None
+    disbursement_amount: Money | None = None
+    narrative: Narrative | None = None
     # Ours: a financial address given inline, for programs whose resolver is "inline".
-    financial_address: str | None = None
+    financial_address: FinancialAddress | None = None
     receipt_time_stamp: datetime | None = None
     cancellation_status: CancellationStatus | None = None
     cancellation_time_stamp: datetime | None = None
@@ -187,13 +298,29 @@ class DisbursementStatusPayload(WireModel):
 
 
 class ProgramPayload(WireModel):
-    program_mnemonic: str | None = Field(default=None, max_length=64)
-    sponsor_bank_code: str | None = Field(default=None, max_length=32)
-    sponsor_bank_account_number: str | None = Field(default=None, max_length=64)
-    sponsor_bank_branch_code: str | None = Field(default=None, max_length=32)
-    sponsor_bank_account_currency: str | None = None
+    """A program's configuration. Accepts OpenG2P 1.1.0's field names (``benefit_program_*``,
+    ``funding_org_*``) and our earlier ``program_mnemonic``; answers carry both spellings."""
+
+    program_mnemonic: ProgramMnemonic | None = Field(
+        default=None,
+        validation_alias=AliasChoices("program_mnemonic", "benefit_program_mnemonic"),
+    )
+    benefit_program_name: Annotated[str, _fits(BenefitProgram.benefit_program_name)] | None = None
+    funding_org_code: Annotated[str, _fits(BenefitProgram.funding_org_code)] | None = None
+    funding_org_name: Annotated[str, _fits(BenefitProgram.funding_org_name)] | None = None
+    sponsor_bank_code: BankCode | None = None
+    sponsor_bank_account_number: AccountNumber | None = None
+    sponsor_bank_branch_code: BranchCode | None = None
+    sponsor_bank_account_currency: str | None = Field(default=None, max_length=3)
     id_mapper_resolution_required: bool | None = None
-    resolver: str | None = Field(default=None, max_length=64)
+    # Ours: the resolver plug-in; unset picks g2p-connect when resolution is required, else
+    # inline.
+    resolver: ResolverName | None = None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def benefit_program_mnemonic(self) -> str | None:
+        return self.program_mnemonic
 
 
 class StatementPayload(WireModel):
@@ -231,7 +358,11 @@ class DisbursementEnvelopeResponse(Response[EnvelopePayload]):
     pass
 
 
-class DisbursementEnvelopeStatusRequest(Request[str]):
+class DisbursementEnvelopeAmendRequest(Request[EnvelopeAmendPayload]):
+    pass
+
+
+class DisbursementEnvelopeStatusRequest(Request[EnvelopeId]):
     pass
 
 
@@ -247,7 +378,7 @@ class DisbursementResponse(Response[list[DisbursementPayload]]):
     pass
 
 
-class DisbursementStatusRequest(Request[list[str]]):
+class DisbursementStatusRequest(Request[list[DisbursementId]]):
     pass
 
 

@@ -70,6 +70,12 @@ class Settings(BaseSettings):
     log_format: str = "text"
     broker_check_timeout_seconds: float = 2.0
     metrics_state_cache_seconds: float = 5.0
+    # Unset: /metrics is a route of the API itself (the embedded default, on 127.0.0.1). Set:
+    # the API process serves /metrics only on this port, from a small listener of its own, and
+    # the API's port answers 404 there; a Kubernetes Service can then expose it in the cluster
+    # while the Ingress, which routes only the API's port, never can. 0 picks a free port.
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
 
     # Connectors and resolvers.
     bank_connectors: dict[str, BankConnectorSettings] = Field(

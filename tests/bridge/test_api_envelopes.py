@@ -19,10 +19,51 @@ def test_program_is_created_read_listed_and_updated(client, program) -> None:
     assert client.get("/programs/PROG1").json()["sponsor_bank_branch_code"] == "BR9"
 
 
+def test_openg2p_1_1_program_configuration_is_accepted_as_sent(client) -> None:
+    """OpenG2P 1.1.0's own payload: benefit_program_* and funding_org_* fields, no resolver."""
+    body = {
+        "header": header("create_benefit_program_configuration"),
+        "message": {
+            "benefit_program_mnemonic": "OG2P-CT",
+            "benefit_program_name": "Cash Transfer for Elderly",
+            "funding_org_code": "MOF",
+            "funding_org_name": "Ministry of Finance",
+            "sponsor_bank_code": "EXAMPLE",
+            "sponsor_bank_account_number": "4000000001",
+            "sponsor_bank_branch_code": "BR01",
+            "sponsor_bank_account_currency": "USD",
+        },
+    }
+    created = client.post("/create_benefit_program_configuration", body)
+    assert created.status_code == 200, created.text
+    message = created.json()["message"]
+    assert message["benefit_program_mnemonic"] == message["program_mnemonic"] == "OG2P-CT"
+    assert message["benefit_program_name"] == "Cash Transfer for Elderly"
+    assert message["funding_org_name"] == "Ministry of Finance"
+    # 1.1.0's default: beneficiary ids are resolved through the ID mapper.
+    assert message["id_mapper_resolution_required"] is True
+    assert message["resolver"] == "g2p-connect"
+    stored = client.get("/programs/OG2P-CT").json()
+    assert stored["funding_org_code"] == "MOF"
+    # The same message again is a replay: the first answer. A new message id is a second
+    # configuration of the same program, which is refused.
+    replay = client.post("/create_benefit_program_configuration", body)
+    assert replay.status_code == 200 and replay.json()["message"] == message
+    body["header"] = header("create_benefit_program_configuration")
+    second = client.post("/create_benefit_program_configuration", body)
+    assert second.status_code == 409
+    assert second.json()["header"]["meta"]["error_code"] == (
+        "BENEFIT_PROGRAM_CONFIGURATION_ALREADY_EXISTS"
+    )
+
+
 def test_program_rules(client, program) -> None:
     again = client.post("/create_benefit_program_configuration", program_request())
     assert again.status_code == 409
-    assert again.json()["header"]["status_reason_message"] == "PROGRAM_ALREADY_EXISTS"
+    assert (
+        again.json()["header"]["status_reason_message"]
+        == "BENEFIT_PROGRAM_CONFIGURATION_ALREADY_EXISTS"
+    )
     same_account = client.post(
         "/create_benefit_program_configuration", program_request(mnemonic="PROG2")
     )

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import redis
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
+from celery.signals import task_postrun
 from sqlalchemy.exc import OperationalError
 from test_pipeline import setup_envelope
 
@@ -21,6 +23,23 @@ from g2p_bridge.models import BankBatch
 from g2p_bridge.workers.celery_app import make_celery
 
 REDIS = "redis://127.0.0.1:6379/14"
+QUEUES = ("producers", "mapper", "funds", "dispatch", "statements")
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: Callable[[], str]) -> None:
+    """Poll ``condition`` until it holds; at the deadline fail with ``what()``, the state then."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {timeout} s: {what()}")
+        time.sleep(0.05)
+
+
+def broker_idle(client: redis.Redis) -> bool:
+    """No message waits in any queue and none is being worked on: kombu's Redis transport keeps
+    a delivered, not yet acknowledged message (acks_late: until the task returned) in the
+    ``unacked`` hash."""
+    return all(client.llen(queue) == 0 for queue in QUEUES) and client.hlen("unacked") == 0
 
 
 @pytest.fixture(scope="module")
@@ -73,12 +92,11 @@ def test_pipeline_runs_under_celery_with_redis(postgres_context) -> None:
     client.flushdb()
     envelope_id = f"env-{uuid.uuid4().hex[:6]}"
     ids = setup_envelope(context, 120, envelope_id=envelope_id)
-    queues = "producers,mapper,funds,dispatch,statements"
     with start_worker(
         app,
         pool="solo",
         perform_ping_check=False,
-        queues=queues.split(","),
+        queues=list(QUEUES),
         shutdown_timeout=30,
         loglevel="WARNING",
     ):
@@ -94,12 +112,29 @@ def test_pipeline_runs_under_celery_with_redis(postgres_context) -> None:
             batch_ids = list(
                 session.scalars(BankBatch.__table__.select().with_only_columns(BankBatch.id))
             )
+        assert batch_ids
         calls = bank.payment_calls
-        for batch_id in batch_ids:
-            app.send_task("g2p.send_bank_batch", args=[batch_id])
-            app.send_task("g2p.send_bank_batch", args=[batch_id])
-        app.send_task("g2p.produce")
-        time.sleep(2)
+        # Count the re-sent tasks as the worker finishes them: without that, "the bank was not
+        # called again" would also hold if the worker never ran them.
+        resent: list[Any] = []
+
+        def record(task: Any = None, args: Any = None, **_: Any) -> None:
+            if task is not None and task.name == "g2p.send_bank_batch":
+                resent.append(args[0])
+
+        task_postrun.connect(record, weak=False)
+        try:
+            for batch_id in batch_ids:
+                app.send_task("g2p.send_bank_batch", args=[batch_id])
+                app.send_task("g2p.send_bank_batch", args=[batch_id])
+            app.send_task("g2p.produce")
+            wait_until(
+                lambda: sorted(resent) == sorted(batch_ids * 2) and broker_idle(client),
+                30,
+                lambda: f"each re-sent batch task run twice, queues drained; ran {resent}",
+            )
+        finally:
+            task_postrun.disconnect(record)
     assert bank.payment_calls == calls
     assert sorted(bank.payments) == sorted(ids)
     counters_match_rows(context.session_factory)

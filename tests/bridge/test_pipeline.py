@@ -519,6 +519,14 @@ def test_statement_problems_become_errors_and_alarms(session_factory) -> None:
     assert "missing: 2" in (statement_row(context, third).sequence_gaps or "")
     assert states(session_factory, "env-1") == {"RECONCILED": 2, "SHIPPED": 3}
     counters_match_rows(session_factory)
+    # Asking for the id the bank named but we never had shows what the statement said of it.
+    with transaction(session_factory) as session:
+        (unknown,) = disbursements.disbursement_statuses(session, ["no-such-id"])
+    assert unknown.state == "UNKNOWN"
+    assert unknown.disbursement_recon_records is not None
+    (record,) = unknown.disbursement_recon_records.disbursement_error_recon_payloads or []
+    assert record.error_reason == "INVALID_DISBURSEMENT_ID"
+    assert record.statement_id == first
 
 
 @pytest.mark.parametrize(

@@ -169,7 +169,11 @@ def _requests_on_prog1(envelope_id: str, ids: list[str]) -> list[tuple[str, str,
         ("POST", "/get_disbursement_envelope_status", status),
         ("POST", "/create_disbursements", disbursements_request(more)),
         ("POST", "/cancel_disbursements", disbursements_request([{"disbursement_id": ids[0]}])),
-        ("POST", "/get_disbursement_status", {"header": header("status"), "message": ids}),
+        (
+            "POST",
+            "/get_disbursement_status",
+            {"header": header("status", len(ids)), "message": ids},
+        ),
         ("GET", "/envelopes?program=PROG1", None),
         ("GET", f"/envelopes/{envelope_id}/status", None),
         ("GET", f"/envelopes/{envelope_id}/disbursements", None),
@@ -451,3 +455,26 @@ def test_no_secret_is_echoed_in_errors(sqlite_client) -> None:
     response = client.http.get("/programs", headers={"authorization": "Bearer x.y.z"})
     assert TEST_SECRET not in response.text
     assert os.environ.get("G2P_BRIDGE_AUTH_SECRET_KEY") is None
+
+
+def test_api_with_several_workers_exits_on_a_configuration_error(postgres_url: str) -> None:
+    """Outside the embedded default the API refuses to start without a key; with --workers it
+    used to leave the parent running with its children dead, answering nothing."""
+    from click.testing import CliRunner
+
+    from g2p_bridge import cli
+
+    env = {
+        "G2P_BRIDGE_DATABASE_URL": postgres_url,
+        "G2P_BRIDGE_BROKER_URL": "redis://127.0.0.1:6379/15",
+        "G2P_BRIDGE_AUTH_SECRET_KEY": None,
+        "G2P_BRIDGE_AUTH_PUBLIC_KEY": None,
+        "G2P_BRIDGE_AUTH_JWKS_URL": None,
+    }
+    cli.get_settings.cache_clear()
+    try:
+        result = CliRunner(env=env).invoke(cli.main, ["api", "--workers", "2", "--port", "1"])
+    finally:
+        cli.get_settings.cache_clear()
+    assert result.exit_code != 0
+    assert "cannot start the API" in result.output, result.output

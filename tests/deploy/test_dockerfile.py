@@ -162,10 +162,49 @@ def test_builder_builds_a_wheel_and_a_venv(stages: list[Stage]) -> None:
     builder_runs = " ".join(stages[0].arguments("RUN"))
     assert "pip wheel" in builder_runs
     assert "-m venv /opt/venv" in builder_runs
-    assert "--no-index" in builder_runs, "the venv is installed from the built wheels only"
+    assert "--no-index" in builder_runs, "the project's wheel goes in without an index"
     final = stages[-1]
     assert any("/opt/venv" in args for args in final.arguments("COPY"))
     assert any("/opt/venv/bin" in args for args in final.arguments("ENV"))
+
+
+def pip_commands(command: str) -> list[str]:
+    """Each ``pip install`` / ``pip wheel`` of a RUN, up to the next ``&&``, ``;`` or ``|``."""
+    return re.findall(r"\bpip\s+(?:install|wheel)\b[^&;|]*", command)
+
+
+def test_image_installs_its_dependencies_from_the_lock(stages: list[Stage]) -> None:
+    """No pip command of any stage may resolve from an index: each reads the hash-pinned lock
+    (``--require-hashes -r requirements/...``) or installs one thing without its dependencies."""
+    commands = [
+        pip for stage in stages for run in stage.arguments("RUN") for pip in pip_commands(run)
+    ]
+    assert commands, "the Dockerfile runs no pip command"
+    locked: set[str] = set()
+    for pip in commands:
+        words = shlex.split(pip)
+        if "--require-hashes" in words:
+            files = [words[index + 1] for index, word in enumerate(words) if word == "-r"]
+            assert files, f"--require-hashes without a requirements file: {pip}"
+            assert all(name.startswith("requirements/") for name in files), pip
+            locked.update(files)
+        else:
+            assert "--no-deps" in words, f"pip resolves dependencies outside the lock: {pip}"
+            if words[1] == "install":
+                assert "--no-index" in words, f"pip install from an index outside the lock: {pip}"
+            else:
+                assert "--no-build-isolation" in words, (
+                    f"the build backend is not the locked one: {pip}"
+                )
+    assert {"requirements/build.txt", "requirements/runtime.txt"} <= locked
+    copied = {
+        source
+        for stage in stages
+        for args in stage.arguments("COPY")
+        if "--from=" not in args
+        for source in shlex.split(args)[:-1]
+    }
+    assert locked <= copied, f"lock files used but not copied into the build: {locked - copied}"
 
 
 def test_final_stage_runs_as_fixed_non_root_user(stages: list[Stage]) -> None:
@@ -232,7 +271,12 @@ def test_dockerignore_keeps_the_context_small() -> None:
         "tests",
     ):
         assert ignored(path, patterns), f".dockerignore lets {path} into the build context"
-    for path in ("pyproject.toml", "README.md", "src/g2p_bridge/cli.py"):
+    for path in (
+        "pyproject.toml",
+        "README.md",
+        "requirements/runtime.txt",
+        "src/g2p_bridge/cli.py",
+    ):
         assert not ignored(path, patterns), f".dockerignore drops {path}"
 
 

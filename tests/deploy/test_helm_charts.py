@@ -295,7 +295,11 @@ def test_api_has_health_probes_and_service(
     argv = args_of(deployment)
     assert option(argv, "--host") == "0.0.0.0"
     assert option(argv, "--port") == str(port)
-    assert container["ports"] == [{"name": "http", "containerPort": port, "protocol": "TCP"}]
+    assert container["ports"][0] == {"name": "http", "containerPort": port, "protocol": "TCP"}
+    # The bridge's API has a second port, for /metrics only (test_ingress_and_metrics.py).
+    assert [p["name"] for p in container["ports"]] == (
+        ["http", "metrics"] if script == "g2p-bridge" else ["http"]
+    )
     assert container["readinessProbe"]["httpGet"] == {"path": "/health/ready", "port": "http"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/health/live", "port": "http"}
     selector = deployment["spec"]["selector"]["matchLabels"]

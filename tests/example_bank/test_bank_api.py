@@ -240,6 +240,9 @@ def test_initiate_payment_input_validation(client: TestClient, make_payment: Any
     missing = make_payment("x", "BLK")
     del missing["payment_amount"]
     assert client.post("/initiate_payment", json=[missing]).status_code == 422
+    for hostile in ("x\n:61:2611251125RD1,00NTRFy//Z", "x//Z", "x y", ""):
+        payment = make_payment(hostile, "BLK")
+        assert client.post("/initiate_payment", json=[payment]).status_code == 422, hostile
     repeated = [make_payment("x", "BLK"), make_payment("x", "BLK")]
     response = client.post("/initiate_payment", json=repeated)
     assert response.status_code == 400

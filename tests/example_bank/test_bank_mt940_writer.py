@@ -215,3 +215,26 @@ def test_round_trip_through_the_bridge_parser() -> None:
     assert fields["NAME"] == long_name
     assert fields["REMI"] == "Monthly cash transfer for households with children, Nov 2026"
     assert fields["ULTB"] == "BEN-42"
+
+
+@pytest.mark.parametrize(
+    "reference",
+    [
+        "disb-1\n:61:2611251125RD100,50NTRFdisb-0002//EB9",
+        "disb-1\r:61:2611251125RD100,50NTRFdisb-0002//EB9",
+        "disb-1\r\n-\n:20:X",
+        "disb-1//EB9",
+        "disb 1\u2028:61:x",
+    ],
+)
+def test_a_hostile_reference_cannot_forge_an_entry(reference: str) -> None:
+    """Whatever a payment reference holds, the statement reads back one entry per payment,
+    with the same amount and mark, and no entry names a reference it was not given."""
+    mt940 = pytest.importorskip("g2p_bridge.formats.mt940")
+    entry = StatementEntry(DAY, DAY, "D", Decimal("-100.50"), reference, "EB1", "/EREF/x")
+    page = _page(closing_balance=Decimal("999899.50"))
+    (statement,) = list(mt940.iter_statements(render_statement(page, [entry])))
+    assert [(e.mark, e.amount) for e in statement.entries] == [("D", Decimal("100.50"))]
+    (read,) = statement.entries
+    assert read.customer_reference not in ("disb-0002", "disb-1")
+    assert read.bank_reference == "EB1"

@@ -43,7 +43,8 @@ def run_migrations_online() -> None:
         _run(connection)
         return
     url = config.get_main_option("sqlalchemy.url")
-    assert url, "sqlalchemy.url is not configured"
+    if not url:
+        raise RuntimeError("sqlalchemy.url is not configured")
     engine = make_engine(url)
     try:
         with engine.begin() as conn:

@@ -22,13 +22,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from g2p_bridge import __version__
 from g2p_bridge.api import audit_events, disbursements, envelopes, programs, statements
 from g2p_bridge.api.handling import database_unavailable
-from g2p_bridge.api.security import RequestContextMiddleware, authenticate
+from g2p_bridge.api.security import (
+    RefuseControlCharactersMiddleware,
+    RequestContextMiddleware,
+    authenticate,
+)
 from g2p_bridge.api.wire import add_request_schemas, json_response, refusal, validation_message
 from g2p_bridge.auth import Authenticator
 from g2p_bridge.core.context import Context
 from g2p_bridge.core.errors import BridgeError, ErrorCode, InvalidRequest
 from g2p_bridge.db import is_database_outage, make_engine, make_session_factory
-from g2p_bridge.observability import DisbursementStates, render_metrics
+from g2p_bridge.observability import DisbursementStates, MetricsServer, render_metrics
 from g2p_bridge.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -56,12 +60,21 @@ def create_app(
         wake = _celery_wake()
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        metrics_server = None
+        if settings.metrics_port is not None:
+            metrics_server = MetricsServer(
+                settings.metrics_host, settings.metrics_port, app.state.disbursement_states
+            )
+            metrics_server.start()
+            app.state.metrics_server = metrics_server
         if runner is not None:
             runner.start()
         yield
         if runner is not None:
             runner.stop()
+        if metrics_server is not None:
+            metrics_server.stop()
 
     app = FastAPI(
         title="G2P Bridge",
@@ -80,6 +93,7 @@ def create_app(
     )
     for module in (envelopes, disbursements, statements, programs, audit_events):
         app.include_router(module.router, dependencies=[Depends(authenticate)])
+    app.add_middleware(RefuseControlCharactersMiddleware)
     app.add_middleware(RequestContextMiddleware)
     _add_health(app)
     _add_error_handlers(app)
@@ -161,6 +175,9 @@ def _add_health(app: FastAPI) -> None:
             {"status": "ok" if healthy else "unavailable", **checks}, 200 if healthy else 503
         )
 
+    if app.state.settings.metrics_port is not None:
+        return  # served on its own port (MetricsServer), never on the API's
+
     @app.get("/metrics", tags=["health"], include_in_schema=False)
     async def metrics(request: Request) -> Response:
         body, content_type = await run_in_threadpool(
@@ -175,7 +192,8 @@ def _broker_reachable(url: str, timeout: float) -> str:
 
     try:
         with Connection(url, connect_timeout=timeout, transport_options={"max_retries": 0}) as c:
-            c.ensure_connection(max_retries=1, timeout=timeout)
+            # kombu takes a float timeout; its stub (celery-types) says int.
+            c.ensure_connection(max_retries=1, timeout=timeout)  # type: ignore[arg-type]
     except Exception as exc:
         log.warning("readiness: broker unreachable: %s", exc)
         return "unreachable"

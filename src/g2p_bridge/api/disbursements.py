@@ -23,6 +23,7 @@ from g2p_bridge.api.wire import json_response, request_body, success_header
 from g2p_bridge.core import audit, disbursements
 from g2p_bridge.core.errors import BridgeError, ErrorCode, InvalidRequest
 from g2p_bridge.schemas import (
+    INT32_MAX,
     DisbursementPayload,
     DisbursementRequest,
     DisbursementResponse,
@@ -172,7 +173,7 @@ async def list_disbursements(
     request: Request,
     envelope_id: str,
     state: str | None = Query(None, max_length=32),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=INT32_MAX),
     limit: int = Query(100, ge=1, le=1000),
 ) -> Response:
     def run(session: Session) -> Page[DisbursementPayload]:

@@ -14,6 +14,10 @@ from g2p_bridge.api.wire import json_response, request_body, success_header
 from g2p_bridge.core import audit, envelopes
 from g2p_bridge.core.errors import ErrorCode, Forbidden
 from g2p_bridge.models.base import utcnow
+from g2p_bridge.schemas import INT32_MAX, EnvelopePayload, EnvelopeStatusPayload, Page
+from g2p_bridge.schemas import (
+    DisbursementEnvelopeAmendRequest as EnvelopeAmendRequest,
+)
 from g2p_bridge.schemas import (
     DisbursementEnvelopeRequest as EnvelopeRequest,
 )
@@ -26,12 +30,12 @@ from g2p_bridge.schemas import (
 from g2p_bridge.schemas import (
     DisbursementEnvelopeStatusResponse as EnvelopeStatusResponse,
 )
-from g2p_bridge.schemas import EnvelopePayload, EnvelopeStatusPayload, Page
 
 router = APIRouter(tags=["envelopes"])
 
 _envelope_request = TypeAdapter(EnvelopeRequest)
 _status_request = TypeAdapter(EnvelopeStatusRequest)
+_amend_request = TypeAdapter(EnvelopeAmendRequest)
 
 
 def _programs_of_envelope(session: Session, req: EnvelopeRequest) -> set[str]:
@@ -103,6 +107,40 @@ async def cancel_disbursement_envelope(request: Request) -> Response:
 
 
 @router.post(
+    "/amend_disbursement_envelope",
+    response_model=EnvelopeResponse,
+    openapi_extra=request_body(EnvelopeAmendRequest),
+)
+async def amend_disbursement_envelope(request: Request) -> Response:
+    def work(session: Session, req: EnvelopeAmendRequest) -> EnvelopeResponse:
+        envelope, before = envelopes.amend_envelope(session, req.message, utcnow().date())
+        audit.record(
+            session,
+            "envelope.amend",
+            "envelope",
+            envelope.id,
+            envelope_id=envelope.id,
+            detail={"before": before, "after": envelopes.amendable_figures(envelope)},
+        )
+        return EnvelopeResponse(
+            header=success_header(req.header, 1), message=envelopes.envelope_payload(envelope)
+        )
+
+    response, req = await handle(
+        request,
+        _amend_request,
+        work,
+        replayable=True,
+        programs_of=lambda session, req: envelope_programs(
+            session, [req.message.disbursement_envelope_id]
+        ),
+    )
+    if req is not None:
+        wake(request, "envelope_amended")
+    return response
+
+
+@router.post(
     "/get_disbursement_envelope_status",
     response_model=EnvelopeStatusResponse,
     openapi_extra=request_body(EnvelopeStatusRequest),
@@ -128,7 +166,7 @@ async def get_disbursement_envelope_status(request: Request) -> Response:
 async def list_envelopes(
     request: Request,
     program: str | None = Query(None, max_length=64),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=INT32_MAX),
     limit: int = Query(50, ge=1, le=1000),
 ) -> Response:
     principal = principal_of(request)

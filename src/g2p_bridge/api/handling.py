@@ -3,6 +3,8 @@ transaction, answer; replays of a (sender, message_id) get the first answer back
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -16,14 +18,22 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from g2p_bridge.api.security import principal_of, record_refusal
 from g2p_bridge.api.wire import (
-    check_string_lengths,
+    check_strings,
+    echo_items,
     header_hint,
     parse_json,
     read_body,
     refusal,
     validate,
 )
-from g2p_bridge.core.errors import BridgeError, ErrorCode, Forbidden, ServiceUnavailable
+from g2p_bridge.core.errors import (
+    BridgeError,
+    Conflict,
+    ErrorCode,
+    Forbidden,
+    InvalidRequest,
+    ServiceUnavailable,
+)
 from g2p_bridge.db import is_database_outage, transaction
 from g2p_bridge.models import ProcessedRequest
 from g2p_bridge.observability import request_id_var
@@ -111,10 +121,11 @@ async def _handle(
     data = parse_json(raw)
     hint = header_hint(data)
     try:
-        check_string_lengths(data, settings.max_string_length)
+        check_strings(data, settings.max_string_length)
         g2p_request = validate(data, adapter)
+        check_total_count(g2p_request)
     except BridgeError as error:
-        return refusal(error, hint), None
+        return refusal(error, hint, echo_items(data, error)), None
     hint = {
         "message_id": g2p_request.header.message_id,
         "action": g2p_request.header.action,
@@ -133,23 +144,32 @@ async def _handle(
         await run_in_threadpool(record_refusal, factory, principal, action, error)
         return refusal(error, hint), None
 
+    digest = request_digest(action, data)
+
     def run() -> bytes:
         header = g2p_request.header
-        key = (header.sender_id, header.message_id)
+        key = (header.sender_id, action, header.message_id)
         with transaction(factory) as session:
             if programs_of is not None:
                 principal.require_programs(programs_of(session, g2p_request))
-            if replayable:
-                stored = session.get(ProcessedRequest, key)
-                if stored is not None:
-                    return stored.response
+            if not replayable:
+                return work(session, g2p_request).model_dump_json().encode()
+            stored = session.get(ProcessedRequest, key)
+            if stored is not None:
+                return replayed_answer(stored, digest)
+            # Claimed before the work: a concurrent copy of this request waits on this row's
+            # key until we commit, then answers with what we stored (the IntegrityError below).
+            claim = ProcessedRequest(
+                sender_id=key[0],
+                action=key[1],
+                message_id=key[2],
+                request_sha256=digest,
+                response=b"",
+            )
+            session.add(claim)
+            session.flush()
             answer = work(session, g2p_request).model_dump_json().encode()
-            if replayable:
-                session.add(
-                    ProcessedRequest(
-                        sender_id=key[0], message_id=key[1], action=header.action, response=answer
-                    )
-                )
+            claim.response = answer
         return answer
 
     try:
@@ -170,3 +190,43 @@ async def _handle(
             raise
         return database_unavailable(exc, hint), None
     return Response(content=answer, media_type="application/json"), g2p_request
+
+
+def check_total_count(g2p_request: G2PRequest[Any]) -> None:
+    """The header's count is the message's: the number of items of a list message; 1 for a
+    single message (0 is tolerated there, as some G2P Connect senders leave it unset)."""
+    declared = g2p_request.header.total_count
+    message = g2p_request.message
+    if isinstance(message, list):
+        if declared != len(message):
+            raise InvalidRequest(
+                ErrorCode.INVALID_TOTAL_COUNT,
+                f"header.total_count is {declared} but the message holds {len(message)} items",
+            )
+    elif declared not in (0, 1):
+        raise InvalidRequest(
+            ErrorCode.INVALID_TOTAL_COUNT,
+            f"header.total_count is {declared} but the message is a single item",
+        )
+
+
+def request_digest(action: str, data: Any) -> str:
+    """What makes two requests under one message id the same request: the route and the
+    message. The header is left out: a client that resends stamps a new ``message_ts``."""
+    message = data.get("message") if isinstance(data, dict) else None
+    canonical = json.dumps(
+        [action, message], sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def replayed_answer(stored: ProcessedRequest, digest: str) -> bytes:
+    """The first answer again, for the same request; a different request under a message id
+    this sender already used for this action is refused, and nothing of it is stored."""
+    if stored.request_sha256 is not None and stored.request_sha256 != digest:
+        raise Conflict(
+            ErrorCode.MESSAGE_ID_DUPLICATE,
+            f"message_id {stored.message_id!r} was already used by this sender for a different "
+            f"{stored.action} request; send a new request with a new message_id",
+        )
+    return stored.response

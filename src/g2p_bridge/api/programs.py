@@ -12,7 +12,7 @@ from g2p_bridge.api.access import guarded
 from g2p_bridge.api.handling import handle, settings_of
 from g2p_bridge.api.security import principal_of
 from g2p_bridge.api.wire import (
-    check_string_lengths,
+    check_strings,
     json_response,
     parse_json,
     read_body,
@@ -86,7 +86,7 @@ async def get_program(request: Request, mnemonic: str) -> Response:
 async def update_program(request: Request, mnemonic: str) -> Response:
     settings = settings_of(request)
     data = parse_json(await read_body(request, settings.max_program_request_bytes))
-    check_string_lengths(data, settings.max_string_length)
+    check_strings(data, settings.max_string_length)
     payload = validate(data, _program_payload)
 
     def run(session: Session) -> ProgramPayload:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from typing import Any
+from urllib.parse import unquote
 
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
@@ -13,9 +14,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from g2p_bridge.api.wire import forbidden_character, refusal
 from g2p_bridge.auth import ANONYMOUS_ADMIN, Authenticator, Principal
 from g2p_bridge.core import audit
-from g2p_bridge.core.errors import BridgeError, ErrorCode, Unauthenticated
+from g2p_bridge.core.errors import BridgeError, ErrorCode, InvalidRequest, Unauthenticated
 from g2p_bridge.db import transaction
 from g2p_bridge.observability import (
     AUTH_REFUSALS,
@@ -73,6 +75,28 @@ class RequestContextMiddleware:
             if status in (401, 403):
                 AUTH_REFUSALS.labels(str(status)).inc()
             request_id_var.reset(token)
+
+
+class RefuseControlCharactersMiddleware:
+    """Answers 400 to a URL whose path or query holds a control character (NUL above all,
+    which PostgreSQL's text type cannot hold) before any route or database sees it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            query = unquote(scope.get("query_string", b"").decode("latin-1"), errors="replace")
+            bad = forbidden_character(scope.get("path", "")) or forbidden_character(query)
+            if bad is not None:
+                error = InvalidRequest(
+                    ErrorCode.INVALID_CHARACTER,
+                    f"the URL holds the control character {bad}, which no path or query takes",
+                )
+                error.http_status = 400
+                await refusal(error, {})(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 async def authenticate(request: Request) -> Principal:

@@ -17,6 +17,7 @@ from g2p_bridge.core.errors import BridgeError, ErrorCode, Forbidden, PayloadToo
 from g2p_bridge.db import transaction
 from g2p_bridge.models import AccountStatement
 from g2p_bridge.schemas import (
+    INT32_MAX,
     AccountStatementResponse,
     Page,
     ResponseHeader,
@@ -91,7 +92,9 @@ async def get_statement(request: Request, statement_id: str) -> Response:
 
 @router.get("/statements", response_model=Page[StatementPayload])
 async def list_statements(
-    request: Request, offset: int = Query(0, ge=0), limit: int = Query(50, ge=1, le=500)
+    request: Request,
+    offset: int = Query(0, ge=0, le=INT32_MAX),
+    limit: int = Query(50, ge=1, le=500),
 ) -> Response:
     principal = principal_of(request)
 

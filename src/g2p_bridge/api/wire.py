@@ -6,6 +6,7 @@ float), oversize bodies are refused before parsing, and every problem becomes a 
 from __future__ import annotations
 
 import json
+import re
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -14,7 +15,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from g2p_bridge.core.errors import BridgeError, ErrorCode, InvalidRequest, PayloadTooLarge
-from g2p_bridge.schemas import RequestHeader, ResponseHeader, Status
+from g2p_bridge.schemas import NonPlainNumber, RequestHeader, ResponseHeader, Status
 
 T = TypeVar("T")
 
@@ -27,6 +28,36 @@ _REASON_CODES = {
     ErrorCode.ACCESS_DENIED: "rjct.auth.forbidden",
     ErrorCode.SENDER_MISMATCH: "rjct.sender_id.invalid",
     ErrorCode.SERVICE_UNAVAILABLE: "rjct.service.unavailable",
+    ErrorCode.MESSAGE_ID_DUPLICATE: "rjct.message_id.duplicate",
+    ErrorCode.INVALID_MESSAGE_ID: "rjct.message_id.invalid",
+    ErrorCode.INVALID_TOTAL_COUNT: "rjct.total_count.invalid",
+}
+
+# A field that fails validation is refused with the reference's code for that field, where it
+# has one, so a client built for the reference reads the same code from us.
+_FIELD_CODES = {
+    "disbursement_envelope_id": ErrorCode.INVALID_DISBURSEMENT_ENVELOPE_ID,
+    "benefit_program_mnemonic": ErrorCode.INVALID_PROGRAM_MNEMONIC,
+    "program_mnemonic": ErrorCode.INVALID_PROGRAM_MNEMONIC,
+    "disbursement_frequency": ErrorCode.INVALID_DISBURSEMENT_FREQUENCY,
+    "cycle_code_mnemonic": ErrorCode.INVALID_CYCLE_CODE_MNEMONIC,
+    "number_of_beneficiaries": ErrorCode.INVALID_NO_OF_BENEFICIARIES,
+    "number_of_disbursements": ErrorCode.INVALID_NO_OF_DISBURSEMENTS,
+    "total_disbursement_amount": ErrorCode.INVALID_TOTAL_DISBURSEMENT_AMOUNT,
+    "disbursement_currency_code": ErrorCode.INVALID_DISBURSEMENT_CURRENCY_CODE,
+    "disbursement_schedule_date": ErrorCode.INVALID_DISBURSEMENT_SCHEDULE_DATE,
+    "disbursement_id": ErrorCode.INVALID_DISBURSEMENT_ID,
+    "disbursement_amount": ErrorCode.INVALID_DISBURSEMENT_AMOUNT,
+    "beneficiary_id": ErrorCode.INVALID_BENEFICIARY_ID,
+    "beneficiary_name": ErrorCode.INVALID_BENEFICIARY_NAME,
+    "narrative": ErrorCode.INVALID_NARRATIVE,
+    "message_id": ErrorCode.INVALID_MESSAGE_ID,
+    "total_count": ErrorCode.INVALID_TOTAL_COUNT,
+    "sponsor_bank_code": ErrorCode.INVALID_PROGRAM_CONFIGURATION,
+    "sponsor_bank_account_number": ErrorCode.INVALID_PROGRAM_CONFIGURATION,
+    "sponsor_bank_branch_code": ErrorCode.INVALID_PROGRAM_CONFIGURATION,
+    "sponsor_bank_account_currency": ErrorCode.INVALID_PROGRAM_CONFIGURATION,
+    "resolver": ErrorCode.INVALID_PROGRAM_CONFIGURATION,
 }
 
 
@@ -53,18 +84,45 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+_PLAIN_NUMBER = re.compile(r"-?[0-9]+\.[0-9]+", re.ASCII)
+
+
+def _json_number(text: str) -> Decimal:
+    """Every JSON number with a fraction or exponent, exactly; one with an exponent is marked
+    so that an amount or count refuses it (see schemas.Money)."""
+    if _PLAIN_NUMBER.fullmatch(text):
+        return Decimal(text)
+    return NonPlainNumber(text)
+
+
 def parse_json(body: bytes) -> Any:
     try:
-        return json.loads(body, parse_float=Decimal, parse_constant=_no_constants)
+        return json.loads(body, parse_float=_json_number, parse_constant=_no_constants)
     except (UnicodeDecodeError, ValueError) as exc:
         raise InvalidRequest(ErrorCode.INVALID_REQUEST, f"body is not valid JSON: {exc}") from exc
     except RecursionError as exc:
         raise InvalidRequest(ErrorCode.INVALID_REQUEST, "body is nested too deeply") from exc
 
 
-def check_string_lengths(data: Any, limit: int) -> None:
-    """Refuses a body holding any string (value or key) longer than ``limit`` characters, naming
-    where it is; fields with a narrower column are checked again by the domain."""
+# C0 and C1 controls (line breaks, NUL, escape), lone surrogates (not text at all; PostgreSQL
+# and UTF-8 refuse them) and the Unicode line and paragraph separators. Each of them can end a
+# line in a bank file or a log, or break the database's text type.
+_FORBIDDEN_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029]")
+
+
+_ITEM = re.compile(r"message\[(\d+)\]")
+
+
+def forbidden_character(value: str) -> str | None:
+    """The first character of ``value`` that no identifier or text of a request may hold."""
+    match = _FORBIDDEN_CHARACTERS.search(value)
+    return None if match is None else f"U+{ord(match.group()):04X}"
+
+
+def check_strings(data: Any, limit: int) -> None:
+    """Refuses a body holding any string (value or key) longer than ``limit`` characters or
+    holding a control character, naming where it is; fields with a narrower column are checked
+    again by their schema, derived from the column."""
     stack: list[tuple[str, Any]] = [("", data)]
     while stack:
         where, value = stack.pop()
@@ -74,10 +132,23 @@ def check_string_lengths(data: Any, limit: int) -> None:
                     ErrorCode.STRING_TOO_LONG,
                     f"{where or 'body'}: {len(value)} characters; at most {limit} are accepted",
                 )
+            bad = forbidden_character(value)
+            if bad is not None:
+                code = _FIELD_CODES.get(where.rsplit(".", 1)[-1], ErrorCode.INVALID_CHARACTER)
+                item = _ITEM.match(where)
+                raise InvalidRequest(
+                    code,
+                    f"{where or 'body'}: holds the control character {bad}, which is not "
+                    "accepted in any field",
+                    {item.group(1): [code.value]} if item else None,
+                )
         elif isinstance(value, dict):
             for key, item in value.items():
-                if len(key) > limit:
-                    raise InvalidRequest(ErrorCode.STRING_TOO_LONG, f"{where}: a key is too long")
+                if len(key) > limit or forbidden_character(key) is not None:
+                    raise InvalidRequest(
+                        ErrorCode.INVALID_REQUEST,
+                        f"{where or 'body'}: a key is too long or holds a control character",
+                    )
                 stack.append((f"{where}.{key}" if where else key, item))
         elif isinstance(value, list):
             stack.extend((f"{where}[{i}]", item) for i, item in enumerate(value))
@@ -100,7 +171,39 @@ def validate(data: Any, adapter: TypeAdapter[T]) -> T:
     try:
         return adapter.validate_python(data)
     except ValidationError as exc:
-        raise InvalidRequest(ErrorCode.INVALID_REQUEST, validation_message(exc)) from exc
+        raise _refusal_of(exc) from exc
+
+
+def _refusal_of(exc: ValidationError) -> InvalidRequest:
+    """The reference's code of the first field that failed, and per-item codes for the items
+    of a list message (``message[3].disbursement_amount``), as the domain's own checks give."""
+    codes: list[ErrorCode] = []
+    item_errors: dict[str, list[str]] = {}
+    for error in exc.errors():
+        location = error["loc"]
+        names = [part for part in location if isinstance(part, str)]
+        code = _FIELD_CODES.get(names[-1] if names else "", ErrorCode.INVALID_REQUEST)
+        codes.append(code)
+        if len(location) >= 2 and location[0] == "message" and isinstance(location[1], int):
+            item = item_errors.setdefault(str(location[1]), [])
+            if code.value not in item:
+                item.append(code.value)
+    first = next((c for c in codes if c != ErrorCode.INVALID_REQUEST), ErrorCode.INVALID_REQUEST)
+    return InvalidRequest(first, validation_message(exc), item_errors or None)
+
+
+def echo_items(data: Any, error: BridgeError) -> list[Any] | None:
+    """For a list message refused item by item: its items as sent, each with its own codes,
+    as the reference answers (and as the domain's refusals do)."""
+    items = data.get("message") if isinstance(data, dict) else None
+    if not error.item_errors or not isinstance(items, list):
+        return None
+    return [
+        {**item, "response_error_codes": error.item_errors.get(str(index), [])}
+        if isinstance(item, dict)
+        else item
+        for index, item in enumerate(items)
+    ]
 
 
 def header_hint(data: Any) -> dict[str, Any]:
@@ -108,10 +211,14 @@ def header_hint(data: Any) -> dict[str, Any]:
     header = data.get("header") if isinstance(data, dict) else None
     if not isinstance(header, dict):
         return {}
+    # Echoed only when it is something an answer can carry: a lone surrogate cannot even be
+    # encoded, and a line break would travel on into the client's logs.
     return {
         k: header[k]
         for k in ("message_id", "action", "sender_id")
         if isinstance(header.get(k), str)
+        and len(header[k]) <= 128
+        and forbidden_character(header[k]) is None
     }
 
 

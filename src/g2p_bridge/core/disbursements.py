@@ -270,11 +270,20 @@ def disbursement_statuses(session: Session, ids: Sequence[str]) -> list[Disburse
     for disbursement_id in ids:
         row = rows.get(disbursement_id)
         if row is None:
+            # A statement may still name it (a debit for an id we never had): those errors
+            # are what the bank said about it, and the PBMS asking needs to see them.
+            unknown = errors.get(disbursement_id, [])
             result.append(
                 DisbursementStatusPayload(
                     disbursement_id=disbursement_id,
                     state="UNKNOWN",
                     state_reason="no such disbursement",
+                    disbursement_recon_records=ReconRecords(
+                        disbursement_recon_payloads=[],
+                        disbursement_error_recon_payloads=[error_payload(e) for e in unknown],
+                    )
+                    if unknown
+                    else None,
                 )
             )
             continue

@@ -19,7 +19,7 @@ from g2p_bridge.core import audit
 from g2p_bridge.core.context import Context
 from g2p_bridge.core.envelopes import bump_counters, lock_status
 from g2p_bridge.core.work import claim, retry_later
-from g2p_bridge.db import is_postgres, one_of, transaction
+from g2p_bridge.db import get_required, is_postgres, one_of, transaction
 from g2p_bridge.models import (
     BankBatch,
     BenefitProgram,
@@ -178,13 +178,11 @@ def send_bank_batch(context: Context, batch_id: str) -> bool:
         if not claim(session, BankBatch, batch_id, settings, now):
             return False
         session.refresh(batch)
-        envelope = session.get(DisbursementEnvelope, batch.envelope_id)
-        assert envelope is not None
+        envelope = get_required(session, DisbursementEnvelope, batch.envelope_id)
         if envelope.cancelled:
             batch.state, batch.last_error, batch.lease_until = WorkState.FAILED, "cancelled", None
             return True
-        program = session.get(BenefitProgram, envelope.program_mnemonic)
-        assert program is not None
+        program = get_required(session, BenefitProgram, envelope.program_mnemonic)
         session.execute(
             update(Disbursement)
             .where(
@@ -200,9 +198,8 @@ def send_bank_batch(context: Context, batch_id: str) -> bool:
     # Read after the commit that releases the envelope's status row (every step of the
     # envelope waits for it): DISPATCHING rows no longer change until the bank has answered.
     with transaction(context.session_factory) as session:
-        program = session.get(BenefitProgram, program_mnemonic)
-        envelope = session.get(DisbursementEnvelope, envelope_id)
-        assert program is not None and envelope is not None
+        program = get_required(session, BenefitProgram, program_mnemonic)
+        envelope = get_required(session, DisbursementEnvelope, envelope_id)
         payments = _instructions(session, batch_id, block_reference, program, envelope, now)
 
     error: str | None = None
@@ -224,8 +221,7 @@ def send_bank_batch(context: Context, batch_id: str) -> bool:
 
     with transaction(context.session_factory) as session:
         now = utcnow()
-        batch = session.get(BankBatch, batch_id)
-        assert batch is not None
+        batch = get_required(session, BankBatch, batch_id)
         if accepted:
             batch.state, batch.sent_at, batch.lease_until = WorkState.DONE, now, None
             batch.bank_response = (

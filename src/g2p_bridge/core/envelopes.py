@@ -22,10 +22,17 @@ from g2p_bridge.models.enums import (
     CANCELLABLE_STATES,
     DisbursementFrequency,
     DisbursementState,
+    FundsAvailable,
+    FundsBlocked,
     WorkState,
 )
 from g2p_bridge.money import has_valid_minor_units
-from g2p_bridge.schemas import CancellationStatus, EnvelopePayload, EnvelopeStatusPayload
+from g2p_bridge.schemas import (
+    CancellationStatus,
+    EnvelopeAmendPayload,
+    EnvelopePayload,
+    EnvelopeStatusPayload,
+)
 
 _FREQUENCIES = {f.value for f in DisbursementFrequency}
 
@@ -105,9 +112,19 @@ def create_envelope(
     envelope_id = payload.disbursement_envelope_id or new_id()
     if session.get(DisbursementEnvelope, envelope_id) is not None:
         raise Conflict(ErrorCode.DUPLICATE_ENVELOPE, f"envelope {envelope_id} already exists")
-    assert program is not None and total is not None and schedule is not None and currency
-    assert payload.disbursement_frequency and payload.cycle_code_mnemonic
-    assert payload.number_of_beneficiaries and payload.number_of_disbursements
+    # Each of these was refused above; checked again (not asserted: asserts vanish under -O)
+    # so that a gap in those checks is an error, not a row with NULLs, and the types narrow.
+    if (
+        program is None
+        or total is None
+        or schedule is None
+        or not currency
+        or not payload.disbursement_frequency
+        or not payload.cycle_code_mnemonic
+        or not payload.number_of_beneficiaries
+        or not payload.number_of_disbursements
+    ):
+        raise RuntimeError(f"envelope {envelope_id}: a required field passed validation empty")
     envelope = DisbursementEnvelope(
         id=envelope_id,
         sender_id=sender_id,
@@ -228,6 +245,108 @@ def cancel_envelope(session: Session, envelope_id: str | None) -> DisbursementEn
     )
     session.flush()
     return envelope
+
+
+def amend_envelope(
+    session: Session, payload: EnvelopeAmendPayload, today: date
+) -> tuple[DisbursementEnvelope, dict[str, object]]:
+    """Changes the declared figures or the schedule date of an envelope whose funds check has
+    not started, under the envelope's status lock (so a funds step that starts meanwhile waits
+    for this and then reads the new figures, or this sees it started and refuses). The figures
+    can never go below what was already received. Returns the envelope and its figures before.
+    """
+    envelope = get_envelope(session, payload.disbursement_envelope_id)
+    status = lock_status(session, envelope.id)
+    session.refresh(envelope)  # a cancellation that committed while we waited for the lock
+    if envelope.cancelled:
+        raise Conflict(
+            ErrorCode.DISBURSEMENT_ENVELOPE_ALREADY_CANCELED,
+            f"envelope {envelope.id} is cancelled",
+        )
+    started = (
+        status.lease_until is not None
+        or status.funds_available_attempts > 0
+        or status.funds_available_state != FundsAvailable.PENDING_CHECK
+        or status.funds_blocked_state != FundsBlocked.PENDING_CHECK
+    )
+    if started:
+        raise Conflict(
+            ErrorCode.ENVELOPE_FUNDS_CHECK_STARTED,
+            f"the funds check of envelope {envelope.id} has started; it can no longer be amended",
+        )
+    if envelope.schedule_date < today:
+        raise InvalidRequest(
+            ErrorCode.DISBURSEMENT_ENVELOPE_DATE_PASSED,
+            f"envelope {envelope.id} was due on {envelope.schedule_date}",
+        )
+    problems: list[tuple[ErrorCode, str]] = []
+    beneficiaries = payload.number_of_beneficiaries
+    if beneficiaries is not None and beneficiaries < 1:
+        problems.append(
+            (ErrorCode.INVALID_NO_OF_BENEFICIARIES, "number_of_beneficiaries must be at least 1")
+        )
+    count = payload.number_of_disbursements
+    if count is not None and count < max(1, status.received_count):
+        problems.append(
+            (
+                ErrorCode.INVALID_NO_OF_DISBURSEMENTS,
+                f"number_of_disbursements must be at least {max(1, status.received_count)}: "
+                f"{status.received_count} were already received",
+            )
+        )
+    total = payload.total_disbursement_amount
+    if total is not None:
+        if total <= 0 or total < status.received_amount:
+            problems.append(
+                (
+                    ErrorCode.INVALID_TOTAL_DISBURSEMENT_AMOUNT,
+                    "total_disbursement_amount must be greater than 0 and at least the "
+                    f"{status.received_amount} already received",
+                )
+            )
+        elif not has_valid_minor_units(total, envelope.currency):
+            problems.append(
+                (
+                    ErrorCode.INVALID_TOTAL_DISBURSEMENT_AMOUNT,
+                    f"total_disbursement_amount has more decimals than {envelope.currency} allows",
+                )
+            )
+    schedule = payload.disbursement_schedule_date
+    if schedule is not None and schedule < today:
+        problems.append(
+            (
+                ErrorCode.INVALID_DISBURSEMENT_SCHEDULE_DATE,
+                "disbursement_schedule_date may not be in the past",
+            )
+        )
+    if problems:
+        raise InvalidRequest(
+            problems[0][0],
+            "; ".join(m for _, m in problems),
+            {"envelope": [c.value for c, _ in problems]},
+        )
+    before = amendable_figures(envelope)
+    if beneficiaries is not None:
+        envelope.number_of_beneficiaries = beneficiaries
+    if count is not None:
+        envelope.number_of_disbursements = count
+    if total is not None:
+        envelope.total_disbursement_amount = total
+    if schedule is not None:
+        envelope.schedule_date = schedule
+    # Due at the next sweep if it now is, whatever a tick marked before.
+    status.next_attempt_at = utcnow()
+    session.flush()
+    return envelope, before
+
+
+def amendable_figures(envelope: DisbursementEnvelope) -> dict[str, object]:
+    return {
+        "number_of_beneficiaries": envelope.number_of_beneficiaries,
+        "number_of_disbursements": envelope.number_of_disbursements,
+        "total_disbursement_amount": str(envelope.total_disbursement_amount),
+        "disbursement_schedule_date": envelope.schedule_date.isoformat(),
+    }
 
 
 def envelope_payload(envelope: DisbursementEnvelope) -> EnvelopePayload:

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from g2p_bridge.connectors.banks.base import BankRejected, BankUnavailable
 from g2p_bridge.core import audit
 from g2p_bridge.core.context import Context
-from g2p_bridge.db import is_postgres, transaction
+from g2p_bridge.db import get_required, is_postgres, transaction
 from g2p_bridge.models import BenefitProgram, DisbursementEnvelope, EnvelopeStatus
 from g2p_bridge.models.base import utcnow
 from g2p_bridge.models.enums import FundsAvailable, FundsBlocked
@@ -97,12 +97,17 @@ def secure_funds(context: Context, envelope_id: str) -> bool:
     with transaction(context.session_factory) as session:
         if not _claim(session, envelope_id, settings, utcnow()):
             return False
-        envelope = session.get(DisbursementEnvelope, envelope_id)
-        status = session.get(EnvelopeStatus, envelope_id)
-        assert envelope is not None and status is not None
-        program = session.get(BenefitProgram, envelope.program_mnemonic)
-        assert program is not None
+        envelope = get_required(session, DisbursementEnvelope, envelope_id)
+        status = get_required(session, EnvelopeStatus, envelope_id)
+        program = get_required(session, BenefitProgram, envelope.program_mnemonic)
         if envelope.cancelled:
+            status.lease_until = None
+            return False
+        if (status.received_count, status.received_amount) != (
+            envelope.number_of_disbursements,
+            envelope.total_disbursement_amount,
+        ):
+            # An amendment raised the declared figures after the sweep found it complete.
             status.lease_until = None
             return False
         account = program.sponsor_bank_account_number
@@ -124,8 +129,7 @@ def secure_funds(context: Context, envelope_id: str) -> bool:
         except (BankUnavailable, BankRejected) as exc:
             available, error = FundsAvailable.ERROR, str(exc)
         with transaction(context.session_factory) as session:
-            status = session.get(EnvelopeStatus, envelope_id)
-            assert status is not None
+            status = get_required(session, EnvelopeStatus, envelope_id)
             now = utcnow()
             status.funds_available_state = available
             status.funds_available_attempts += 1
@@ -154,8 +158,7 @@ def secure_funds(context: Context, envelope_id: str) -> bool:
     except BankRejected as exc:
         outcome, error = FundsBlocked.FUNDS_BLOCK_FAILURE, str(exc)
     with transaction(context.session_factory) as session:
-        status = session.get(EnvelopeStatus, envelope_id)
-        assert status is not None
+        status = get_required(session, EnvelopeStatus, envelope_id)
         now = utcnow()
         status.funds_blocked_state = outcome
         status.funds_blocked_attempts += 1

@@ -12,7 +12,7 @@ from g2p_bridge.connectors.mappers.base import MapperUnavailable, ResolveItem, U
 from g2p_bridge.core.context import Context
 from g2p_bridge.core.envelopes import bump_counters
 from g2p_bridge.core.work import claim, retry_later
-from g2p_bridge.db import bulk_insert, is_postgres, one_of, transaction
+from g2p_bridge.db import bulk_insert, get_required, is_postgres, one_of, transaction
 from g2p_bridge.models import (
     BenefitProgram,
     Disbursement,
@@ -77,9 +77,7 @@ def resolve_mapper_batch(context: Context, batch_id: str) -> bool:
     with transaction(context.session_factory) as session:
         if not claim(session, MapperBatch, batch_id, settings, utcnow()):
             return False
-        batch = session.get(MapperBatch, batch_id)
-        assert batch is not None
-        resolver_name = batch.resolver
+        resolver_name = get_required(session, MapperBatch, batch_id).resolver
         items = [
             ResolveItem(row.id, row.beneficiary_id, row.financial_address)
             for row in session.execute(
@@ -111,7 +109,8 @@ def resolve_mapper_batch(context: Context, batch_id: str) -> bool:
         if isinstance(destination, Unresolved):
             unresolved[item.disbursement_id] = destination.reason
             continue
-        assert isinstance(answer, str)
+        if not isinstance(answer, str):  # only an Unresolved parses to an Unresolved
+            raise TypeError(f"resolver answer {answer!r} is not an address")
         addresses.append(
             {
                 "disbursement_id": item.disbursement_id,
@@ -148,7 +147,8 @@ def resolve_mapper_batch(context: Context, batch_id: str) -> bool:
         if unresolved:
             # One executemany; a row cancelled meanwhile is left alone, hence the count after.
             table = Disbursement.__table__
-            assert isinstance(table, Table)
+            if not isinstance(table, Table):  # a mapped class's table, never a subquery
+                raise TypeError(f"{Disbursement.__name__} is not mapped to a table")
             session.execute(
                 update(table)
                 .where(
@@ -177,8 +177,7 @@ def resolve_mapper_batch(context: Context, batch_id: str) -> bool:
 
 
 def _fail_unresolved(session: Session, batch_id: str, reason: str) -> None:
-    batch = session.get(MapperBatch, batch_id)
-    assert batch is not None
+    batch = get_required(session, MapperBatch, batch_id)
     failed = session.execute(
         update(Disbursement)
         .where(

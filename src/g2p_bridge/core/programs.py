@@ -13,7 +13,9 @@ from g2p_bridge.schemas import ProgramPayload
 
 
 def _validated_fields(payload: ProgramPayload, partial: bool) -> dict[str, object]:
-    fields = payload.model_dump(exclude_unset=partial, exclude={"program_mnemonic"})
+    fields = payload.model_dump(
+        exclude_unset=partial, exclude={"program_mnemonic", "benefit_program_mnemonic"}
+    )
     problems = []
     for required in (
         "sponsor_bank_code",
@@ -50,10 +52,15 @@ def _ensure_account_free(session: Session, account_number: object, mnemonic: str
 def create_program(session: Session, payload: ProgramPayload) -> BenefitProgram:
     mnemonic = payload.program_mnemonic
     if not mnemonic:
-        raise InvalidRequest(ErrorCode.INVALID_PROGRAM_MNEMONIC, "program_mnemonic is required")
+        raise InvalidRequest(
+            ErrorCode.INVALID_PROGRAM_MNEMONIC, "benefit_program_mnemonic is required"
+        )
     fields = _validated_fields(payload, partial=False)
     if session.get(BenefitProgram, mnemonic) is not None:
-        raise Conflict(ErrorCode.PROGRAM_ALREADY_EXISTS, f"program {mnemonic} already exists")
+        raise Conflict(
+            ErrorCode.BENEFIT_PROGRAM_CONFIGURATION_ALREADY_EXISTS,
+            f"program {mnemonic} already exists",
+        )
     _ensure_account_free(session, fields["sponsor_bank_account_number"], mnemonic)
     program = BenefitProgram(mnemonic=mnemonic, **fields)
     session.add(program)
@@ -86,6 +93,9 @@ def list_programs(session: Session) -> list[BenefitProgram]:
 def program_payload(program: BenefitProgram) -> ProgramPayload:
     return ProgramPayload(
         program_mnemonic=program.mnemonic,
+        benefit_program_name=program.benefit_program_name,
+        funding_org_code=program.funding_org_code,
+        funding_org_name=program.funding_org_name,
         sponsor_bank_code=program.sponsor_bank_code,
         sponsor_bank_account_number=program.sponsor_bank_account_number,
         sponsor_bank_branch_code=program.sponsor_bank_branch_code,

@@ -27,7 +27,7 @@ from g2p_bridge.core.context import Context
 from g2p_bridge.core.envelopes import bump_counters
 from g2p_bridge.core.errors import Conflict, ErrorCode, InvalidRequest, NotFound, PayloadTooLarge
 from g2p_bridge.core.work import claim
-from g2p_bridge.db import bulk_insert, is_postgres, one_of, transaction
+from g2p_bridge.db import bulk_insert, get_required, is_postgres, one_of, transaction
 from g2p_bridge.formats.mt940 import (
     Entry,
     MT940Error,
@@ -199,7 +199,8 @@ def process_statement(context: Context, statement_id: str) -> bool:
                 audit.statement_processed(session, current)
         except (StatementRejected, MT940Error) as exc:
             # Nothing of it was applied (the transaction rolled back); say why on the row.
-            assert current is not None
+            if current is None:  # raised before a statement was chosen: nothing to record on
+                raise
             _record_failure(context, current, str(exc), final=True)
         except Exception as exc:
             # A failure that will recur for this statement (a defect meeting its content): count
@@ -308,8 +309,7 @@ def _next_in_upload_order(session: Session, statement_id: str) -> str | None:
 
 
 def _reconcile(context: Context, session: Session, statement_id: str) -> None:
-    statement = session.get(AccountStatement, statement_id)
-    assert statement is not None
+    statement = get_required(session, AccountStatement, statement_id)
     tally = _Tally()
     programs: dict[str, BenefitProgram] = {}
     seen_pages = 0

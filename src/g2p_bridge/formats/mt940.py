@@ -843,9 +843,14 @@ class _StatementBuilder:
                 f"{where} ends without {', '.join(missing)}; the input is truncated or garbled",
                 line_no,
             )
-        # The checks above guarantee these; the asserts narrow the types for mypy.
-        assert self.account is not None and self.number is not None
-        assert self.opening is not None and self.closing is not None
+        # Never true after the check above; said again so that the types narrow for mypy.
+        if (
+            self.account is None
+            or self.number is None
+            or self.opening is None
+            or self.closing is None
+        ):
+            raise MT940Error(f"{where} is incomplete", line_no)
         return Statement(
             transaction_reference=self.reference,
             related_reference=self.related,
@@ -893,16 +898,12 @@ def _clamped_date(year: int, month: int, day: int, raw: str, line_no: int) -> tu
 def _infer_entry_date(raw: str, value_date: date, line_no: int) -> tuple[date, bool]:
     """Place an MMDD entry date in the year that puts it nearest to the value date."""
     month, day = int(raw[0:2]), int(raw[2:4])
-    best: tuple[date, bool] | None = None
-    best_distance = 0
-    # The value date's own year comes first so that it wins a tie.
-    for year in (value_date.year, value_date.year - 1, value_date.year + 1):
-        candidate = _clamped_date(year, month, day, raw, line_no)
-        distance = abs((candidate[0] - value_date).days)
-        if best is None or distance < best_distance:
-            best, best_distance = candidate, distance
-    assert best is not None
-    return best
+    candidates = [
+        _clamped_date(year, month, day, raw, line_no)
+        for year in (value_date.year, value_date.year - 1, value_date.year + 1)
+    ]
+    # min() keeps the first of equals: the value date's own year, listed first, wins a tie.
+    return min(candidates, key=lambda candidate: abs((candidate[0] - value_date).days))
 
 
 # Codes of SWIFT-style structured narratives (/EREF/.../REMI/...) as used by Dutch, Belgian and

@@ -9,7 +9,8 @@ from g2p_bridge.models import Base
 
 config = context.config
 url = config.get_main_option("sqlalchemy.url")
-assert url, "sqlalchemy.url must be set (use g2p_bridge.migrations.upgrade)"
+if not url:
+    raise RuntimeError("sqlalchemy.url must be set (use g2p_bridge.migrations.upgrade)")
 
 engine = make_engine(url)
 with engine.connect() as connection:

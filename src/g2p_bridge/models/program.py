@@ -14,6 +14,10 @@ class BenefitProgram(Base):
     __tablename__ = "benefit_programs"
 
     mnemonic: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # Descriptive, as OpenG2P 1.1.0's program configuration carries them.
+    benefit_program_name: Mapped[str | None] = mapped_column(String(256))
+    funding_org_code: Mapped[str | None] = mapped_column(String(64))
+    funding_org_name: Mapped[str | None] = mapped_column(String(256))
     sponsor_bank_code: Mapped[str] = mapped_column(String(32))
     # Statements are attributed to a program by this account, so it is unique.
     sponsor_bank_account_number: Mapped[str] = mapped_column(String(64), unique=True)

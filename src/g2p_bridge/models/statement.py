@@ -113,12 +113,15 @@ class ReconError(Base):
 
 
 class ProcessedRequest(Base):
-    """The first answer to each (sender, message_id), so a replayed request gets it again."""
+    """The first answer to each (sender, action, message_id), so a replayed request gets it
+    again; the digest of the request tells a replay from another request under a reused id."""
 
     __tablename__ = "processed_requests"
 
     sender_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    # The route that answered, not the header's action (which the client writes).
+    action: Mapped[str] = mapped_column(String(64), primary_key=True)
     message_id: Mapped[str] = mapped_column(String(128), primary_key=True)
-    action: Mapped[str] = mapped_column(String(64))
+    request_sha256: Mapped[str | None] = mapped_column(String(64))
     response: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -135,3 +135,29 @@ Call with a dict of environment variables.
 {{- end }}
 {{- end }}
 {{- end }}
+
+{{/*
+The paths the Ingress routes: the API's routes and nothing else (no health, no metrics, no
+docs unless ingress.exposeApiDocs). Exact for the G2P Connect and upload routes; Prefix for the
+operator routes with ids in their path (/envelopes/{id}/status...). tests/deploy derives the
+API's routes from the app's own route table and checks this list against it, both ways.
+*/}}
+{{- define "g2p-bridge-api.ingressPaths" -}}
+- {path: /create_disbursement_envelope, pathType: Exact}
+- {path: /cancel_disbursement_envelope, pathType: Exact}
+- {path: /get_disbursement_envelope_status, pathType: Exact}
+- {path: /create_disbursements, pathType: Exact}
+- {path: /cancel_disbursements, pathType: Exact}
+- {path: /get_disbursement_status, pathType: Exact}
+- {path: /upload_mt940, pathType: Exact}
+- {path: /create_benefit_program_configuration, pathType: Exact}
+- {path: /envelopes, pathType: Prefix}
+- {path: /statements, pathType: Prefix}
+- {path: /programs, pathType: Prefix}
+- {path: /audit, pathType: Exact}
+{{- if .Values.ingress.exposeApiDocs }}
+- {path: /openapi.json, pathType: Exact}
+- {path: /docs, pathType: Prefix}
+- {path: /redoc, pathType: Exact}
+{{- end }}
+{{- end }}

@@ -18,9 +18,16 @@ from g2p_bridge.connectors.banks.base import (
 )
 from g2p_bridge.settings import BankConnectorSettings
 
+# Client errors that say "not now" rather than "never": the same request may succeed later, so
+# they are retried like a 5xx instead of failing the payments.
+RETRYABLE_CLIENT_ERRORS = frozenset({408, 425, 429})
+
 
 class ExampleBankConnector(BankConnector):
-    def __init__(self, settings: BankConnectorSettings) -> None:
+    def __init__(
+        self, settings: BankConnectorSettings, transport: httpx.BaseTransport | None = None
+    ) -> None:
+        """``transport`` replaces the network, for tests (``httpx.MockTransport``)."""
         super().__init__(settings)
         headers = {}
         if settings.api_key is not None:
@@ -30,6 +37,7 @@ class ExampleBankConnector(BankConnector):
             timeout=settings.timeout_seconds,
             verify=settings.verify_tls,
             headers=headers,
+            transport=transport,
         )
 
     def _post(self, path: str, body: Any) -> dict[str, Any]:
@@ -37,7 +45,7 @@ class ExampleBankConnector(BankConnector):
             response = self._client.post(path, json=body)
         except httpx.HTTPError as exc:
             raise BankUnavailable(f"{path}: {type(exc).__name__}: {exc}") from exc
-        if response.status_code >= 500:
+        if response.status_code >= 500 or response.status_code in RETRYABLE_CLIENT_ERRORS:
             raise BankUnavailable(f"{path}: HTTP {response.status_code}")
         try:
             data = response.json()
