@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import g2p_bridge.formats
+from g2p_bridge.formats import mt940
 from g2p_bridge.formats.mt940 import (
     Balance,
     Entry,
@@ -351,6 +352,22 @@ def test_every_sample_reads_the_same_whatever_the_line_ends_and_source(name: str
         assert parse_statements(variant) == expected, eol
     for source in (raw, io.BytesIO(raw), lines, [text]):
         assert list(iter_statements(source)) == expected  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 7, 64])
+def test_binary_files_are_read_in_chunks_whatever_the_line_ends(
+    chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(mt940, "_READ_CHUNK", chunk)
+    for name in _ALL_SAMPLES:
+        raw = (SAMPLES / name).read_bytes()
+        expected = parse_statements(decode_statement_bytes(raw))
+        assert list(iter_statements(io.BytesIO(raw))) == expected
+    # Line numbers stay right when a CRLF is split between two chunks.
+    broken = statement_with(":61:2611251125X1,00NTRFX").replace("\n", "\r\n").encode()
+    with pytest.raises(MT940Error) as caught:
+        list(iter_statements(io.BytesIO(broken)))
+    assert caught.value.line_no == 5
 
 
 @pytest.mark.parametrize("name", _ALL_SAMPLES)
@@ -938,6 +955,22 @@ def test_memory_stays_flat_over_many_statements() -> None:
         tracemalloc.stop()
     assert count == 500
     # Holding all 10,000 entries peaks near 5 MB; one page at a time stays near 0.1 MB.
+    assert peak < 1_000_000, peak
+
+
+def test_memory_stays_flat_on_a_cr_only_binary_file() -> None:
+    lines = itertools.chain.from_iterable(_statement_lines(i, 20) for i in range(1500))
+    text = "\r".join(lines)
+    handle = io.BytesIO(text.encode())
+    tracemalloc.start()
+    try:
+        count = sum(1 for _ in iter_statements(handle))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert count == 1500
+    # The file is about 3 MB; read as one line it would peak at twice that at least.
+    assert len(text) > 2_500_000
     assert peak < 1_000_000, peak
 
 

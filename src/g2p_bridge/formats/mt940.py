@@ -266,6 +266,8 @@ _FRAMING = "\x00\x01\x03\x1a"
 # Far more than any bank puts on one line, far fewer than would exhaust the stack.
 _MAX_MESSAGES_ON_A_LINE = 50
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_BYTES_LINE_BREAK = re.compile(rb"\r\n|\r|\n")
+_READ_CHUNK = 1 << 16
 
 _AMOUNT = r"(\d+(?:,\d*)?|,\d+)"
 _ENTRY = re.compile(
@@ -364,6 +366,10 @@ def _iter_lines(
         items = io.StringIO(source, newline=None)
     elif isinstance(source, bytes | bytearray):
         items = io.StringIO(decode_statement_bytes(bytes(source)), newline=None)
+    elif isinstance(source, io.BufferedIOBase | io.RawIOBase):
+        # Iterating a binary file splits on LF only: a CR-only file would be one line of its
+        # whole size. Reading it in chunks keeps memory flat whatever the line ends.
+        items = _binary_lines(source)
     else:
         items = source
     count = 0
@@ -390,6 +396,21 @@ def _iter_lines(
             "open it in binary mode so that the encoding is detected",
             count + 1,
         ) from exc
+
+
+def _binary_lines(handle: io.BufferedIOBase | io.RawIOBase) -> Iterator[bytes]:
+    """The lines of a binary file, split on CRLF, CR or LF, without their line ends."""
+    carry = b""
+    while chunk := handle.read(_READ_CHUNK):
+        data = carry + chunk
+        # A CR at the end may be the first half of a CRLF: keep it for the next chunk, or an
+        # empty line would appear and shift the line numbers of every error after it.
+        cut = len(data) - 1 if data.endswith(b"\r") else len(data)
+        lines = _BYTES_LINE_BREAK.split(data[:cut])
+        carry = lines.pop() + data[cut:]
+        yield from lines
+    if carry:
+        yield carry.removesuffix(b"\r")
 
 
 class _PendingEntry(NamedTuple):
