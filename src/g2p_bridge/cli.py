@@ -259,7 +259,7 @@ def statements() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def statements_parse(file: Path, as_json: bool) -> None:
     """Show what the bridge reads from an MT940 file, storing nothing."""
-    from g2p_bridge.core.mt940 import MT940Error, decode_statement_bytes, iter_statements
+    from g2p_bridge.formats.mt940 import MT940Error, decode_statement_bytes, iter_statements
 
     pages: list[dict[str, Any]] = []
     try:

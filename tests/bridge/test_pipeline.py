@@ -533,6 +533,29 @@ def test_statement_problems_become_errors_and_alarms(session_factory) -> None:
     assert record.statement_id == first
 
 
+def test_a_bank_dialect_reconciles_like_the_plain_layout(session_factory) -> None:
+    """SWIFT blocks, a bank's header line, CR-only line ends, :NS: and an expected entry: the
+    money read is the same, so the reconciliation is the same."""
+    bank = FakeBank()
+    context = fake_context(session_factory, bank)
+    ids = setup_envelope(context, 2)
+    runner = EmbeddedRunner(context)
+    assert runner.run_until_idle(timeout=30)
+    plain = mt940(ACCOUNT, [("D", i, Decimal("10.00"), f"/EREF/{i}/NAME/P {i}") for i in ids])
+    lines = plain.removesuffix("-\n").splitlines()
+    day = lines[3][6:12]  # the :60F: date
+    body = [*lines[:6], ":NS:22Kontoinhaber", *lines[6:-1]]
+    body += [f":61:{day}EC99,00NTRFNONREF", lines[-1]]
+    text = "EXPORT 940 BANKXXXX\r{1:F01BANKXXXX0000000000}{2:O940}{4:\r" + "\r".join(body)
+    statement_id = upload(context, text + "\r-}{5:{CHK:1}}\r")
+    assert runner.run_until_idle(timeout=30)
+    row = statement_row(context, statement_id)
+    assert row.state == "PROCESSED", row.error_reason
+    assert (row.entries_matched, row.entries_unmatched, row.balance_problems) == (2, 0, None)
+    assert states(session_factory, "env-1") == {"RECONCILED": 2}
+    counters_match_rows(session_factory)
+
+
 @pytest.mark.parametrize(
     ("text", "code", "reason"),
     [
@@ -546,8 +569,8 @@ def test_statement_problems_become_errors_and_alarms(session_factory) -> None:
             "STATEMENT_UNPARSEABLE",
             "MT940",
         ),
-        ("hello, this is not a statement", "STATEMENT_UNPARSEABLE", "unexpected text"),
-        ("{1:F01BANK}\n", "STATEMENT_UNPARSEABLE", "no MT940 statement"),
+        ("hello, this is not a statement", "STATEMENT_UNPARSEABLE", "no MT940 statement"),
+        ("{1:F01BANK}\n", "STATEMENT_UNPARSEABLE", "ends inside the SWIFT message"),
     ],
 )
 def test_unusable_statement_is_refused_at_upload_with_nothing_stored(

@@ -276,6 +276,15 @@ def test_statement_upload_needs_the_bank_of_the_account(sqlite_client) -> None:
 
     assert upload("pbms", ["EXAMPLE"]).status_code == 403
     assert upload("bank", ["OTHER"]).status_code == 403
+    # The accounts are the parser's reading, whatever the layout: CR-only line ends, a stray
+    # blank in the tag, SWIFT blocks, a bank's header lines (issue 10).
+    for variant in (
+        content.replace(b"\n", b"\r"),
+        content.replace(b":25:", b": 25:"),
+        b"{1:F01BANKXXXX}{2:O940}{4:\r\n" + content.replace(b"\n", b"\r\n") + b"}",
+        b"HEADER\n940\n" + content,
+    ):
+        assert upload("bank", ["OTHER"], variant).status_code == 403, variant[:40]
     accepted = upload("bank", ["EXAMPLE"])
     assert accepted.status_code == 200, accepted.text
     statement_id = accepted.json()["statement_id"]
@@ -289,7 +298,7 @@ def test_statement_upload_needs_the_bank_of_the_account(sqlite_client) -> None:
         f"/statements/{statement_id}", headers={"authorization": f"Bearer {stranger}"}
     )
     assert theirs.status_code == 403
-    assert len(_refusals(client)) == 3
+    assert len(_refusals(client)) == 7
 
 
 def test_request_id_is_taken_or_made_and_echoed(sqlite_client) -> None:

@@ -23,10 +23,10 @@ from bridge_support import (
 from g2p_bridge.auth import Principal
 from g2p_bridge.core import disbursements, envelopes, programs
 from g2p_bridge.core.context import Context
-from g2p_bridge.core.mt940 import iter_statement_headers, iter_statements
 from g2p_bridge.core.statements import process_statement, store_statement
 from g2p_bridge.db import transaction
 from g2p_bridge.embedded import EmbeddedRunner
+from g2p_bridge.formats.mt940 import iter_statement_headers, iter_statements
 from g2p_bridge.models import AccountStatement, BenefitProgram, Disbursement, StatementAccount
 from g2p_bridge.models.base import utcnow
 from g2p_bridge.schemas import DisbursementPayload, EnvelopePayload, ProgramPayload
@@ -125,7 +125,7 @@ VARIANTS = {
     "cr-only": lambda text: text.replace("\n", "\r"),
     "stray-space-in-tag": lambda text: text.replace(":25:", ": 25:"),
     "swift-wrapper-same-line": lambda text: text.replace(
-        ":25:", "{1:F01EXAMPLEXXXX0000000000}{2:I940EXAMPLEXXXXN}{4::25:"
+        ":20:", "{1:F01EXAMPLEXXXX0000000000}{2:I940EXAMPLEXXXXN}{4::20:"
     ),
     "bom": lambda text: text.replace(":25:", "\ufeff:25:"),
     "soh": lambda text: text.replace(":25:", "\x01:25:"),
@@ -161,6 +161,23 @@ def test_another_banks_account_is_refused_in_every_framing(scene, client, token,
     assert scene.runner.run_until_idle(timeout=30)
     assert state_of(scene.context, scene.d2) == "REVERSED"
     counters_match_rows(scene.context.session_factory)
+
+
+def test_a_swift_wrapper_inside_a_message_is_refused_for_everyone(scene, client, token) -> None:
+    """``{1:...}{4::25:`` in the middle of a statement: the parser reads it as a new message
+    opening inside an unfinished one, so the file has no reading at all and nobody's upload
+    of it is stored, not even the account's own bank's."""
+    content = (
+        reversal(ACCOUNT_2, scene.d2)
+        .replace(":25:", "{1:F01EXAMPLEXXXX0000000000}{2:I940EXAMPLEXXXXN}{4::25:")
+        .encode()
+    )
+    for bank_codes in (["EXAMPLE"], ["OTHERBANK"]):
+        refused = post(client, token("bank-x", "bank", bank_codes=bank_codes), content)
+        assert refused.status_code == 422, (bank_codes, refused.text)
+        assert refused.json()["header"]["meta"]["error_code"] == "STATEMENT_UNPARSEABLE"
+    assert scene.runner.run_until_idle(timeout=30)
+    assert state_of(scene.context, scene.d2) == "RECONCILED"
 
 
 def _empty_page(number: int, account: str) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import codecs
 import io
 import itertools
 import os
@@ -15,7 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from g2p_bridge.core.mt940 import (
+import g2p_bridge.formats
+from g2p_bridge.formats import mt940
+from g2p_bridge.formats.mt940 import (
     Balance,
     Entry,
     MT940Error,
@@ -128,7 +132,9 @@ def test_german_layout_with_question_mark_subfields() -> None:
         "21": "Wohnung 3",
         "32": "Hausverwaltung Süd",
     }
-    assert "Kontoinhaber" not in debit.details  # :NS: is skipped
+    # :NS: is kept apart from the narrative, so that it cannot change the subfields.
+    assert "Kontoinhaber" not in debit.details
+    assert debit.non_standard == ":NS:22Kontoinhaber\n23Max Müller"
 
     # Narrative lines that look like a tag or a terminator stay in the narrative.
     assert fee.amount == Decimal("20")
@@ -219,6 +225,247 @@ def test_polish_layout_with_tilde_and_caret_subfields() -> None:
         "21": "listopad 2026",
         "32": "ANNA NOWAK",
     }
+
+
+# --- Real banks' dialects (samples written for these tests, not copied from banks) ----------
+
+
+def test_abn_amro_export_header_before_each_message_and_no_final_dash() -> None:
+    raw = (SAMPLES / "abn_amro.sta").read_bytes()
+    assert raw.startswith(b"ABNANL2A\n940\nABNANL2A\n") and not raw.rstrip().endswith(b"-")
+    first, second = parse_statements(decode_statement_bytes(raw))
+    assert first.transaction_reference == "ABN AMRO BANK NV"
+    assert (first.account, first.statement_number, first.sequence_number) == (
+        "417164300",
+        "26329",
+        "1",
+    )  # ":28:" without the C
+    assert (second.statement_number, second.sequence_number) == ("26330", "1")
+    assert first.balance_problem() is None and second.balance_problem() is None
+
+    card, transfer = first.entries
+    assert (card.mark, card.amount, card.transaction_type) == ("D", Decimal("25.50"), "N426")
+    assert card.details.endswith("AMSTERDAM\n- kassabon 0042")  # "-..." is narrative
+    assert transfer.entry_date is None and transfer.amount == Decimal("1200")
+    assert transfer.subfields()["EREF"] == "G2P-NL-1"
+    (debit,) = second.entries
+    assert debit.amount == Decimal("74.5")
+    assert len(debit.details.split("\n")) == 6  # six lines of free text
+    assert debit.subfields() == {}
+
+
+def test_rabobank_940_header_and_messages_without_terminator() -> None:
+    raw = (SAMPLES / "rabobank.sta").read_bytes()
+    assert raw.startswith(b":940:\r\n") and b"\r\n-\r\n" not in raw
+    first, second = parse_statements(decode_statement_bytes(raw))
+    assert first.account == "NL44RABO0123456789 EUR"
+    assert (first.statement_number, first.sequence_number) == ("0", None)
+    payout, interest = first.entries
+    assert (payout.amount, payout.transaction_type) == (Decimal("250.00"), "N541")
+    assert payout.supplementary_details == "NL91ABNA0417164300"
+    assert payout.subfields()["EREF"] == "G2P-2026-11-0007"
+    assert payout.subfields()["REMI"] == "USTD//Uitkering november"
+    assert interest.signed_amount == Decimal("5.25")
+    assert second.entries == () and second.balance_problem() is None
+
+
+def test_swift_fin_framing_cr_only_mt942_fields_and_expected_entries() -> None:
+    raw = (SAMPLES / "swift_fin.sta").read_bytes()
+    assert b"\n" not in raw and raw.count(b"\r") > 20  # old Mac line ends only
+    first, second = parse_statements(decode_statement_bytes(raw))
+
+    assert (first.transaction_reference, first.related_reference) == ("STMT261125A", "NONREF")
+    assert (first.statement_number, first.sequence_number) == ("77", None)
+    assert first.non_standard == (
+        ":13D:2611251800+0100\n:34F:EURD0,\n:90D:1EUR1000,00\n:90C:0EUR0,"
+    )
+    paid, expected = first.entries
+    assert paid.customer_reference == "G2P-0001" and not paid.is_expected
+    assert expected.mark == "EC" and expected.is_expected and not expected.is_reversal
+    assert expected.signed_amount == Decimal("300.00")
+    assert first.available_balance is not None
+    assert [b.amount for b in first.forward_balances] == [Decimal("49300.00")]
+    assert first.balance_problem() is None  # the expected credit is not booked
+
+    # Second message: blocks and ":20:" on one line, trailers on lines of their own.
+    assert second.transaction_reference == "STMT261126A"
+    returned, fee = second.entries
+    assert returned.mark == "RD" and returned.subfields()["RTRN"] == "AC04"
+    assert (fee.mark, fee.signed_amount, fee.transaction_type) == ("ED", Decimal("-15.00"), "FCHG")
+    assert second.balance_problem() is None
+
+
+def test_austrian_ns_fields_dollar_separators_and_page_footer() -> None:
+    raw = (SAMPLES / "austrian_ns.sta").read_bytes()
+    assert b"\r\n$\r\n" in raw and b"Seite 1 von 2" in raw and b"\xdf" in raw  # cp1252 "ß"
+    first, second = parse_statements(decode_statement_bytes(raw))
+    assert first.non_standard == ":NS:01Raiffeisenbank Musterstadt\n02Girokonto"
+    rent, benefit = first.entries
+    assert (rent.mark, rent.funds_code, rent.transaction_type) == ("D", "R", "NMSC")
+    assert rent.subfields() == {
+        "GVC": "105",
+        "00": "Überweisung",
+        "20": "Miete Dezember",
+        "32": "Hausverwaltung Groß",
+    }
+    assert rent.non_standard == ":NS:22Kontoinhaber Jörg Österreicher\n23Musterstraße 1"
+    assert benefit.non_standard == "" and benefit.subfields()["20"] == "G2P-AT-0009 Beihilfe"
+    assert (second.statement_number, second.sequence_number) == ("00124", None)
+    assert second.non_standard == ":NS:99Ende der Nachricht"  # after the closing balance
+    assert second.entries[0].subfields()["20"] == "Gebühr"
+    assert first.balance_problem() is None and second.balance_problem() is None
+
+
+def test_utf8_bom_mixed_line_ends_and_statement_line_variants() -> None:
+    raw = (SAMPLES / "utf8_bom_mixed.sta").read_bytes()
+    assert raw.startswith(codecs.BOM_UTF8)
+    assert b"\r\n" in raw and b"\r:" in raw and b"0\n:" in raw
+    statement = one(decode_statement_bytes(raw))
+    assert statement.transaction_reference == "G2P-PAYOUT-7"
+    assert (statement.statement_number, statement.sequence_number) == ("00005", "001")
+    assert statement.opening_balance == Balance("C", date(2026, 11, 24), "GBP", Decimal("2000"))
+    spaced, standing, incoming, bare = statement.entries
+    # A blank between value date and entry date; an amount without decimals.
+    assert (spaced.entry_date, spaced.amount) == (date(2026, 11, 25), Decimal("100"))
+    assert spaced.subfields()["NAME"] == "Zoë Brontë"
+    assert (standing.transaction_type, standing.bank_reference) == ("FMSC", "NWB1234")
+    assert standing.supplementary_details == "Supplementary: standing order"
+    assert (incoming.transaction_type, incoming.customer_reference) == ("S202", "NONREF")
+    # No entry date, no customer reference, only the bank's.
+    assert bare.entry_date is None and bare.transaction_type == "N051"
+    assert (bare.customer_reference, bare.bank_reference) == ("", "NWB9999")
+    assert statement.balance_problem() is None
+
+
+_ALL_SAMPLES = sorted(path.name for path in SAMPLES.glob("*.sta"))
+
+
+@pytest.mark.parametrize("name", _ALL_SAMPLES)
+def test_every_sample_reads_the_same_whatever_the_line_ends_and_source(name: str) -> None:
+    raw = (SAMPLES / name).read_bytes()
+    text = decode_statement_bytes(raw)
+    expected = parse_statements(text)
+    assert expected and all(s.balance_problem() is None for s in expected)
+    lines = text.splitlines()
+    for eol in ("\n", "\r\n", "\r"):
+        variant = eol.join(line + " " for line in lines) + eol
+        assert parse_statements(variant) == expected, eol
+    for source in (raw, io.BytesIO(raw), lines, [text]):
+        assert list(iter_statements(source)) == expected  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 7, 64])
+def test_binary_files_are_read_in_chunks_whatever_the_line_ends(
+    chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(mt940, "_READ_CHUNK", chunk)
+    for name in _ALL_SAMPLES:
+        raw = (SAMPLES / name).read_bytes()
+        expected = parse_statements(decode_statement_bytes(raw))
+        assert list(iter_statements(io.BytesIO(raw))) == expected
+    # Line numbers stay right when a CRLF is split between two chunks.
+    broken = statement_with(":61:2611251125X1,00NTRFX").replace("\n", "\r\n").encode()
+    with pytest.raises(MT940Error) as caught:
+        list(iter_statements(io.BytesIO(broken)))
+    assert caught.value.line_no == 5
+
+
+@pytest.mark.parametrize("name", _ALL_SAMPLES)
+def test_every_sample_without_its_last_closing_balance_is_refused(name: str) -> None:
+    lines = sample(name).splitlines()
+    last = max(i for i, line in enumerate(lines) if line.startswith(":62"))
+    with pytest.raises(MT940Error, match="closing balance") as caught:
+        parse_statements("\n".join(lines[:last] + lines[last + 1 :]))
+    assert caught.value.line_no is not None
+
+
+def test_text_between_messages_is_ignored_only_outside_them() -> None:
+    message = statement_with(":61:2611251125C1,00NTRFX", closing="C261125EUR101,00")
+    footer = "Page 1 of 2\n=== end of page ===\n"
+    both = parse_statements("Export 2026-11-25 file 7\n" + message + footer + message)
+    assert len(both) == 2 and both[0] == both[1]
+    # Without a terminator the footer is inside the message: it spoils the closing balance.
+    with pytest.raises(MT940Error, match="line 6: balance :62F:"):
+        parse_statements(message.replace("-\n", "") + footer + message)
+    # After an entry's :61: it would continue the field; the entry then fails to read.
+    with pytest.raises(MT940Error):
+        parse_statements(message.replace(":86:", "").replace("NTRFX\n", "NTRFX\nPage 1\n-\n"))
+
+
+def test_several_swift_messages_on_one_line() -> None:
+    body = statement_with(":61:2611251125C1,00NTRFX", closing="C261125EUR101,00")
+    fields = body.removesuffix("-\n").removeprefix(":20:REF\n")
+    header = "{1:F01AAAABBBBXXXX0000000000}{2:O940}{4::20:REF\n"
+    text = header + fields + "-}{5:{CHK:1}}{S:{COP:P}}" + header + fields + "-}{5:{CHK:2}}\n"
+    first, second = parse_statements(text)
+    assert first == second and first.entries[0].amount == Decimal("1.00")
+    # Thousands of messages on one line are refused, not a stack overflow.
+    flood = body.replace("-\n", "-}" + "{1:X}{4:-}" * 5000 + "\n")
+    with pytest.raises(MT940Error, match="messages on one line"):
+        parse_statements(flood)
+
+
+def test_dollar_line_ends_a_message_but_is_narrative_inside_an_entry() -> None:
+    text = statement_with(
+        ":61:2611251125C1,00NTRFX", ":86:cost", "$", "ok", closing="C261125EUR101,00"
+    )
+    statement = one(text.replace("-\n", "$\n"))
+    assert statement.entries[0].details == "cost\n$\nok"
+
+
+def test_dash_line_is_text_in_any_narrative_before_the_closing_balance() -> None:
+    statement = one(
+        statement_with(
+            ":86:Kontoauszug",
+            "-",
+            "Seite 1",
+            ":NS:01Konto",
+            "-",
+            ":61:2611251125C1,00NTRFX",
+            closing="C261125EUR101,00",
+        )
+    )
+    assert statement.information == "Kontoauszug\n-\nSeite 1"
+    assert statement.non_standard == ":NS:01Konto\n-"
+    assert len(statement.entries) == 1
+
+
+def test_account_field_has_one_reading() -> None:
+    two_lines = statement_with().replace(":25:ACC", ":25:ACC\nOTHER")
+    with pytest.raises(MT940Error, match="line 2: account :25: continues"):
+        parse_statements(two_lines)
+    with pytest.raises(MT940Error, match="account :25: continues"):
+        list(iter_statement_headers(two_lines.encode()))
+    with_bic = one(statement_with().replace(":25:ACC", ":25P:ACC\nBANKDEFFXXX"))
+    assert with_bic.account == "ACC"
+
+
+def test_expected_entries_are_left_out_of_the_balance_check() -> None:
+    statement = one(
+        statement_with(
+            ":61:2611251125D10,00NTRFX",
+            ":61:2611261126EC500,00NTRFY",
+            ":61:2611261126ED7,00NTRFZ",
+            opening="C261125EUR100,00",
+            closing="C261125EUR90,00",
+        )
+    )
+    booked, credit, debit = statement.entries
+    assert not booked.is_expected and credit.is_expected and debit.is_expected
+    assert (credit.signed_amount, debit.signed_amount) == (Decimal("500.00"), Decimal("-7.00"))
+    assert statement.balance_problem() is None
+
+
+def test_statement_number_variants() -> None:
+    for field, expected in [
+        (":28C:1", ("1", None)),
+        (":28C:00042/", ("00042", None)),
+        (":28C: 12 / 3 ", ("12", "3")),
+        (":28:00124", ("00124", None)),
+        (":28:19321/1", ("19321", "1")),
+    ]:
+        statement = one(statement_with().replace(":28C:1/1", field))
+        assert (statement.statement_number, statement.sequence_number) == expected, field
 
 
 # --- :61: variants ------------------------------------------------------------------------------
@@ -365,7 +612,7 @@ def test_text_file_opened_with_the_wrong_encoding_raises_mt940_error(tmp_path: P
         list(iter_statements(handle))
 
 
-def test_unknown_and_bank_specific_tags_are_skipped() -> None:
+def test_unknown_and_bank_specific_tags_are_kept_apart() -> None:
     statement = one(
         statement_with(
             ":13D:2611251200+0100",
@@ -382,6 +629,9 @@ def test_unknown_and_bank_specific_tags_are_skipped() -> None:
     )
     assert len(statement.entries) == 1
     assert statement.entries[0].details == "after NS"
+    assert statement.entries[0].non_standard == ":NS:01something\nmore NS text\n:99:whatever"
+    # MT942 fields describe the statement, wherever they stand.
+    assert statement.non_standard == ":13D:2611251200+0100\n:34F:EURD0,\n:90C:1EUR1,00"
     assert statement.balance_problem() is None
 
 
@@ -457,7 +707,7 @@ def test_balance_problem_never_raises_on_hand_built_statements() -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("hello world\n", "outside a statement"),
+        ("hello world\n", "no MT940 statement"),
         (":25:ACC\n", "no :20:"),
         (":20:R\n:25:A\n:28C:1\n:60F:C261125EUR1,00\n", "closing balance"),
         (":20:R\n:25:A\n:28C:1\n:60F:C261125EUR1,00\n-\n", "closing balance"),
@@ -468,7 +718,15 @@ def test_balance_problem_never_raises_on_hand_built_statements() -> None:
         (statement_with().replace(":28C:1/1", ":28C:abc"), "statement number"),
         (statement_with().replace(":60F:", ":60F:C261125EUR1,00\n:60M:"), "second opening"),
         (statement_with().replace("-\n", ":61:2611251125C1,00NTRFX\n-\n"), "after the closing"),
-        (statement_with() + "stray text\n", "outside a statement"),
+        # A field after the end of a message is not a footer: its :20: is missing.
+        (statement_with() + ":25:ACC\n", "outside a statement"),
+        # Text inside a SWIFT envelope, before :20:, is inside a message: never ignored.
+        ("{1:F01AAAABBBBXXXX0000000000}{2:O940}{4:\nstray\n" + statement_with(), "before its :20:"),
+        # Text after "-}" on the same line that is not a block.
+        (statement_with().replace("-\n", "-}stray\n"), "after the message end"),
+        # Truncated inside the envelope, and a header with nothing after it.
+        ("{1:F01AAAABBBBXXXX0000000000}{2:O940}{4:\n", "truncated"),
+        (statement_with() + "{1:F01AAAABBBBXXXX0000000000}\n", "truncated"),
     ],
 )
 def test_garbage_and_truncated_input_raise_mt940_error(text: str, message: str) -> None:
@@ -478,8 +736,16 @@ def test_garbage_and_truncated_input_raise_mt940_error(text: str, message: str) 
     assert f"line {caught.value.line_no}" in str(caught.value)
 
 
-def test_every_truncation_parses_or_raises_mt940_error() -> None:
-    text = sample("swiss_paged.sta") + sample("dutch_ing.sta")
+@pytest.mark.parametrize(
+    "names",
+    [
+        ("swiss_paged.sta", "dutch_ing.sta"),
+        ("swift_fin.sta", "austrian_ns.sta"),
+        ("abn_amro.sta", "rabobank.sta"),
+    ],
+)
+def test_every_truncation_parses_or_raises_mt940_error(names: tuple[str, str]) -> None:
+    text = "".join(sample(name) for name in names)
     complete = 0
     for cut in range(len(text)):
         try:
@@ -500,17 +766,8 @@ def test_statements_before_a_broken_one_are_still_yielded() -> None:
         next(statements)
 
 
-_MUTATION_ALPHABET = ":-{}/?~^+,.0123456789CDRNFMS \t\r\n\x00ü"
-_VALID_SAMPLES = [
-    sample(name)
-    for name in (
-        "example_bank.sta",
-        "german_sparkasse.sta",
-        "dutch_ing.sta",
-        "swiss_paged.sta",
-        "polish.sta",
-    )
-]
+_MUTATION_ALPHABET = ":-{}/?~^+,.$0123456789CDERNFMS45 \t\r\n\x00ü"
+_VALID_SAMPLES = [sample(path.name) for path in sorted(SAMPLES.glob("*.sta"))]
 
 
 def _exercise(statements: list[Statement]) -> None:
@@ -690,9 +947,50 @@ def test_memory_stays_flat_over_many_statements() -> None:
     assert peak < 1_000_000, peak
 
 
+def test_memory_stays_flat_on_a_cr_only_binary_file() -> None:
+    lines = itertools.chain.from_iterable(_statement_lines(i, 20) for i in range(700))
+    text = "\r".join(lines)
+    handle = io.BytesIO(text.encode())
+    tracemalloc.start()
+    try:
+        count = sum(1 for _ in iter_statements(handle))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert count == 700
+    # The file is about 1.4 MB; read as one line it would peak at three times that.
+    assert len(text) > 1_200_000
+    assert peak < 1_000_000, peak
+
+
 def test_two_hundred_thousand_entries() -> None:
     (statement,) = list(iter_statements(_statement_lines(0, 200_000)))
     assert len(statement.entries) == 200_000
     assert statement.entries[-1].sequence == 200_000
     assert statement.entries[-1].subfields()["NAME"] == "Person 199999"
     assert statement.balance_problem() is None
+
+
+# --- Layering -----------------------------------------------------------------------------------
+
+
+def test_formats_package_is_a_pure_layer() -> None:
+    """formats/ sits below core/ and connectors/: it may import only itself, the exact-money
+    module and the stdlib."""
+    root = Path(g2p_bridge.formats.__file__).parent
+    modules = sorted(root.rglob("*.py"))
+    assert modules
+    for module in modules:
+        tree = ast.parse(module.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            for name in names:
+                if name.split(".")[0] in ("g2p_bridge", "example_bank"):
+                    assert name.startswith(("g2p_bridge.formats", "g2p_bridge.money")), (
+                        module,
+                        name,
+                    )

@@ -156,7 +156,7 @@ def test_wrapping_is_lossless_and_never_starts_a_line_badly(pairs: list[tuple[st
     )
 )
 def test_bridge_parser_reads_back_every_subfield(values: dict[str, str]) -> None:
-    mt940 = pytest.importorskip("g2p_bridge.core.mt940")
+    mt940 = pytest.importorskip("g2p_bridge.formats.mt940")
     details = structured_details(list(values.items()))
     expected = {code: clean_value(v) for code, v in values.items() if clean_value(v)}
     if not expected:
@@ -182,7 +182,7 @@ def test_writer_streams_a_national_payroll() -> None:
 
 
 def test_round_trip_through_the_bridge_parser() -> None:
-    mt940 = pytest.importorskip("g2p_bridge.core.mt940")
+    mt940 = pytest.importorskip("g2p_bridge.formats.mt940")
     long_name = "Ngozi Chukwuemeka-Okonkwo Adebayo Oluwaseun Babatunde Fashola"
     details = structured_details(
         [("EREF", "0f8fad5b-d9cb-469f-a165-70867728950e"), ("BENM", ""), ("NAME", long_name),
@@ -230,7 +230,7 @@ def test_round_trip_through_the_bridge_parser() -> None:
 def test_a_hostile_reference_cannot_forge_an_entry(reference: str) -> None:
     """Whatever a payment reference holds, the statement reads back one entry per payment,
     with the same amount and mark, and no entry names a reference it was not given."""
-    mt940 = pytest.importorskip("g2p_bridge.core.mt940")
+    mt940 = pytest.importorskip("g2p_bridge.formats.mt940")
     entry = StatementEntry(DAY, DAY, "D", Decimal("-100.50"), reference, "EB1", "/EREF/x")
     page = _page(closing_balance=Decimal("999899.50"))
     (statement,) = list(mt940.iter_statements(render_statement(page, [entry])))

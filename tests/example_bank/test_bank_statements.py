@@ -131,7 +131,7 @@ def test_explicit_statement_without_new_entries_is_empty(bank: Any) -> None:
 def test_statement_round_trips_through_the_bridge_parser(bank: Any, make_payment: Any) -> None:
     import pytest
 
-    mt940 = pytest.importorskip("g2p_bridge.core.mt940")
+    mt940 = pytest.importorskip("g2p_bridge.formats.mt940")
     bank.account("PROG-1", "1000.00")
     block = bank.block("PROG-1", "1000.00")
     _pay(bank, make_payment, "rt", 12, block)

@@ -44,14 +44,6 @@ from g2p_bridge.core.errors import (
     NotFound,
     PayloadTooLarge,
 )
-from g2p_bridge.core.mt940 import (
-    Entry,
-    MT940Error,
-    Statement,
-    decode_statement_bytes,
-    iter_statement_headers,
-    iter_statements,
-)
 from g2p_bridge.core.work import claim
 from g2p_bridge.db import (
     bulk_insert,
@@ -60,6 +52,13 @@ from g2p_bridge.db import (
     is_postgres,
     one_of,
     transaction,
+)
+from g2p_bridge.formats.mt940 import (
+    Entry,
+    MT940Error,
+    Statement,
+    iter_statement_headers,
+    iter_statements,
 )
 from g2p_bridge.models import (
     AccountStatement,
@@ -699,13 +698,14 @@ def _reconcile(context: Context, session: Session, statement_id: str) -> None:
         )
     )
     bank_codes = set((statement.uploader_bank_codes or "").split())
-    text = decode_statement_bytes(statement.content)
     tally = _Tally()
     programs: dict[str, BenefitProgram] = {}
     seen_pages = 0
     last_page = -1
     accounts: set[str] = set()
-    for page_index, page, entries in _entries_in_chunks(iter_statements(text)):
+    # The stored bytes, through the parser the upload's authorization used (the same rules,
+    # the same decoding): one reading of the file for both.
+    for page_index, page, entries in _entries_in_chunks(iter_statements(statement.content)):
         program = programs.get(page.account)
         if program is None:
             # The upload's check, again: the program's bank may have changed since, and a file

@@ -145,6 +145,7 @@ API's routes from the app's own route table and checks this list against it, bot
 {{- define "g2p-bridge-api.ingressPaths" -}}
 - {path: /create_disbursement_envelope, pathType: Exact}
 - {path: /cancel_disbursement_envelope, pathType: Exact}
+- {path: /amend_disbursement_envelope, pathType: Exact}
 - {path: /get_disbursement_envelope_status, pathType: Exact}
 - {path: /create_disbursements, pathType: Exact}
 - {path: /cancel_disbursements, pathType: Exact}

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from g2p_bridge.settings import BankConnectorSettings
 
 if TYPE_CHECKING:
-    from g2p_bridge.core.mt940 import Entry
+    from g2p_bridge.formats.mt940 import Entry
 
 ENTRY_POINT_GROUP = "g2p_bridge.bank_connectors"
 

@@ -137,7 +137,8 @@ def secure_events(
                         f"{limits.max_text_chars} characters"
                     )
             if depth <= max_yield_depth:
-                assert message is not None  # set at the first start event
+                if message is None:  # set at the first start event; cannot be missing
+                    raise ISO20022Error("an element came before the document's root")
                 yield event, element, depth, message
             if event == "end":
                 depth -= 1

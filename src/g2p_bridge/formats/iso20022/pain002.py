@@ -145,13 +145,15 @@ def iter_status_report(
                 original_message_id = group.original_message_id
                 yield group
             elif local == "OrgnlPmtInfAndSts" and block is not None:
-                assert report_id is not None and original_message_id is not None
+                if report_id is None or original_message_id is None:
+                    raise ISO20022Error("a payment status came before the group header")
                 if not block.emitted:
                     yield block.status(report_id, original_message_id, str(message))
                 block = None
             _free(element)
         elif depth == 4 and block is not None:
-            assert report_id is not None and original_message_id is not None
+            if report_id is None or original_message_id is None:
+                raise ISO20022Error("a transaction status came before the group header")
             if local == "TxInfAndSts":
                 if not block.emitted:
                     yield block.status(report_id, original_message_id, str(message))

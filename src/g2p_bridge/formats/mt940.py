@@ -1,10 +1,50 @@
 """Streaming, tolerant parser for SWIFT MT940 bank statements.
 
 The reconciliation reads every bank's end-of-day statement through this module, so it has to
-cope with what banks really send rather than with the standard alone: SWIFT block wrappers,
-files holding many statements, long statements paged with ``:60M:``/``:62M:``, entry dates
-across New Year, ``RC``/``RD`` reversals, funds codes, 30 February, ``: 86:``, ``:NS:`` fields,
-narrative lines that begin with ``-`` or ``:``, CRLF, trailing blanks and non-ASCII bytes.
+cope with what banks really send rather than with the standard alone. Accepted:
+
+* Framing: SWIFT FIN blocks (``{1:}{2:}{3:}`` headers and ``{4:`` on their own lines or on the
+  ``:20:`` line; ``-}`` then ``{5:{CHK:...}}``/``{S:...}`` trailers on the same or later lines;
+  several messages on one line after ``-}``); a bank's header lines before the first ``:20:``
+  (ABN AMRO's ``ABNANL2A``/``940``/``ABNANL2A``, Rabobank's ``:940:``, ``0000 ...`` lines, a
+  file name or date) and page footers between messages; SOH/ETX/SUB framing characters.
+* Many messages per file, ended by ``-``, ``-}``, ``$``, the next ``:20:`` or the end of the
+  file (a final message needs no terminator); blank lines anywhere.
+* Lines: LF, CRLF, CR or a mix; trailing blanks; UTF-8 with or without BOM, Windows-1252,
+  Latin-1, UTF-16 with BOM (see :func:`decode_statement_bytes`).
+* Fields: ``:28:`` or ``:28C:``, with or without a sequence number (``1``, ``00042/``,
+  ``19321/1``); balances with blanks between their parts; ``:60M:``/``:62M:`` pages; ``:64:``
+  and ``:65:``; ``:25P:``; ``: 86:`` with a stray blank.
+* ``:61:``: with or without entry date (also after a blank), marks ``C``/``D``/``RC``/``RD``
+  and ``EC``/``ED``, a funds code, amounts ``100,``/``,50``/``100,00``, any type code
+  (``NTRF``, ``NMSC``, ``N051``, ``FMSC``, ``S202``), ``NONREF``, no customer or no bank
+  reference, supplementary details on one or more following lines.
+* ``:86:`` of any length and layout (German ``?20``, Polish ``~20``/``^20``, ``+20``, SWIFT
+  ``/EREF/``): kept verbatim; :func:`parse_subfields` reads the structure.
+* ``:NS:`` (with its numbered sub-lines) and unknown tags: kept verbatim as ``:TAG:value`` in
+  :attr:`Entry.non_standard` (after a ``:61:``) or :attr:`Statement.non_standard`, never mixed
+  into a narrative; MT942 fields (``:13:``/``:13D:``, ``:34F:``, ``:90C:``/``:90D:``) go to
+  the statement's.
+
+Refused, always with :class:`MT940Error` (a ``ValueError``) naming the line and the reason, and
+no other exception type for bad input:
+
+* a statement without account, statement number, opening or closing balance (a truncated
+  statement), a second one of those, or a ``:61:`` after the closing balance;
+* a field that cannot be read (a ``:61:``, balance, statement number, date or amount), and a
+  ``:25:`` account that goes on to a second line (``:25P:`` may: its second line is a BIC);
+* a field outside a message (anything but ``:20:`` after a terminator: its ``:20:`` is lost);
+* text that is not a field inside a message: in a SWIFT envelope before ``:20:``, after
+  ``-}`` on the same line, or in a statement where there is no field for it to continue;
+* an input that ends inside a SWIFT envelope, or holds no ``:20:`` at all.
+
+Text is ignored only where it is clearly outside every message: before the first message and
+between a terminator and the next ``{1:``/``{4:``/``:20:``. Inside a message a line is a field
+or continues one; nothing there is skipped silently.
+
+Security: the bridge authorizes an upload by the accounts this parser reads, so
+:func:`iter_statement_headers` is this same parse (every entry read and checked, then dropped),
+not a second, lighter reading of the file that could disagree with the one that applies it.
 
 Design rules:
 
@@ -14,22 +54,24 @@ Design rules:
 * One page is one :class:`Statement`. Pages and statements are never merged: each carries its
   own balances and must balance by itself (:meth:`Statement.balance_problem`).
 * Money is :class:`~decimal.Decimal` end to end; a float never appears.
-* Anything the parser cannot make sense of raises :class:`MT940Error` (a ``ValueError``) naming
-  the line; no other exception type escapes for bad input.
 
 Rules for the ambiguous cases (see also the docstrings below):
 
 * A line starts a new field only if it matches ``^:\\d\\d[A-Z]?:`` (or ``:NS:``, or a known tag
   with one stray space such as ``: 86:``). Inside a ``:86:`` narrative a tag-like line whose tag
-  is not one MT940 uses (``:12:30 ...``) is kept as narrative text. Unknown tags elsewhere
-  (``:13D:``, ``:34F:``, ``:90D:`` from MT942-like exports) are skipped with their lines.
-* A line that is exactly ``-`` ends the message, except inside an entry's ``:86:`` before the
-  closing balance, where it is narrative text. ``-}`` always ends the message.
-* ``:61:`` mark: a mark that begins with ``C`` or ``D`` is a plain credit/debit, a mark that
-  begins with ``R`` is a reversal (``RC``/``RD``); a single letter right after the mark is the
-  funds code. Blanks between mark, funds code and amount are ignored. So ``DR100,00`` is a debit
-  with funds code ``R``, ``RD100,00`` is a reversed debit, and ``CR 30,00`` and ``C R30,00`` are
-  both a credit of 30.00 with funds code ``R``.
+  is not one MT940 uses (``:12:30 ...``) is kept as narrative text.
+* A line that is exactly ``-`` (or ``$``) ends the message, except inside ``:86:`` or ``:NS:``
+  text before the closing balance (where ending the message would only refuse it), where it
+  is narrative text. ``-}`` always ends the message, and so does any SWIFT block line (a
+  header starts the next message, a trailer follows this one).
+* ``:61:`` mark: a mark that begins with ``C`` or ``D`` is a plain credit/debit, ``R`` a
+  reversal (``RC``/``RD``), ``E`` an expected item (``EC``/``ED``, as in MT942); a single
+  letter right after the mark is the funds code. Blanks between mark, funds code and amount
+  are ignored. So ``DR100,00`` is a debit with funds code ``R``, ``RD100,00`` is a reversed
+  debit, and ``CR 30,00`` and ``C R30,00`` are both a credit of 30.00 with funds code ``R``.
+* ``EC``/``ED`` are parsed but not booked: :attr:`Entry.is_expected` is true, the balance
+  check leaves them out (``:62F:`` is the booked balance) and the reconciliation, which acts on
+  ``D`` and ``RD`` only, does not match them to payments.
 * Two-digit years: 00-79 are 20xx, 80-99 are 19xx. The entry date (MMDD) takes the year that
   puts it closest to the value date, so it may fall in the previous or next year.
 * A day that does not exist in its month (30 February) is clamped to the month's last day; on an
@@ -44,6 +86,7 @@ from __future__ import annotations
 
 import calendar
 import codecs
+import dataclasses
 import io
 import itertools
 import re
@@ -100,7 +143,7 @@ class Entry:
     sequence: int  # 1-based position within the statement page
     value_date: date
     entry_date: date | None
-    mark: str  # "C", "D", "RC" or "RD"
+    mark: str  # "C", "D", "RC", "RD", or "EC"/"ED" (expected, not booked)
     funds_code: str | None
     amount: Decimal
     transaction_type: str  # e.g. "NTRF": a letter and three characters
@@ -109,15 +152,24 @@ class Entry:
     supplementary_details: str | None = None
     details: str = ""  # the :86: text, lines joined with "\n", never truncated
     raw_date_warning: str | None = None
+    # Non-standard fields (:NS:, bank-specific tags) after this entry's :61:, each kept
+    # verbatim as ":TAG:value" and joined with "\n"; never mixed into ``details``, whose
+    # subfields the reconciliation reads.
+    non_standard: str = ""
 
     @property
     def signed_amount(self) -> Decimal:
-        """Negative when money leaves the account: D, and RC (a credit taken back)."""
+        """Negative when money leaves the account: D, RC (a credit taken back) and ED."""
         return self.amount.copy_negate() if self.mark in _OUTGOING else self.amount
 
     @property
     def is_reversal(self) -> bool:
         return self.mark in _REVERSALS
+
+    @property
+    def is_expected(self) -> bool:
+        """EC/ED: an item the bank expects to book, not a movement of the booked balance."""
+        return self.mark in _EXPECTED
 
     def subfields(self) -> dict[str, str]:
         """Structured :86: subfields, or {} when the narrative is free text.
@@ -144,9 +196,16 @@ class Statement:
     forward_balances: tuple[Balance, ...] = ()
     entries: tuple[Entry, ...] = ()
     information: str | None = None
+    # MT942-like fields (:13D:, :34F:, :90C:/:90D:) and non-standard fields (:NS:, unknown
+    # tags) that belong to no entry, each kept verbatim as ":TAG:value", joined with "\n".
+    non_standard: str | None = None
 
     def balance_problem(self) -> str | None:
-        """None when opening + entries == closing in one currency, else what is wrong."""
+        """None when opening + booked entries == closing in one currency, else what is wrong.
+
+        Expected entries (EC/ED) are left out: :62F:/:62M: is the booked balance, and an item
+        the bank has not booked yet is not in it.
+        """
         try:
             opening, closing = self.opening_balance, self.closing_balance
             label = f"statement {self.transaction_reference} ({self._number_label()})"
@@ -158,7 +217,9 @@ class Statement:
             # Wide precision so that the sum stays exact however many entries there are.
             with localcontext() as ctx:
                 ctx.prec = 200
-                movement = sum((entry.signed_amount for entry in self.entries), Decimal(0))
+                movement = sum(
+                    (e.signed_amount for e in self.entries if e.mark not in _EXPECTED), Decimal(0)
+                )
                 expected = opening.signed_amount + movement
                 difference = closing.signed_amount - expected
             if difference == 0:
@@ -179,10 +240,11 @@ class Statement:
         return f"number {self.statement_number}/{self.sequence_number}"
 
 
-_OUTGOING = frozenset({"D", "RC"})
+_OUTGOING = frozenset({"D", "RC", "ED"})
 _REVERSALS = frozenset({"RC", "RD"})
+_EXPECTED = frozenset({"EC", "ED"})
 # Interning the few mark and type strings keeps 100,000 entries from holding 100,000 copies.
-_MARKS = {"C": "C", "D": "D", "RC": "RC", "RD": "RD"}
+_MARKS = {mark: mark for mark in ("C", "D", "RC", "RD", "EC", "ED")}
 
 # Tags MT940 (and the MT942-like variants some banks export) use; see _TAG for how they matter.
 _KNOWN_TAGS = frozenset(
@@ -191,21 +253,31 @@ _KNOWN_TAGS = frozenset(
         "64", "65", "86", "NS", "13", "13D", "34F", "90C", "90D",
     }
 )  # fmt: skip
-_SKIPPED_TAGS = frozenset({"NS", "13", "13D", "34F", "90C", "90D"})
+# MT942 fields some banks put in MT940 exports: they describe the statement, not an entry.
+_MT942_TAGS = frozenset({"13", "13D", "34F", "90C", "90D"})
+_KEPT_TAGS = _MT942_TAGS | {"NS"}
+# Free-text fields, in which a line that is only "-" is text before the closing balance.
+_NARRATIVE_TAGS = frozenset({"86", "NS"})
 _SINGLE_FIELDS = {"21": "related reference", "25": "account", "28C": "statement number"}
 _TAG = re.compile(r":( ?)(\d\d[A-Z]?|NS):")
-# Blocks 1-3 and 5 of a SWIFT FIN message, and the S (system) trailer block.
+# Blocks 1-5 of a SWIFT FIN message and the S (system) trailer block; 1-3 are headers.
 _WRAPPER = re.compile(r"\{[1-5S]:")
+_HEADER_BLOCK = re.compile(r"\{[123]:")
 # Framing characters (SOH, ETX, SUB) that some transports leave around each message.
 _FRAMING = "\x00\x01\x03\x1a"
+# Far more than any bank puts on one line, far fewer than would exhaust the stack.
+_MAX_MESSAGES_ON_A_LINE = 50
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_BYTES_LINE_BREAK = re.compile(rb"\r\n|\r|\n")
+_READ_CHUNK = 1 << 16
 
 _AMOUNT = r"(\d+(?:,\d*)?|,\d+)"
 _ENTRY = re.compile(
-    r"(\d{6})(\d{4})?\s*(R?[CD])\s*([A-Z])?\s*" + _AMOUNT + r"\s*([A-Z][A-Z0-9]{3})(.*)"
+    r"(\d{6}) ?(\d{4})?\s*([RE]?[CD])\s*([A-Z])?\s*" + _AMOUNT + r"\s*([A-Z][A-Z0-9]{3})(.*)"
 )
 _BALANCE = re.compile(r"\s*([CD])\s*(\d{6})\s*([A-Za-z]{3})\s*" + _AMOUNT + r"\s*")
-_STATEMENT_NUMBER = re.compile(r"\s*(\d+)\s*(?:/\s*(\d+)\s*)?")
+# A sequence number after the slash is optional; some banks write "00001/" for none.
+_STATEMENT_NUMBER = re.compile(r"\s*(\d+)\s*(?:/\s*(\d*)\s*)?")
 # Longer than any real amount (15 characters in the standard) but short enough to stay exact.
 _MAX_AMOUNT_CHARS = 30
 
@@ -246,23 +318,7 @@ def iter_statements(
     Items that are bytes are decoded line by line with :func:`decode_statement_bytes`, so a file
     opened in binary mode is the safest way to stream a file of unknown encoding.
     """
-    return _iter_pages(source, keep_entries=True)
-
-
-def iter_statement_headers(
-    source: str | bytes | TextIO | BinaryIO | Iterable[str] | Iterable[bytes],
-) -> Iterator[Statement]:
-    """The pages :func:`iter_statements` yields, read by the same rules, each without its
-    entries: they are parsed and checked, then dropped (``entries`` is empty). What an upload
-    needs to know (the accounts, numbers and balances), in memory bounded by one entry rather
-    than by one page."""
-    return _iter_pages(source, keep_entries=False)
-
-
-def _iter_pages(
-    source: str | bytes | TextIO | BinaryIO | Iterable[str] | Iterable[bytes], keep_entries: bool
-) -> Iterator[Statement]:
-    state = _ParseState(keep_entries)
+    state = _ParseState()
     line_no = 0
     try:
         for line_no, raw in enumerate(_iter_lines(source), 1):
@@ -277,6 +333,16 @@ def _iter_pages(
         raise MT940Error(f"cannot parse ({type(exc).__name__}: {exc})", line_no) from exc
 
 
+def iter_statement_headers(
+    source: str | bytes | TextIO | BinaryIO | Iterable[str] | Iterable[bytes],
+) -> Iterator[Statement]:
+    """The pages :func:`iter_statements` yields, read by the same rules (every entry is parsed
+    and checked), each without its entries: what an upload needs to authorize a file, from the
+    very reading that will later apply it."""
+    for page in iter_statements(source):
+        yield dataclasses.replace(page, entries=())
+
+
 def _iter_lines(
     source: str | bytes | TextIO | BinaryIO | Iterable[str] | Iterable[bytes],
 ) -> Iterator[str]:
@@ -285,6 +351,10 @@ def _iter_lines(
         items = io.StringIO(source, newline=None)
     elif isinstance(source, bytes | bytearray):
         items = io.StringIO(decode_statement_bytes(bytes(source)), newline=None)
+    elif isinstance(source, io.BufferedIOBase | io.RawIOBase):
+        # Iterating a binary file splits on LF only: a CR-only file would be one line of its
+        # whole size. Reading it in chunks keeps memory flat whatever the line ends.
+        items = _binary_lines(source)
     else:
         items = source
     count = 0
@@ -313,6 +383,21 @@ def _iter_lines(
         ) from exc
 
 
+def _binary_lines(handle: io.BufferedIOBase | io.RawIOBase) -> Iterator[bytes]:
+    """The lines of a binary file, split on CRLF, CR or LF, without their line ends."""
+    carry = b""
+    while chunk := handle.read(_READ_CHUNK):
+        data = carry + chunk
+        # A CR at the end may be the first half of a CRLF: keep it for the next chunk, or an
+        # empty line would appear and shift the line numbers of every error after it.
+        cut = len(data) - 1 if data.endswith(b"\r") else len(data)
+        lines = _BYTES_LINE_BREAK.split(data[:cut])
+        carry = lines.pop() + data[cut:]
+        yield from lines
+    if carry:
+        yield carry.removesuffix(b"\r")
+
+
 class _PendingEntry(NamedTuple):
     value_date: date
     entry_date: date | None
@@ -330,16 +415,37 @@ _EntryDateCache = dict[tuple[str, str | None], tuple[date, date | None, str | No
 
 
 class _ParseState:
-    """Splits lines into fields and fields into statement pages."""
+    """Splits lines into messages, messages into fields and fields into statement pages.
 
-    __slots__ = ("builder", "cache", "entry_dates", "keep_entries")
+    Three places a line can be: inside a statement (``builder`` is set, from its ``:20:`` to
+    its terminator), inside a SWIFT envelope before the ``:20:`` (``envelope``), or outside
+    any message. Only outside may a line that is not a field be ignored.
+    """
 
-    def __init__(self, keep_entries: bool = True) -> None:
-        self.keep_entries = keep_entries
+    __slots__ = (
+        "builder",
+        "cache",
+        "depth",
+        "entry_dates",
+        "envelope",
+        "envelope_line",
+        "ignored",
+        "seen",
+    )
+
+    def __init__(self) -> None:
         self.builder: _StatementBuilder | None = None
         # Parsed dates; statements repeat a handful of dates thousands of times.
         self.cache: dict[str, tuple[date, bool]] = {}
         self.entry_dates: _EntryDateCache = {}
+        self.envelope = False
+        self.envelope_line = 0
+        # How many messages deep the current line is: "-}{1:...}{4:-}{1:..." nests a call
+        # per message, and a line of thousands must be refused, not overflow the stack.
+        self.depth = 0
+        # The first ignored line outside a message, named if the file holds no statement.
+        self.ignored: tuple[int, str] | None = None
+        self.seen = False
 
     def feed(self, raw: str, line_no: int) -> Statement | None:
         line = raw.rstrip()
@@ -349,16 +455,6 @@ class _ParseState:
             return None
         builder = self.builder
         first = line[0]
-        if first == "{" and _WRAPPER.match(line):
-            if builder is not None:
-                builder.end_field()
-            position = line.find("{4:")
-            if position < 0:
-                return None
-            line = line[position + 3 :].strip()
-            if not line:
-                return None
-            first = line[0]
         if first == ":":
             match = _TAG.match(line)
             if match is not None:
@@ -366,16 +462,81 @@ class _ParseState:
                 in_narrative = builder is not None and builder.tag == "86"
                 if tag in _KNOWN_TAGS or not (match.group(1) or in_narrative):
                     return self._start_field(tag, line[match.end() :], line_no)
-        elif first == "-" and (line == "-" or line.startswith("-}")):
-            if line == "-" and builder is not None and builder.in_entry_narrative():
+        elif first == "{" and _WRAPPER.match(line):
+            return self._block(line, line_no)
+        elif (first == "-" and (line == "-" or line.startswith("-}"))) or line == "$":
+            if builder is not None and len(line) == 1 and builder.in_narrative():
+                # A narrative line that is only "-" (or "$"): the statement is still open.
                 builder.lines.append(line)
                 return None
-            self.builder = None
-            return builder.finish(line_no) if builder is not None else None
-        if builder is None or builder.tag is None:
-            raise MT940Error(f"unexpected text outside a statement field: {line[:40]!r}", line_no)
-        builder.lines.append(line)
+            return self._terminate(line, line_no)
+        if builder is not None:
+            if builder.tag is None:
+                raise MT940Error(
+                    f"unexpected text inside a statement, not in a field: {line[:40]!r}", line_no
+                )
+            builder.lines.append(line)
+            return None
+        if self.envelope:
+            raise MT940Error(
+                f"unexpected text in the SWIFT message opened at line {self.envelope_line}, "
+                f"before its :20: field: {line[:40]!r}",
+                line_no,
+            )
+        # Outside any message: a bank's file header, a page footer, an export's "940" line.
+        if self.ignored is None:
+            self.ignored = (line_no, line[:40])
         return None
+
+    def _block(self, line: str, line_no: int) -> Statement | None:
+        """A line of SWIFT blocks: headers {1:}{2:}{3:}, the text block {4:, trailers {5:}{S:}.
+
+        Any block line ends the message before it, even without its "-}": a header starts the
+        next message and a trailer follows the end of this one.
+        """
+        builder, self.builder = self.builder, None
+        done = builder.finish(line_no) if builder is not None else None
+        position = line.find("{4:")
+        if position < 0:
+            # Headers open a message; trailers ({5:}, {S:}) close it.
+            self.envelope = _HEADER_BLOCK.search(line) is not None
+            if self.envelope:
+                self.envelope_line = line_no
+            return done
+        if not self.envelope:
+            self.envelope_line = line_no
+        self.envelope = True
+        rest = line[position + 3 :].strip()
+        if not rest:
+            return done
+        # The first field on the same line as "{4:" (":20:..."), read as its own line.
+        if self.depth >= _MAX_MESSAGES_ON_A_LINE:
+            raise MT940Error(
+                f"more than {_MAX_MESSAGES_ON_A_LINE} SWIFT messages on one line", line_no
+            )
+        self.depth += 1
+        try:
+            nested = self.feed(rest, line_no)
+        finally:
+            self.depth -= 1
+        if nested is not None:
+            # Unreachable: the message before was finished above, so ":20:" finishes nothing.
+            raise MT940Error("two statements end on one line", line_no)
+        return done
+
+    def _terminate(self, line: str, line_no: int) -> Statement | None:
+        """A message terminator: "-" or "$" alone, or "-}" (then maybe trailers and the next
+        message's header blocks on the same line)."""
+        builder, self.builder = self.builder, None
+        self.envelope = False
+        done = builder.finish(line_no) if builder is not None else None
+        rest = line[2:].lstrip() if line.startswith("-}") else ""
+        if rest:
+            if not _WRAPPER.match(rest):
+                raise MT940Error(f"unexpected text after the message end: {rest[:40]!r}", line_no)
+            if self._block(rest, line_no) is not None:
+                raise MT940Error("two statements end on one line", line_no)
+        return done
 
     def _start_field(self, tag: str, value: str, line_no: int) -> Statement | None:
         done: Statement | None = None
@@ -386,9 +547,8 @@ class _ParseState:
             if len(self.cache) + len(self.entry_dates) > 10_000:
                 self.cache.clear()
                 self.entry_dates.clear()
-            builder = self.builder = _StatementBuilder(
-                line_no, self.cache, self.entry_dates, self.keep_entries
-            )
+            builder = self.builder = _StatementBuilder(line_no, self.cache, self.entry_dates)
+            self.seen = True
         elif builder is None:
             raise MT940Error(f"field :{tag}: outside a statement (no :20: before it)", line_no)
         builder.start_field(tag, value, line_no)
@@ -396,7 +556,21 @@ class _ParseState:
 
     def end(self, line_no: int) -> Statement | None:
         builder, self.builder = self.builder, None
-        return builder.finish(line_no) if builder is not None else None
+        if builder is not None:
+            return builder.finish(line_no)
+        if self.envelope:
+            raise MT940Error(
+                f"the input ends inside the SWIFT message opened at line {self.envelope_line}, "
+                "before its :20: field; it is truncated",
+                line_no,
+            )
+        if not self.seen and self.ignored is not None:
+            ignored_line, text = self.ignored
+            raise MT940Error(
+                f"no MT940 statement in the input (no :20: field); it starts with {text!r}",
+                ignored_line,
+            )
+        return None
 
 
 class _StatementBuilder:
@@ -412,12 +586,13 @@ class _StatementBuilder:
         "field_line",
         "forward",
         "information",
-        "keep_entries",
         "lines",
+        "non_standard",
         "number",
         "opening",
         "pending",
         "pending_details",
+        "pending_non_standard",
         "reference",
         "related",
         "sequence",
@@ -430,9 +605,7 @@ class _StatementBuilder:
         line_no: int,
         cache: dict[str, tuple[date, bool]],
         entry_dates: _EntryDateCache,
-        keep_entries: bool = True,
     ) -> None:
-        self.keep_entries = keep_entries
         self.start_line = line_no
         self.cache = cache
         self.entry_dates = entry_dates
@@ -450,12 +623,20 @@ class _StatementBuilder:
         # The :61: waiting for its :86: narrative, which may follow on the next field.
         self.pending: _PendingEntry | None = None
         self.pending_details: list[str] = []
+        self.pending_non_standard: list[str] = []
+        self.non_standard: list[str] = []
         self.tag: str | None = None
         self.lines: list[str] = []
         self.field_line = 0
 
-    def in_entry_narrative(self) -> bool:
-        return self.tag == "86" and self.pending is not None and self.closing is None
+    def in_narrative(self) -> bool:
+        """In free text (:86:, :NS:) before the closing balance, where a "-" line is text.
+
+        A message cannot end there (it would be refused as truncated), so reading the line
+        as text loses nothing: a message really cut there is still refused when the next
+        :20: or the end of the input finds it without a closing balance.
+        """
+        return self.closing is None and self.tag in _NARRATIVE_TAGS
 
     def start_field(self, tag: str, value: str, line_no: int) -> None:
         self.end_field()
@@ -479,10 +660,18 @@ class _StatementBuilder:
             self._flush_entry()
             if self.closing is not None:
                 raise MT940Error("statement line :61: after the closing balance", line_no)
+            # In accounts-only mode the entry is not read, but it is pending all the same:
+            # whether a "-" line is narrative or a terminator depends on it.
             self.pending = self._parse_entry(lines, line_no)
             return
-        if tag in _SKIPPED_TAGS or tag not in _KNOWN_TAGS:
-            # Bank-specific or MT942 fields; they do not end the entry before them.
+        if tag in _KEPT_TAGS or tag not in _KNOWN_TAGS:
+            # Kept verbatim, never parsed, and they do not end the entry before them: a
+            # :86: after an :NS: still belongs to the :61: before both.
+            text = f":{tag}:" + "\n".join(lines)
+            if tag in _MT942_TAGS or self.pending is None or self.closing is not None:
+                self.non_standard.append(text)
+            else:
+                self.pending_non_standard.append(text)
             return
         self._flush_entry()
         if tag == "20":
@@ -502,6 +691,14 @@ class _StatementBuilder:
         elif tag == "65":
             self.forward.append(self._parse_balance(tag, lines, line_no))
         elif tag in ("25", "25P"):
+            # Uploads are authorized by this account: a :25: whose text goes on to a second
+            # line has no single reading, so it is refused. :25P: has the BIC on line 2.
+            if len(lines) > (2 if tag == "25P" else 1):
+                raise MT940Error(
+                    f"account :{tag}: continues on {len(lines) - 1} more line(s): "
+                    f"{lines[1][:40]!r}",
+                    line_no,
+                )
             self._set_single("25", lines[0].strip(), line_no)
         elif tag == "21":
             self._set_single("21", "".join(lines).strip(), line_no)
@@ -510,7 +707,7 @@ class _StatementBuilder:
             if match is None:
                 raise MT940Error(f"statement number {lines[0]!r} is not NNNNN[/NNN]", line_no)
             self._set_single("28C", match.group(1), line_no)
-            self.sequence = match.group(2)
+            self.sequence = match.group(2) or None
 
     def _set_single(self, key: str, value: str, line_no: int) -> None:
         current = {"21": self.related, "25": self.account, "28C": self.number}[key]
@@ -530,11 +727,13 @@ class _StatementBuilder:
         self.pending = None
         details = self.pending_details
         self.pending_details = []
-        if not self.keep_entries:
-            return  # read and checked; only the page's header is wanted
         if len(details) > 1 and not details[0]:
             # ":86:" alone on its line with the text below: the empty first line carries nothing.
             del details[0]
+        non_standard = ""
+        if self.pending_non_standard:
+            non_standard = "\n".join(self.pending_non_standard)
+            self.pending_non_standard = []
         self.entries.append(
             Entry(
                 len(self.entries) + 1,
@@ -549,6 +748,7 @@ class _StatementBuilder:
                 pending.supplementary_details,
                 "\n".join(details),
                 pending.raw_date_warning,
+                non_standard,
             )
         )
 
@@ -652,6 +852,7 @@ class _StatementBuilder:
             forward_balances=tuple(self.forward),
             entries=tuple(self.entries),
             information="\n".join(self.information) if self.information else None,
+            non_standard="\n".join(self.non_standard) if self.non_standard else None,
         )
 
 
