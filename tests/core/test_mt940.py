@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import codecs
 import io
 import itertools
@@ -17,7 +16,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import g2p_bridge.formats
 from g2p_bridge.formats import mt940
 from g2p_bridge.formats.mt940 import (
     Balance,
@@ -972,25 +970,3 @@ def test_two_hundred_thousand_entries() -> None:
 
 
 # --- Layering -----------------------------------------------------------------------------------
-
-
-def test_formats_package_is_a_pure_layer() -> None:
-    """formats/ sits below core/ and connectors/: it may import only itself, the exact-money
-    module and the stdlib."""
-    root = Path(g2p_bridge.formats.__file__).parent
-    modules = sorted(root.rglob("*.py"))
-    assert modules
-    for module in modules:
-        tree = ast.parse(module.read_text(encoding="utf-8"))
-        for node in ast.walk(tree):
-            names: list[str] = []
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names = [node.module]
-            for name in names:
-                if name.split(".")[0] in ("g2p_bridge", "example_bank"):
-                    assert name.startswith(("g2p_bridge.formats", "g2p_bridge.money")), (
-                        module,
-                        name,
-                    )
