@@ -20,7 +20,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from g2p_bridge import __version__
-from g2p_bridge.api import audit_events, disbursements, envelopes, programs, statements
+from g2p_bridge.api import (
+    approvals,
+    audit_events,
+    disbursements,
+    envelopes,
+    programs,
+    statements,
+)
 from g2p_bridge.api.handling import database_unavailable
 from g2p_bridge.api.security import (
     RefuseControlCharactersMiddleware,
@@ -91,7 +98,7 @@ def create_app(
     app.state.disbursement_states = DisbursementStates(
         session_factory, settings.metrics_state_cache_seconds
     )
-    for module in (envelopes, disbursements, statements, programs, audit_events):
+    for module in (envelopes, disbursements, statements, programs, audit_events, approvals):
         app.include_router(module.router, dependencies=[Depends(authenticate)])
     app.add_middleware(RefuseControlCharactersMiddleware)
     app.add_middleware(RequestContextMiddleware)
