@@ -207,3 +207,17 @@ def test_unknown_envelope_is_a_404_rjct(
     response = _post(app_client, f"/envelopes/nope/{path}", {}, token)
     assert response.status_code == 404
     assert response.json()["header"]["meta"]["error_code"] == "DISBURSEMENT_ENVELOPE_NOT_FOUND"
+
+
+def test_a_note_with_control_characters_is_refused(
+    app_client: TestClient,
+    settings: Settings,
+    session_factory,  # type: ignore[no-untyped-def]
+) -> None:
+    make_program(session_factory, "FOUR", "2000000001", threshold="0")
+    _submit(app_client, settings, "env-nul", "FOUR")
+    checker = issue_token(settings, "checker-1", "approver", programs=["FOUR"])
+    response = _post(app_client, "/envelopes/env-nul/approve", {"note": "ok\u0000"}, checker)
+    assert response.status_code == 422
+    assert response.json()["header"]["meta"]["error_code"] == "INVALID_CHARACTER"
+    assert _due(session_factory, settings) == []

@@ -384,7 +384,9 @@ def envelope_list(
     )
 
 
-def _envelope_context(session: Session, me: ConsoleIdentity, envelope_id: str) -> dict[str, Any]:
+def _envelope_context(
+    session: Session, me: ConsoleIdentity, envelope_id: str, max_attempts: int
+) -> dict[str, Any]:
     detail = overview.envelope_detail(session, envelope_id)
     if detail is None:
         raise Refused(404, "not found")
@@ -395,6 +397,7 @@ def _envelope_context(session: Session, me: ConsoleIdentity, envelope_id: str) -
         and detail.approval is approvals.ApprovalState.AWAITING_APPROVAL
         and me.username not in detail.makers,
         "is_maker": me.username in detail.makers,
+        "max_attempts": max_attempts,
     }
 
 
@@ -403,21 +406,20 @@ def envelope_page(request: Request, envelope_id: str) -> Response:
     me = signed_in(request)
 
     def run(session: Session) -> dict[str, Any]:
-        context = _envelope_context(session, me, envelope_id)
+        context = _envelope_context(session, me, envelope_id, _settings(request).max_attempts)
         context["timeline"] = audit.query(session, envelope_id=envelope_id, limit=200)
         return context
 
     context = _read(request, run)
-    return _page(
-        request, "envelope.html", me, max_attempts=_settings(request).max_attempts, **context
-    )
+    return _page(request, "envelope.html", me, **context)
 
 
 @router.get("/envelopes/{envelope_id}/progress")
 def envelope_progress(request: Request, envelope_id: str) -> Response:
     """The live part of the envelope page, polled by htmx."""
     me = signed_in(request)
-    context = _read(request, lambda s: _envelope_context(s, me, envelope_id))
+    attempts = _settings(request).max_attempts
+    context = _read(request, lambda s: _envelope_context(s, me, envelope_id, attempts))
     return _page(request, "_progress.html", me, **context)
 
 

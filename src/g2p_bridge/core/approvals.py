@@ -26,7 +26,8 @@ from sqlalchemy import ColumnElement, and_, delete, exists, not_, or_, select
 from sqlalchemy.orm import Session
 
 from g2p_bridge.core import audit, envelopes
-from g2p_bridge.core.errors import Conflict, ErrorCode, Forbidden, InvalidRequest
+from g2p_bridge.core.errors import Conflict, ErrorCode, Forbidden
+from g2p_bridge.core.operations import clean_note
 from g2p_bridge.models import (
     AuditEvent,
     BenefitProgram,
@@ -39,7 +40,6 @@ from g2p_bridge.models.enums import FundsBlocked
 
 APPROVED = "APPROVED"
 REJECTED = "REJECTED"
-_NOTE_LIMIT = 1024
 
 
 class ApprovalState(StrEnum):
@@ -178,8 +178,7 @@ def decide(
     """Approves or rejects, under the envelope's status lock (so an amendment or the funds step
     cannot interleave). Refuses the envelope's makers, an envelope that needs no approval, one
     not yet complete, cancelled, already decided or already funded."""
-    if note is not None and len(note) > _NOTE_LIMIT:
-        raise InvalidRequest(ErrorCode.INVALID_REQUEST, f"a note takes {_NOTE_LIMIT} characters")
+    note = clean_note(note, required=False)
     envelope = envelopes.get_envelope(session, envelope_id)
     status = envelopes.lock_status(session, envelope.id)
     session.refresh(envelope)

@@ -3,6 +3,8 @@ in the same transaction, with who did it."""
 
 from __future__ import annotations
 
+import re
+
 from sqlalchemy.orm import Session
 
 from g2p_bridge.core import audit, envelopes
@@ -12,6 +14,20 @@ from g2p_bridge.models.base import utcnow
 from g2p_bridge.models.enums import WorkState
 
 NOTE_LIMIT = 1024
+# The notes people type: no control characters (NUL breaks PostgreSQL's text type; a line break
+# or an escape would forge a line in a log or an export), no lone surrogates.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029]")
+
+
+def clean_note(note: str | None, required: bool) -> str | None:
+    note = (note or "").strip()
+    if (required and not note) or len(note) > NOTE_LIMIT:
+        raise InvalidRequest(
+            ErrorCode.INVALID_REQUEST, f"a note of 1 to {NOTE_LIMIT} characters is required"
+        )
+    if _CONTROL.search(note):
+        raise InvalidRequest(ErrorCode.INVALID_CHARACTER, "a note holds no control characters")
+    return note or None
 
 
 def requeue_bank_batch(
@@ -58,11 +74,7 @@ def requeue_bank_batch(
 def acknowledge_recon_error(
     session: Session, error_id: int, actor: str, role: str, note: str
 ) -> ReconErrorAck:
-    note = note.strip()
-    if not note or len(note) > NOTE_LIMIT:
-        raise InvalidRequest(
-            ErrorCode.INVALID_REQUEST, f"a note of 1 to {NOTE_LIMIT} characters is required"
-        )
+    note = clean_note(note, required=True) or ""
     error = session.get(ReconError, error_id)
     if error is None:
         raise NotFound(ErrorCode.RECON_ERROR_NOT_FOUND, f"no reconciliation error {error_id}")
