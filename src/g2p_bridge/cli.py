@@ -472,14 +472,34 @@ def audit_command(
     type=click.Path(file_okay=False, path_type=Path),
 )
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
-def demo(count: int, failure_rate: str, workdir: Path, as_json: bool) -> None:
+@click.option(
+    "--serve", is_flag=True, help="keep the services (and the console) running until Ctrl-C"
+)
+def demo(count: int, failure_rate: str, workdir: Path, as_json: bool, serve: bool) -> None:
     """Run the whole flow on the embedded default, with the Example Bank, and summarise it."""
-    from g2p_bridge.demo import print_summary, run_demo
+    import threading
+
+    from g2p_bridge.demo import console_login, print_summary, run_demo
     from g2p_bridge.observability import setup_logging
+
+    def keep_serving(url: str, factory: Any) -> None:
+        username, password = console_login(factory)
+        click.echo(f"\nConsole: {url}/console  (user {username}, password {password})")
+        click.echo("The bridge and the Example Bank keep running; Ctrl-C stops them.")
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            click.echo("stopping")
 
     # Warnings and errors only (the summary is the output), through the masking handler.
     setup_logging("WARNING", get_settings().log_format)
-    summary = run_demo(count, Decimal(failure_rate), workdir, quiet=as_json)
+    summary = run_demo(
+        count,
+        Decimal(failure_rate),
+        workdir,
+        quiet=as_json,
+        keep_serving=keep_serving if serve else None,
+    )
     if as_json:
         click.echo(json.dumps(summary, indent=2, default=str))
     else:
