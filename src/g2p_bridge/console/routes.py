@@ -661,6 +661,10 @@ def recon_errors_csv(request: Request) -> Response:
         "acknowledged_by",
         "note",
     ]
+    with transaction(_factory(request)) as session:
+        audit.record(
+            session, "console.export", "export", "recon_errors", actor=me.username, role=me.role
+        )
     return _csv_response(_stream_csv(request, header, rows), "reconciliation-errors.csv")
 
 
