@@ -243,3 +243,15 @@ def test_large_envelopes_breakdown_is_kept_a_while_small_ones_are_exact(
         # The large one answers from what it kept; the small one reads the rows again.
         assert kept.get(session, "env-ops", 2) == {"RECEIVED": (2, Decimal("200.00"))}
         assert exact.get(session, "env-ops", 2) == {"FAILED": (2, Decimal("200.00"))}
+
+
+def test_a_poll_after_the_session_ended_redirects_the_whole_page(
+    app_client: TestClient, world: None
+) -> None:
+    response = app_client.get(
+        "/console/envelopes/env-ops/progress",
+        headers={"hx-request": "true"},
+        follow_redirects=False,
+    )
+    assert response.status_code == 204
+    assert response.headers["hx-redirect"] == "/console/login"

@@ -721,7 +721,10 @@ def install(app: FastAPI) -> None:
     app.mount("/console/static", StaticFiles(directory=HERE / "static"), name="console-static")
 
     @app.exception_handler(SignInNeeded)
-    async def sign_in(_request: Request, _exc: SignInNeeded) -> Response:
+    async def sign_in(request: Request, _exc: SignInNeeded) -> Response:
+        if request.headers.get("hx-request") == "true":
+            # A poll after the session ended: send the whole page to sign-in, not a fragment.
+            return Response(status_code=204, headers={"HX-Redirect": "/console/login"})
         return _redirect("/console/login")
 
     @app.exception_handler(Refused)
