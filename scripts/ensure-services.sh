@@ -17,6 +17,7 @@
 #      password is kept, readable only by you, in $STATE_FILE. Remove it all with
 #        pg_dropcluster --stop VERSION g2p_test; rm "$STATE_FILE"
 # Redis: started on 127.0.0.1:6379 (installed if missing) when nothing answers there.
+# Chromium: installed from Debian's packages when /usr/bin/chromium is missing.
 set -euo pipefail
 
 STATE_HOME=${XDG_STATE_HOME:-${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}/.local/state}
@@ -145,5 +146,14 @@ fi
 for _ in $(seq 1 30); do redis_up && break; sleep 1; done
 redis_up || { say "Redis is not reachable on 127.0.0.1:6379"; exit 1; }
 say "PostgreSQL and Redis are up"
+
+# --------------------------------------------------------------------------- Chromium
+
+# The console's browser tests drive Debian's Chromium through Playwright (never
+# `playwright install`, which downloads a browser build of its own).
+if [ ! -x /usr/bin/chromium ]; then
+  say "installing Chromium from Debian's packages (the console's browser tests)"
+  apt_install --no-install-recommends chromium
+fi
 
 if [ $# -gt 0 ]; then exec "$@"; fi

@@ -56,3 +56,30 @@ def test_demo_command_prints_json(tmp_path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads(result.stdout)
     assert summary["complete"] and summary["disbursements"] == 120
+
+
+def test_demo_serve_keeps_the_console_up_with_a_login(tmp_path) -> None:
+    """``demo --serve``: once settled, the services still answer and the printed login works."""
+    seen: dict[str, object] = {}
+
+    def keep_serving(url: str, factory) -> None:  # type: ignore[no-untyped-def]
+        import httpx
+
+        from g2p_bridge.demo import console_login
+
+        username, password = console_login(factory)
+        with httpx.Client(base_url=url, follow_redirects=True) as http:
+            page = http.get("/console/login").text
+            nonce = page.split('name="nonce" value="')[1].split('"')[0]
+            signed_in = http.post(
+                "/console/login",
+                data={"username": username, "password": password, "nonce": nonce},
+            )
+            seen["dashboard"] = signed_in.text
+            seen["status"] = signed_in.status_code
+
+    summary = run_demo(20, Decimal("0"), tmp_path / "demo", quiet=True, keep_serving=keep_serving)
+    assert summary["complete"], summary
+    assert seen["status"] == 200
+    assert 'data-testid="stage-RECEIVING">0<' in str(seen["dashboard"])
+    assert "demo-admin (admin)" in str(seen["dashboard"])

@@ -17,7 +17,8 @@ from g2p_bridge.db import sqlite_path
 from g2p_bridge.models.base import utcnow
 from g2p_bridge.settings import Settings
 
-ROLES = ("pbms", "bank", "admin")
+# approver: may approve or reject envelopes held for four-eyes approval (core/approvals.py).
+ROLES = ("pbms", "bank", "admin", "approver")
 KEY_FILE_NAME = "g2p_bridge.key"
 # Asymmetric only from a JWKS: an HMAC "key" taken from a public document would let anyone sign.
 _JWKS_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384"]

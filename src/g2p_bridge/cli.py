@@ -191,6 +191,11 @@ def programs() -> None:
     show_default=True,
     help="whether beneficiary ids need ID-mapper resolution",
 )
+@click.option(
+    "--approval-threshold",
+    default=None,
+    help="envelopes declaring at least this total (0: all) wait for a second person's approval",
+)
 def programs_add(
     mnemonic: str,
     bank_code: str,
@@ -199,6 +204,7 @@ def programs_add(
     branch: str | None,
     resolver: str | None,
     mapper: bool,
+    approval_threshold: str | None,
 ) -> None:
     """Create a benefit program."""
     from g2p_bridge.core import programs as service
@@ -215,6 +221,8 @@ def programs_add(
         sponsor_bank_account_currency=currency,
         resolver=resolver,
         id_mapper_resolution_required=mapper,
+        approval_required=approval_threshold is not None,
+        approval_threshold=approval_threshold,
     )
     try:
         with transaction(factory) as session:
@@ -405,7 +413,7 @@ def auth() -> None:
 
 @auth.command("token")
 @click.option("--client", "client_id", required=True, help="the client id (the token's sub)")
-@click.option("--role", type=click.Choice(["pbms", "bank", "admin"]), default="pbms")
+@click.option("--role", type=click.Choice(["pbms", "bank", "admin", "approver"]), default="pbms")
 @click.option("--program", "programs", multiple=True, help="a program the client may act on")
 @click.option("--bank-code", "bank_codes", multiple=True, help="a bank code (role bank)")
 @click.option("--ttl", default=3600, show_default=True, type=click.IntRange(1, 366 * 86400))
@@ -420,6 +428,38 @@ def auth_token(
     except AuthConfigurationError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(token)
+
+
+@main.group()
+def users() -> None:
+    """People who sign in to the console (/console)."""
+
+
+@users.command("add")
+@click.option("--username", required=True)
+@click.option(
+    "--role", required=True, type=click.Choice(["viewer", "operator", "approver", "admin"])
+)
+@click.option("--program", "programs", multiple=True, help="a program they may see ('*': all)")
+@click.option(
+    "--password-stdin", is_flag=True, help="read the password from stdin instead of a prompt"
+)
+def users_add(username: str, role: str, programs: tuple[str, ...], password_stdin: bool) -> None:
+    """Add a console user; the password is hashed with argon2id and never echoed."""
+    from g2p_bridge.console.users import UserError, add_user
+    from g2p_bridge.db import make_engine, make_session_factory, transaction
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    factory = make_session_factory(make_engine(get_settings().database_url))
+    try:
+        with transaction(factory) as session:
+            add_user(session, username, role, list(programs), password)
+    except UserError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"user {username} ({role}) added")
 
 
 @main.command("audit")
@@ -490,14 +530,34 @@ def audit_command(
     type=click.Path(file_okay=False, path_type=Path),
 )
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
-def demo(count: int, failure_rate: str, workdir: Path, as_json: bool) -> None:
+@click.option(
+    "--serve", is_flag=True, help="keep the services (and the console) running until Ctrl-C"
+)
+def demo(count: int, failure_rate: str, workdir: Path, as_json: bool, serve: bool) -> None:
     """Run the whole flow on the embedded default, with the Example Bank, and summarise it."""
-    from g2p_bridge.demo import print_summary, run_demo
+    import threading
+
+    from g2p_bridge.demo import console_login, print_summary, run_demo
     from g2p_bridge.observability import setup_logging
+
+    def keep_serving(url: str, factory: Any) -> None:
+        username, password = console_login(factory)
+        click.echo(f"\nConsole: {url}/console  (user {username}, password {password})")
+        click.echo("The bridge and the Example Bank keep running; Ctrl-C stops them.")
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            click.echo("stopping")
 
     # Warnings and errors only (the summary is the output), through the masking handler.
     setup_logging("WARNING", get_settings().log_format)
-    summary = run_demo(count, Decimal(failure_rate), workdir, quiet=as_json)
+    summary = run_demo(
+        count,
+        Decimal(failure_rate),
+        workdir,
+        quiet=as_json,
+        keep_serving=keep_serving if serve else None,
+    )
     if as_json:
         click.echo(json.dumps(summary, indent=2, default=str))
     else:

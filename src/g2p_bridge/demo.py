@@ -8,11 +8,12 @@ disbursement is reconciled, reversed or failed."""
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 
 import httpx
 import uvicorn
+from sqlalchemy.orm import Session, sessionmaker
 
 from g2p_bridge.models.base import new_id, utcnow
 from g2p_bridge.settings import BankConnectorSettings, Settings
@@ -28,6 +30,7 @@ PROGRAM = "CASH-TRANSFER"
 PROGRAM_ACCOUNT = "PRG-0000000001"
 REQUEST_SIZE = 1000
 OTHER_BANKS = ("NORTHBANK", "SOUTHBANK")
+CONSOLE_USER = "demo-admin"
 
 
 def _free_socket() -> socket.socket:
@@ -91,9 +94,26 @@ def _header(action: str, count: int = 1, sender: str = "demo-pbms") -> dict[str,
     }
 
 
+def console_login(session_factory: sessionmaker[Session]) -> tuple[str, str]:
+    """A console administrator for the demo, with a fresh random password."""
+    from g2p_bridge.console.users import add_user
+    from g2p_bridge.db import transaction
+
+    password = secrets.token_urlsafe(12)
+    with transaction(session_factory) as session:
+        add_user(session, CONSOLE_USER, "admin", [], password)
+    return CONSOLE_USER, password
+
+
 def run_demo(
-    count: int, failure_rate: Decimal, workdir: Path, quiet: bool = False
+    count: int,
+    failure_rate: Decimal,
+    workdir: Path,
+    quiet: bool = False,
+    keep_serving: Callable[[str, sessionmaker[Session]], None] | None = None,
 ) -> dict[str, Any]:
+    """``keep_serving``, when given, is called with the bridge's URL once every disbursement has
+    settled, while the services still run (``demo --serve``: the console stays up)."""
     from example_bank.api import create_app as create_bank_app
     from example_bank.db import migrate as migrate_bank
     from example_bank.settings import BankSettings
@@ -275,6 +295,8 @@ def run_demo(
         statements = http.get(
             "/statements", headers={"Authorization": f"Bearer {admin_token}"}
         ).json()
+        if keep_serving is not None:
+            keep_serving(bridge_url, session_factory)
 
     by_state = status.get("disbursements_by_state", {})
     complete = (

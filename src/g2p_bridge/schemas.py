@@ -316,6 +316,9 @@ class ProgramPayload(WireModel):
     # Ours: the resolver plug-in; unset picks g2p-connect when resolution is required, else
     # inline.
     resolver: ResolverName | None = None
+    # Ours: four-eyes approval of envelopes declaring at least the threshold (0: all of them).
+    approval_required: bool | None = None
+    approval_threshold: Money | None = None
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -20,7 +20,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from g2p_bridge import __version__
-from g2p_bridge.api import audit_events, disbursements, envelopes, programs, statements
+from g2p_bridge.api import (
+    approvals,
+    audit_events,
+    disbursements,
+    envelopes,
+    programs,
+    statements,
+)
 from g2p_bridge.api.handling import database_unavailable
 from g2p_bridge.api.security import (
     RefuseControlCharactersMiddleware,
@@ -29,6 +36,7 @@ from g2p_bridge.api.security import (
 )
 from g2p_bridge.api.wire import add_request_schemas, json_response, refusal, validation_message
 from g2p_bridge.auth import Authenticator
+from g2p_bridge.console import mount_console
 from g2p_bridge.core.context import Context
 from g2p_bridge.core.errors import BridgeError, ErrorCode, InvalidRequest
 from g2p_bridge.db import is_database_outage, make_engine, make_session_factory
@@ -91,8 +99,10 @@ def create_app(
     app.state.disbursement_states = DisbursementStates(
         session_factory, settings.metrics_state_cache_seconds
     )
-    for module in (envelopes, disbursements, statements, programs, audit_events):
+    for module in (envelopes, disbursements, statements, programs, audit_events, approvals):
         app.include_router(module.router, dependencies=[Depends(authenticate)])
+    # The operators' console: its own sign-in (cookie sessions), not the API's bearer tokens.
+    mount_console(app)
     app.add_middleware(RefuseControlCharactersMiddleware)
     app.add_middleware(RequestContextMiddleware)
     _add_health(app)

@@ -9,6 +9,7 @@ from decimal import Decimal
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from g2p_bridge.core import approvals
 from g2p_bridge.core.errors import BridgeError, Conflict, ErrorCode, InvalidRequest, NotFound
 from g2p_bridge.models import (
     BankBatch,
@@ -336,6 +337,7 @@ def amend_envelope(
         envelope.schedule_date = schedule
     # Due at the next sweep if it now is, whatever a tick marked before.
     status.next_attempt_at = utcnow()
+    approvals.void(session, envelope.id)  # the figures approved are no longer these
     session.flush()
     return envelope, before
 

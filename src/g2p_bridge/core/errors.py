@@ -73,6 +73,13 @@ class ErrorCode(StrEnum):
     INVALID_MESSAGE_ID = "INVALID_MESSAGE_ID"
     MESSAGE_ID_DUPLICATE = "MESSAGE_ID_DUPLICATE"
     INVALID_TOTAL_COUNT = "INVALID_TOTAL_COUNT"
+    # Four-eyes approval of an envelope (core/approvals.py).
+    APPROVAL_NOT_REQUIRED = "APPROVAL_NOT_REQUIRED"
+    APPROVAL_NOT_READY = "APPROVAL_NOT_READY"
+    APPROVAL_ALREADY_DECIDED = "APPROVAL_ALREADY_DECIDED"
+    # Operator actions of the console.
+    BATCH_NOT_PARKED = "BATCH_NOT_PARKED"
+    RECON_ERROR_NOT_FOUND = "RECON_ERROR_NOT_FOUND"
     # The bridge itself: its database is away (stopped, restarting, unreachable).
     SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
 

@@ -13,7 +13,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from g2p_bridge.connectors.banks.base import BankConnector, BankRejected, BankUnavailable
-from g2p_bridge.core import audit
+from g2p_bridge.core import approvals, audit
 from g2p_bridge.core.context import Context
 from g2p_bridge.core.work import Lease, woken_until
 from g2p_bridge.db import get_required, is_postgres, transaction
@@ -46,6 +46,7 @@ def due_envelopes(session: Session, settings: Settings, now: datetime, today: da
         DisbursementEnvelope.cancelled.is_(False),
         EnvelopeStatus.received_count == DisbursementEnvelope.number_of_disbursements,
         EnvelopeStatus.received_amount == DisbursementEnvelope.total_disbursement_amount,
+        approvals.funds_may_proceed(),  # four-eyes: held until a second person approved
     ]
     if not settings.allow_future_schedule_dates:
         conditions.append(DisbursementEnvelope.schedule_date <= today)
@@ -115,6 +116,10 @@ def secure_funds(context: Context, envelope_id: str) -> bool:
             envelope.total_disbursement_amount,
         ):
             # An amendment raised the declared figures after the sweep found it complete.
+            status.lease_until = None
+            return False
+        if not approvals.may_block_funds(session, envelope):
+            # An amendment voided the approval after the sweep picked the envelope.
             status.lease_until = None
             return False
         account = program.sponsor_bank_account_number

@@ -3,12 +3,14 @@ beneficiaries' financial addresses are resolved."""
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from g2p_bridge.core.errors import Conflict, ErrorCode, InvalidRequest, NotFound
 from g2p_bridge.models import BenefitProgram
-from g2p_bridge.money import is_known_currency
+from g2p_bridge.money import has_valid_minor_units, is_known_currency
 from g2p_bridge.schemas import ProgramPayload
 
 
@@ -27,8 +29,14 @@ def _validated_fields(payload: ProgramPayload, partial: bool) -> dict[str, objec
     currency = fields.get("sponsor_bank_account_currency")
     if currency and not is_known_currency(str(currency)):
         problems.append(f"unknown ISO 4217 currency {currency!r}")
-    if fields.get("id_mapper_resolution_required") is None:
-        fields.pop("id_mapper_resolution_required", None)
+    for optional in ("id_mapper_resolution_required", "approval_required", "approval_threshold"):
+        if fields.get(optional) is None:
+            fields.pop(optional, None)
+    threshold = fields.get("approval_threshold")
+    if isinstance(threshold, Decimal) and not (
+        threshold >= 0 and has_valid_minor_units(threshold, str(currency or "XXX"))
+    ):
+        problems.append("approval_threshold must be an amount of 0 or more")
     if problems:
         raise InvalidRequest(ErrorCode.INVALID_PROGRAM_CONFIGURATION, "; ".join(problems))
     return fields
@@ -102,4 +110,6 @@ def program_payload(program: BenefitProgram) -> ProgramPayload:
         sponsor_bank_account_currency=program.sponsor_bank_account_currency,
         id_mapper_resolution_required=program.id_mapper_resolution_required,
         resolver=program.resolver_name,
+        approval_required=program.approval_required,
+        approval_threshold=program.approval_threshold,
     )

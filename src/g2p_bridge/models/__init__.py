@@ -2,6 +2,12 @@
 
 from g2p_bridge.models.audit import AuditEvent
 from g2p_bridge.models.base import Base
+from g2p_bridge.models.console import (
+    ConsoleSession,
+    ConsoleUser,
+    EnvelopeApproval,
+    ReconErrorAck,
+)
 from g2p_bridge.models.disbursement import (
     BankBatch,
     BeneficiaryAddress,
@@ -27,13 +33,17 @@ __all__ = [
     "Base",
     "BeneficiaryAddress",
     "BenefitProgram",
+    "ConsoleSession",
+    "ConsoleUser",
     "Disbursement",
     "DisbursementEnvelope",
     "DisbursementRecon",
+    "EnvelopeApproval",
     "EnvelopeStatus",
     "MapperBatch",
     "ProcessedRequest",
     "ReconError",
+    "ReconErrorAck",
     "ResolvedAddress",
     "StatementAccount",
     "StatementPage",

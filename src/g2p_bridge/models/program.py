@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 
-from sqlalchemy import Boolean, String
+from sqlalchemy import Boolean, String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
-from g2p_bridge.models.base import Base, UTCDateTime, utcnow
+from g2p_bridge.models.base import Amount, Base, UTCDateTime, utcnow
 
 
 class BenefitProgram(Base):
@@ -26,6 +27,12 @@ class BenefitProgram(Base):
     id_mapper_resolution_required: Mapped[bool] = mapped_column(Boolean, default=True)
     # Resolver plug-in name; None picks g2p-connect when resolution is required, else inline.
     resolver: Mapped[str | None] = mapped_column(String(64))
+    # Four-eyes: envelopes declaring at least the threshold (0: every one) wait for a second
+    # person's approval before their funds are blocked (core/approvals.py).
+    approval_required: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    approval_threshold: Mapped[Decimal] = mapped_column(
+        Amount, default=Decimal(0), server_default="0"
+    )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 

@@ -139,7 +139,8 @@ Call with a dict of environment variables.
 {{/*
 The paths the Ingress routes: the API's routes and nothing else (no health, no metrics, no
 docs unless ingress.exposeApiDocs). Exact for the G2P Connect and upload routes; Prefix for the
-operator routes with ids in their path (/envelopes/{id}/status...). tests/deploy derives the
+operator routes with ids in their path (/envelopes/{id}/status...) and the console (/console,
+which signs people in itself). tests/deploy derives the
 API's routes from the app's own route table and checks this list against it, both ways.
 */}}
 {{- define "g2p-bridge-api.ingressPaths" -}}
@@ -156,6 +157,7 @@ API's routes from the app's own route table and checks this list against it, bot
 - {path: /statements, pathType: Prefix}
 - {path: /programs, pathType: Prefix}
 - {path: /audit, pathType: Exact}
+- {path: /console, pathType: Prefix}
 {{- if .Values.ingress.exposeApiDocs }}
 - {path: /openapi.json, pathType: Exact}
 - {path: /docs, pathType: Prefix}
