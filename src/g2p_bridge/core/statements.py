@@ -57,6 +57,16 @@ from g2p_bridge.core.reconciliation import (
     ids_to_load,
     too_long,
 )
+from g2p_bridge.core.statement_files import (
+    CAMT,
+    MT940,
+    UNREADABLE,
+    FileEntry,
+    Page,
+    describe,
+    read_pages,
+    sniff_format,
+)
 from g2p_bridge.core.work import claim
 from g2p_bridge.db import (
     bulk_insert,
@@ -66,13 +76,7 @@ from g2p_bridge.db import (
     one_of,
     transaction,
 )
-from g2p_bridge.formats.mt940 import (
-    Entry,
-    MT940Error,
-    Statement,
-    iter_statement_headers,
-    iter_statements,
-)
+from g2p_bridge.formats.iso20022 import ReconEntry
 from g2p_bridge.models import (
     AccountStatement,
     BenefitProgram,
@@ -109,8 +113,10 @@ def store_statement(
         raise InvalidRequest(ErrorCode.STATEMENT_UPLOAD_ERROR, "statement file is empty")
     if b"\x00" in content:
         raise InvalidRequest(ErrorCode.STATEMENT_NOT_TEXT, "statement file is not text")
+    # Sniffed once, and stored: processing reads the file with the reader that authorizes it.
+    fmt = sniff_format(content)
     # Read before the first query, so no connection is held while a large file is parsed.
-    accounts = accounts_of(content)
+    accounts = accounts_of(content, fmt)
     digest = hashlib.sha256(content).hexdigest()
     existing = session.scalar(
         select(AccountStatement.id).where(AccountStatement.content_sha256 == digest)
@@ -147,6 +153,7 @@ def store_statement(
         content=content,
         filename=filename,
         size_bytes=len(content),
+        format=fmt,
         uploaded_by=uploader.client_id,
         uploader_role=uploader.role,
         uploader_bank_codes=" ".join(sorted(uploader.bank_codes)),
@@ -162,27 +169,30 @@ def store_statement(
     return statement
 
 
-def accounts_of(content: bytes) -> set[str]:
-    """The accounts a file's pages name, read by the parser that reconciliation uses, so that
-    what is authorized is what will be applied. Every page is read to the end (its entries are
-    checked, not kept); a file that does not parse, holds no page, or has a page whose header
-    cannot be stored is refused."""
+def accounts_of(content: bytes, fmt: str) -> set[str]:
+    """The accounts a file's pages name, read by the reader that reconciliation uses for its
+    format, so that what is authorized is what will be applied. Every page is read to the end
+    (its entries are checked, not kept); a file that does not parse (hostile XML included),
+    holds no page, or has a page whose header cannot be stored is refused."""
     accounts: set[str] = set()
     try:
-        for page in iter_statement_headers(content):
+        for page in read_pages(content, fmt, with_entries=False):
             problem = page_problem(page)
             if problem is not None:
                 raise InvalidRequest(ErrorCode.STATEMENT_UNPARSEABLE, problem)
             accounts.add(page.account)
-    except MT940Error as exc:
+    except UNREADABLE as exc:
         raise InvalidRequest(
-            ErrorCode.STATEMENT_UNPARSEABLE, f"the file is not a readable MT940 statement: {exc}"
+            ErrorCode.STATEMENT_UNPARSEABLE,
+            f"the file is not a readable {describe(fmt)} statement: {exc}",
         ) from exc
     if not accounts:
-        raise InvalidRequest(
-            ErrorCode.STATEMENT_UNPARSEABLE, "no MT940 statement found in the file"
-        )
+        raise InvalidRequest(ErrorCode.STATEMENT_UNPARSEABLE, _no_statement(fmt))
     return accounts
+
+
+def _no_statement(fmt: str) -> str:
+    return f"no {describe(fmt)} statement found in the file"
 
 
 def _sponsor_banks(session: Session, accounts: set[str]) -> dict[str, str]:
@@ -254,26 +264,34 @@ def _limits() -> ColumnLimits:
     )
 
 
-def page_problem(page: Statement) -> str | None:
+# Where each format keeps what page_problem checks, for its messages.
+_FIELDS = {
+    MT940: {"account": ":25:", "number": ":28C:", "sequence": ":28C:"},
+    CAMT: {"account": "Acct/Id", "number": "ElctrncSeqNb", "sequence": "-"},
+}
+
+
+def page_problem(page: Page) -> str | None:
     """Why a page's header cannot be stored, or None. Such a page rejects its statement: its
     entries cannot be attributed to an account and statement number."""
-    where = f"statement {page.transaction_reference[:40]!r}"
+    where = f"statement {page.reference[:40]!r}"
+    tags = _FIELDS[page.format]
     if not page.account:
-        return f"{where} names no account (:25: is empty)"
+        return f"{where} names no account ({tags['account']} is empty)"
     if len(page.account) > _ACCOUNT_MAX:
-        return f"{where}: " + too_long("the account (:25:)", page.account, _ACCOUNT_MAX)
+        what = f"the account ({tags['account']})"
+        return f"{where}: " + too_long(what, page.account, _ACCOUNT_MAX)
     if len(page.statement_number) > _STATEMENT_NUMBER_MAX:
-        return f"{where}: " + too_long(
-            "the statement number (:28C:)", page.statement_number, _STATEMENT_NUMBER_MAX
-        )
+        what = f"the statement number ({tags['number']})"
+        return f"{where}: " + too_long(what, page.statement_number, _STATEMENT_NUMBER_MAX)
     if page.sequence_number is not None and len(page.sequence_number) > _SEQUENCE_MAX:
-        return f"{where}: " + too_long(
-            "the sequence number (:28C:)", page.sequence_number, _SEQUENCE_MAX
-        )
-    for label, balance in (("opening", page.opening_balance), ("closing", page.closing_balance)):
-        if not _limits().amount_fits(balance.amount):
+        what = f"the sequence number ({tags['sequence']})"
+        return f"{where}: " + too_long(what, page.sequence_number, _SEQUENCE_MAX)
+    limits = _limits()
+    for label, balance in (("opening", page.opening), ("closing", page.closing)):
+        if balance is not None and not limits.amount_fits(balance):
             return (
-                f"{where}: the {label} balance {str(balance.amount)[:40]} has more digits than "
+                f"{where}: the {label} balance {str(balance)[:40]} has more digits than "
                 f"can be stored ({_AMOUNT_PRECISION - _AMOUNT_SCALE} before and "
                 f"{_AMOUNT_SCALE} after the decimal point)"
             )
@@ -339,7 +357,7 @@ class _Tally:
 _RECON_COLUMNS = tuple(c.key for c in DisbursementRecon.__table__.columns)
 
 
-def _entries_in_chunks(pages: Iterator[Statement]) -> Iterator[tuple[int, Statement, list[Entry]]]:
+def _entries_in_chunks(pages: Iterator[Page]) -> Iterator[tuple[int, Page, list[FileEntry]]]:
     for index, page in enumerate(pages):
         entries = list(page.entries)
         if not entries:
@@ -371,7 +389,7 @@ def process_statement(context: Context, statement_id: str) -> bool:
                     return did_work  # cannot happen under the lock; never apply unclaimed
                 _reconcile(context, session, current)
                 audit.statement_processed(session, current)
-        except (StatementRejected, MT940Error) as exc:
+        except (StatementRejected, *UNREADABLE) as exc:
             # Nothing of it was applied (the transaction rolled back); say why on the row.
             if current is None:  # raised before a statement was chosen: nothing to record on
                 raise
@@ -459,7 +477,7 @@ def _vouch_if_legacy(session: Session, statement: AccountStatement) -> bool:
     statement.uploader_role = "admin"
     statement.uploader_bank_codes = ""
     with contextlib.suppress(BridgeError):  # unreadable: processing says why
-        for account in sorted(accounts_of(statement.content)):
+        for account in sorted(accounts_of(statement.content, statement.format)):
             session.merge(StatementAccount(statement_id=statement.id, account_number=account))
     return True
 
@@ -672,7 +690,8 @@ def _reconcile(context: Context, session: Session, statement_id: str) -> None:
     accounts: set[str] = set()
     # The stored bytes, through the parser the upload's authorization used (the same rules,
     # the same decoding): one reading of the file for both.
-    for page_index, page, entries in _entries_in_chunks(iter_statements(statement.content)):
+    pages = read_pages(statement.content, statement.format)
+    for page_index, page, entries in _entries_in_chunks(pages):
         program = programs.get(page.account)
         if program is None:
             # The upload's check, again: the program's bank may have changed since, and a file
@@ -696,7 +715,7 @@ def _reconcile(context: Context, session: Session, statement_id: str) -> None:
                 raise StatementRejected(problem)
             last_page = page_index
             seen_pages += 1
-            problem = page.balance_problem()
+            problem = page.balance_problem
             if problem:
                 tally.balance_problems.append(problem)
             session.add(
@@ -706,16 +725,15 @@ def _reconcile(context: Context, session: Session, statement_id: str) -> None:
                     account_number=page.account,
                     statement_number=page.statement_number,
                     sequence_number=page.sequence_number,
-                    opening_balance=page.opening_balance.signed_amount,
-                    closing_balance=page.closing_balance.signed_amount,
+                    opening_balance=page.opening,
+                    closing_balance=page.closing,
                     entry_count=len(page.entries),
                     balance_problem=problem,
                 )
             )
-            if page.opening_balance.currency != program.sponsor_bank_account_currency:
+            if page.currency is not None and page.currency != program.sponsor_bank_account_currency:
                 tally.balance_problems.append(
-                    f"statement {page.transaction_reference} is in "
-                    f"{page.opening_balance.currency}, program account is in "
+                    f"statement {page.reference} is in {page.currency}, program account is in "
                     f"{program.sponsor_bank_account_currency}"
                 )
         if entries:
@@ -729,7 +747,7 @@ def _reconcile(context: Context, session: Session, statement_id: str) -> None:
                 tally,
             )
     if seen_pages == 0:
-        raise StatementRejected("no MT940 statement found in the file")
+        raise StatementRejected(_no_statement(statement.format))
     for envelope_id in sorted(tally.counters):
         bump_counters(session, envelope_id, **tally.counters[envelope_id])
     session.flush()
@@ -781,8 +799,8 @@ def _apply_chunk(
     bank: BankConnector,
     program: BenefitProgram,
     statement_id: str,
-    page: Statement,
-    entries: Sequence[Entry],
+    page: Page,
+    entries: Sequence[FileEntry],
     tally: _Tally,
 ) -> None:
     """Applies up to CHUNK entries with a fixed number of queries: reads what the decision
@@ -790,10 +808,10 @@ def _apply_chunk(
     limits = _limits()
     facts = PageFacts(
         statement_id=statement_id,
-        reference=page.transaction_reference,
+        reference=page.reference,
         statement_number=page.statement_number,
         sequence_number=page.sequence_number,
-        currencies=frozenset({page.opening_balance.currency, page.closing_balance.currency}),
+        currencies=page.currencies,
     )
     account = ProgramAccount(
         program.mnemonic,
@@ -806,7 +824,7 @@ def _apply_chunk(
     _write_outcome(session, facts, outcome, tally)
 
 
-def _bank_entry(bank: BankConnector, entry: Entry) -> BankEntry:
+def _bank_entry(bank: BankConnector, entry: FileEntry) -> BankEntry:
     """An entry as the pure core reads it: the bank connector's reading of where this bank puts
     our ids, names and reasons, taken only for the entries that use them."""
     mark: Mark = "D" if entry.mark == "D" else "RD" if entry.mark == "RD" else "C"
@@ -814,6 +832,8 @@ def _bank_entry(bank: BankConnector, entry: Entry) -> BankEntry:
         sequence=entry.sequence,
         mark=mark,
         amount=entry.amount,
+        # A camt entry names its own currency; an MT940 one is in its page's.
+        currency=entry.currency if isinstance(entry, ReconEntry) else None,
         disbursement_id=bank.disbursement_id(entry) if mark != "C" else None,
         bank_reference=entry.bank_reference,
         entry_date=entry.entry_date,
