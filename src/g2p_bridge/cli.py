@@ -266,12 +266,15 @@ def statements() -> None:
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True)
 def statements_parse(file: Path, as_json: bool) -> None:
-    """Show what the bridge reads from an MT940 file, storing nothing."""
-    from g2p_bridge.formats.mt940 import MT940Error, decode_statement_bytes, iter_statements
+    """Show what the bridge reads from an MT940 or camt.053/camt.054 file, storing nothing."""
+    from g2p_bridge.core.statement_files import UNREADABLE, describe, read_pages, sniff_format
 
+    content = file.read_bytes()
+    # Sniffed and read as an upload is: what is shown is what would be reconciled.
+    fmt = sniff_format(content)
     pages: list[dict[str, Any]] = []
     try:
-        for page in iter_statements(decode_statement_bytes(file.read_bytes())):
+        for page in read_pages(content, fmt):
             entries: list[dict[str, Any]] = []
             for e in page.entries:
                 fields = e.subfields()
@@ -280,7 +283,7 @@ def statements_parse(file: Path, as_json: bool) -> None:
                         "sequence": e.sequence,
                         "mark": e.mark,
                         "amount": str(e.amount),
-                        "value_date": e.value_date.isoformat(),
+                        "value_date": e.value_date.isoformat() if e.value_date else None,
                         "entry_date": e.entry_date.isoformat() if e.entry_date else None,
                         "disbursement_id": e.customer_reference or None,
                         "bank_reference": e.bank_reference,
@@ -292,19 +295,20 @@ def statements_parse(file: Path, as_json: bool) -> None:
                 )
             pages.append(
                 {
-                    "reference": page.transaction_reference,
+                    "format": fmt,
+                    "reference": page.reference,
                     "account": page.account,
                     "statement_number": page.statement_number,
                     "sequence_number": page.sequence_number,
-                    "opening_balance": str(page.opening_balance.signed_amount),
-                    "closing_balance": str(page.closing_balance.signed_amount),
-                    "currency": page.opening_balance.currency,
-                    "balance_problem": page.balance_problem(),
+                    "opening_balance": None if page.opening is None else str(page.opening),
+                    "closing_balance": None if page.closing is None else str(page.closing),
+                    "currency": page.currency,
+                    "balance_problem": page.balance_problem,
                     "entries": entries,
                 }
             )
-    except MT940Error as exc:
-        raise click.ClickException(f"the file does not parse: {exc}") from exc
+    except UNREADABLE as exc:
+        raise click.ClickException(f"the file does not parse as {describe(fmt)}: {exc}") from exc
     if as_json:
         click.echo(json.dumps(pages, indent=2))
         return
@@ -312,9 +316,10 @@ def statements_parse(file: Path, as_json: bool) -> None:
         debits = sum(Decimal(e["amount"]) for e in shown["entries"] if e["mark"] == "D")
         reversals = [e for e in shown["entries"] if e["mark"] == "RD"]
         click.echo(
-            f"statement {shown['reference']}  account {shown['account']}  number "
-            f"{shown['statement_number']}/{shown['sequence_number'] or '-'}  "
-            f"{shown['currency']} {shown['opening_balance']} -> {shown['closing_balance']}"
+            f"{shown['format']} statement {shown['reference']}  account {shown['account']}  "
+            f"number {shown['statement_number'] or '-'}/{shown['sequence_number'] or '-'}  "
+            f"{shown['currency'] or '-'} {shown['opening_balance'] or '-'} -> "
+            f"{shown['closing_balance'] or '-'}"
         )
         click.echo(
             f"  {len(shown['entries'])} entries, debits {debits}, {len(reversals)} reversals"

@@ -22,7 +22,7 @@ import hashlib
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal, localcontext
+from datetime import datetime
 from itertools import pairwise
 from typing import Any, cast
 
@@ -44,6 +44,29 @@ from g2p_bridge.core.errors import (
     NotFound,
     PayloadTooLarge,
 )
+from g2p_bridge.core.reconciliation import (
+    BankEntry,
+    ChunkOutcome,
+    ColumnLimits,
+    KnownDisbursement,
+    Mark,
+    PageFacts,
+    ProgramAccount,
+    ReconWrite,
+    decide,
+    ids_to_load,
+    too_long,
+)
+from g2p_bridge.core.statement_files import (
+    CAMT,
+    MT940,
+    UNREADABLE,
+    FileEntry,
+    Page,
+    describe,
+    read_pages,
+    sniff_format,
+)
 from g2p_bridge.core.work import claim
 from g2p_bridge.db import (
     bulk_insert,
@@ -53,13 +76,7 @@ from g2p_bridge.db import (
     one_of,
     transaction,
 )
-from g2p_bridge.formats.mt940 import (
-    Entry,
-    MT940Error,
-    Statement,
-    iter_statement_headers,
-    iter_statements,
-)
+from g2p_bridge.formats.iso20022 import ReconEntry
 from g2p_bridge.models import (
     AccountStatement,
     BenefitProgram,
@@ -75,9 +92,6 @@ from g2p_bridge.models.enums import DisbursementState, StatementState
 from g2p_bridge.schemas import StatementPayload
 
 CHUNK = 2000
-# A remittance may be found for money whose sending we have not yet recorded as done: the bank
-# paid it before our commit (a crash, or a slow answer).
-_REMITTABLE = (DisbursementState.DISPATCHING, DisbursementState.SHIPPED, DisbursementState.FAILED)
 
 
 def store_statement(
@@ -99,8 +113,10 @@ def store_statement(
         raise InvalidRequest(ErrorCode.STATEMENT_UPLOAD_ERROR, "statement file is empty")
     if b"\x00" in content:
         raise InvalidRequest(ErrorCode.STATEMENT_NOT_TEXT, "statement file is not text")
+    # Sniffed once, and stored: processing reads the file with the reader that authorizes it.
+    fmt = sniff_format(content)
     # Read before the first query, so no connection is held while a large file is parsed.
-    accounts = accounts_of(content)
+    accounts = accounts_of(content, fmt)
     digest = hashlib.sha256(content).hexdigest()
     existing = session.scalar(
         select(AccountStatement.id).where(AccountStatement.content_sha256 == digest)
@@ -137,6 +153,7 @@ def store_statement(
         content=content,
         filename=filename,
         size_bytes=len(content),
+        format=fmt,
         uploaded_by=uploader.client_id,
         uploader_role=uploader.role,
         uploader_bank_codes=" ".join(sorted(uploader.bank_codes)),
@@ -152,27 +169,30 @@ def store_statement(
     return statement
 
 
-def accounts_of(content: bytes) -> set[str]:
-    """The accounts a file's pages name, read by the parser that reconciliation uses, so that
-    what is authorized is what will be applied. Every page is read to the end (its entries are
-    checked, not kept); a file that does not parse, holds no page, or has a page whose header
-    cannot be stored is refused."""
+def accounts_of(content: bytes, fmt: str) -> set[str]:
+    """The accounts a file's pages name, read by the reader that reconciliation uses for its
+    format, so that what is authorized is what will be applied. Every page is read to the end
+    (its entries are checked, not kept); a file that does not parse (hostile XML included),
+    holds no page, or has a page whose header cannot be stored is refused."""
     accounts: set[str] = set()
     try:
-        for page in iter_statement_headers(content):
+        for page in read_pages(content, fmt, with_entries=False):
             problem = page_problem(page)
             if problem is not None:
                 raise InvalidRequest(ErrorCode.STATEMENT_UNPARSEABLE, problem)
             accounts.add(page.account)
-    except MT940Error as exc:
+    except UNREADABLE as exc:
         raise InvalidRequest(
-            ErrorCode.STATEMENT_UNPARSEABLE, f"the file is not a readable MT940 statement: {exc}"
+            ErrorCode.STATEMENT_UNPARSEABLE,
+            f"the file is not a readable {describe(fmt)} statement: {exc}",
         ) from exc
     if not accounts:
-        raise InvalidRequest(
-            ErrorCode.STATEMENT_UNPARSEABLE, "no MT940 statement found in the file"
-        )
+        raise InvalidRequest(ErrorCode.STATEMENT_UNPARSEABLE, _no_statement(fmt))
     return accounts
+
+
+def _no_statement(fmt: str) -> str:
+    return f"no {describe(fmt)} statement found in the file"
 
 
 def _sponsor_banks(session: Session, accounts: set[str]) -> dict[str, str]:
@@ -233,71 +253,49 @@ _AMOUNT_PRECISION = int(_AMOUNT_TYPE.precision or 0)
 _AMOUNT_SCALE = int(_AMOUNT_TYPE.scale or 0)
 
 
-def amount_fits(value: Decimal) -> bool:
-    """Whether an amount can be stored exactly in an Amount column (NUMERIC(p, s) on
-    PostgreSQL, an integer of 1/10^s units on SQLite)."""
-    if not value.is_finite():
-        return False
-    _, digits, exponent = value.as_tuple()
-    if not isinstance(exponent, int):  # "n", "N" or "F": not finite, handled above
-        return False
-    if exponent >= -_AMOUNT_SCALE:
-        # The common case, without arithmetic: count the digits before the decimal point.
-        return len(digits) + exponent <= _AMOUNT_PRECISION - _AMOUNT_SCALE
-    with localcontext() as ctx:
-        ctx.prec = 200  # exact for any amount the parser accepts ("1.500000" fits)
-        scaled = value.scaleb(_AMOUNT_SCALE)
-        return scaled == scaled.to_integral_value() and abs(scaled) < Decimal(10) ** (
-            _AMOUNT_PRECISION
-        )
+def _limits() -> ColumnLimits:
+    # Read when used, not once: a test stands in a larger limit to reach the database's own.
+    return ColumnLimits(
+        disbursement_id=_DISBURSEMENT_ID_MAX,
+        bank_reference=_BANK_REFERENCE_MAX,
+        beneficiary_name=_BENEFICIARY_NAME_MAX,
+        amount_precision=_AMOUNT_PRECISION,
+        amount_scale=_AMOUNT_SCALE,
+    )
 
 
-def _too_long(what: str, value: str, limit: int) -> str:
-    return f"{what} is {len(value)} characters, at most {limit} can be stored: {value[:40]!r}..."
+# Where each format keeps what page_problem checks, for its messages.
+_FIELDS = {
+    MT940: {"account": ":25:", "number": ":28C:", "sequence": ":28C:"},
+    CAMT: {"account": "Acct/Id", "number": "ElctrncSeqNb", "sequence": "-"},
+}
 
 
-def page_problem(page: Statement) -> str | None:
+def page_problem(page: Page) -> str | None:
     """Why a page's header cannot be stored, or None. Such a page rejects its statement: its
     entries cannot be attributed to an account and statement number."""
-    where = f"statement {page.transaction_reference[:40]!r}"
+    where = f"statement {page.reference[:40]!r}"
+    tags = _FIELDS[page.format]
     if not page.account:
-        return f"{where} names no account (:25: is empty)"
+        return f"{where} names no account ({tags['account']} is empty)"
     if len(page.account) > _ACCOUNT_MAX:
-        return f"{where}: " + _too_long("the account (:25:)", page.account, _ACCOUNT_MAX)
+        what = f"the account ({tags['account']})"
+        return f"{where}: " + too_long(what, page.account, _ACCOUNT_MAX)
     if len(page.statement_number) > _STATEMENT_NUMBER_MAX:
-        return f"{where}: " + _too_long(
-            "the statement number (:28C:)", page.statement_number, _STATEMENT_NUMBER_MAX
-        )
+        what = f"the statement number ({tags['number']})"
+        return f"{where}: " + too_long(what, page.statement_number, _STATEMENT_NUMBER_MAX)
     if page.sequence_number is not None and len(page.sequence_number) > _SEQUENCE_MAX:
-        return f"{where}: " + _too_long(
-            "the sequence number (:28C:)", page.sequence_number, _SEQUENCE_MAX
-        )
-    for label, balance in (("opening", page.opening_balance), ("closing", page.closing_balance)):
-        if not amount_fits(balance.amount):
+        what = f"the sequence number ({tags['sequence']})"
+        return f"{where}: " + too_long(what, page.sequence_number, _SEQUENCE_MAX)
+    limits = _limits()
+    for label, balance in (("opening", page.opening), ("closing", page.closing)):
+        if balance is not None and not limits.amount_fits(balance):
             return (
-                f"{where}: the {label} balance {str(balance.amount)[:40]} has more digits than "
+                f"{where}: the {label} balance {str(balance)[:40]} has more digits than "
                 f"can be stored ({_AMOUNT_PRECISION - _AMOUNT_SCALE} before and "
                 f"{_AMOUNT_SCALE} after the decimal point)"
             )
     return None
-
-
-def _entry_problem(entry: Entry, disbursement_id: str | None) -> tuple[str, bool, bool] | None:
-    """Why a debit or reversal cannot be stored: (detail, whether its disbursement id and its
-    bank reference can still go on the error row), or None. The beneficiary name is checked
-    where it is read, for debits only."""
-    reference = entry.bank_reference
-    id_ok = disbursement_id is None or len(disbursement_id) <= _DISBURSEMENT_ID_MAX
-    reference_ok = reference is None or len(reference) <= _BANK_REFERENCE_MAX
-    if disbursement_id is not None and not id_ok:
-        detail = _too_long("the disbursement id", disbursement_id, _DISBURSEMENT_ID_MAX)
-    elif reference is not None and not reference_ok:
-        detail = _too_long("the bank reference", reference, _BANK_REFERENCE_MAX)
-    elif not amount_fits(entry.amount):
-        detail = f"the amount {str(entry.amount)[:40]} has more digits than can be stored"
-    else:
-        return None
-    return detail, id_ok, reference_ok
 
 
 def get_statement(session: Session, statement_id: str) -> AccountStatement:
@@ -356,23 +354,10 @@ class _Tally:
     )
 
 
-@dataclass
-class _Recon:
-    """What is known of one disbursement while a chunk is applied. ``recon`` holds the
-    disbursement's reconciliation columns: all of them for a record this chunk creates, only the
-    changed ones (plus the key) for a record already stored."""
-
-    disbursement: Any
-    recon: dict[str, Any] | None
-    is_new: bool = False
-    remitted: bool = False
-    reversed: bool = False
-
-
 _RECON_COLUMNS = tuple(c.key for c in DisbursementRecon.__table__.columns)
 
 
-def _entries_in_chunks(pages: Iterator[Statement]) -> Iterator[tuple[int, Statement, list[Entry]]]:
+def _entries_in_chunks(pages: Iterator[Page]) -> Iterator[tuple[int, Page, list[FileEntry]]]:
     for index, page in enumerate(pages):
         entries = list(page.entries)
         if not entries:
@@ -404,7 +389,7 @@ def process_statement(context: Context, statement_id: str) -> bool:
                     return did_work  # cannot happen under the lock; never apply unclaimed
                 _reconcile(context, session, current)
                 audit.statement_processed(session, current)
-        except (StatementRejected, MT940Error) as exc:
+        except (StatementRejected, *UNREADABLE) as exc:
             # Nothing of it was applied (the transaction rolled back); say why on the row.
             if current is None:  # raised before a statement was chosen: nothing to record on
                 raise
@@ -492,7 +477,7 @@ def _vouch_if_legacy(session: Session, statement: AccountStatement) -> bool:
     statement.uploader_role = "admin"
     statement.uploader_bank_codes = ""
     with contextlib.suppress(BridgeError):  # unreadable: processing says why
-        for account in sorted(accounts_of(statement.content)):
+        for account in sorted(accounts_of(statement.content, statement.format)):
             session.merge(StatementAccount(statement_id=statement.id, account_number=account))
     return True
 
@@ -705,7 +690,8 @@ def _reconcile(context: Context, session: Session, statement_id: str) -> None:
     accounts: set[str] = set()
     # The stored bytes, through the parser the upload's authorization used (the same rules,
     # the same decoding): one reading of the file for both.
-    for page_index, page, entries in _entries_in_chunks(iter_statements(statement.content)):
+    pages = read_pages(statement.content, statement.format)
+    for page_index, page, entries in _entries_in_chunks(pages):
         program = programs.get(page.account)
         if program is None:
             # The upload's check, again: the program's bank may have changed since, and a file
@@ -729,7 +715,7 @@ def _reconcile(context: Context, session: Session, statement_id: str) -> None:
                 raise StatementRejected(problem)
             last_page = page_index
             seen_pages += 1
-            problem = page.balance_problem()
+            problem = page.balance_problem
             if problem:
                 tally.balance_problems.append(problem)
             session.add(
@@ -739,16 +725,15 @@ def _reconcile(context: Context, session: Session, statement_id: str) -> None:
                     account_number=page.account,
                     statement_number=page.statement_number,
                     sequence_number=page.sequence_number,
-                    opening_balance=page.opening_balance.signed_amount,
-                    closing_balance=page.closing_balance.signed_amount,
+                    opening_balance=page.opening,
+                    closing_balance=page.closing,
                     entry_count=len(page.entries),
                     balance_problem=problem,
                 )
             )
-            if page.opening_balance.currency != program.sponsor_bank_account_currency:
+            if page.currency is not None and page.currency != program.sponsor_bank_account_currency:
                 tally.balance_problems.append(
-                    f"statement {page.transaction_reference} is in "
-                    f"{page.opening_balance.currency}, program account is in "
+                    f"statement {page.reference} is in {page.currency}, program account is in "
                     f"{program.sponsor_bank_account_currency}"
                 )
         if entries:
@@ -762,7 +747,7 @@ def _reconcile(context: Context, session: Session, statement_id: str) -> None:
                 tally,
             )
     if seen_pages == 0:
-        raise StatementRejected("no MT940 statement found in the file")
+        raise StatementRejected(_no_statement(statement.format))
     for envelope_id in sorted(tally.counters):
         bump_counters(session, envelope_id, **tally.counters[envelope_id])
     session.flush()
@@ -814,255 +799,185 @@ def _apply_chunk(
     bank: BankConnector,
     program: BenefitProgram,
     statement_id: str,
-    page: Statement,
-    entries: Sequence[Entry],
+    page: Page,
+    entries: Sequence[FileEntry],
     tally: _Tally,
 ) -> None:
-    """Applies up to CHUNK entries with a fixed number of queries."""
-    ids = {bank.disbursement_id(e) or "" for e in entries if e.mark in ("D", "RD")}
-    ids.discard("")
-    # An id longer than any stored one cannot match; it is reported below, not looked up.
-    ids = {i for i in ids if len(i) <= _DISBURSEMENT_ID_MAX}
-    # Money in another currency than the account's is not this account's movement of the
-    # disbursement's amount, whatever its figure: nothing of such a page is applied.
-    page_currencies = {page.opening_balance.currency, page.closing_balance.currency}
-    currency_mismatch = (
-        None
-        if page_currencies == {program.sponsor_bank_account_currency}
-        else f"statement {page.transaction_reference[:40]!r} is in "
-        f"{'/'.join(sorted(page_currencies))}; account {program.sponsor_bank_account_number} "
-        f"of program {program.mnemonic} is in {program.sponsor_bank_account_currency}"
+    """Applies up to CHUNK entries with a fixed number of queries: reads what the decision
+    needs, decides (core/reconciliation.py), writes what it decided."""
+    limits = _limits()
+    facts = PageFacts(
+        statement_id=statement_id,
+        reference=page.reference,
+        statement_number=page.statement_number,
+        sequence_number=page.sequence_number,
+        currencies=page.currencies,
     )
-    if currency_mismatch is not None:
-        ids = set()  # nothing of the page is applied: no disbursement need be read or locked
-    known: dict[str, _Recon] = {}
-    if ids:
-        rows = session.execute(
-            select(
-                Disbursement.id,
-                Disbursement.envelope_id,
-                Disbursement.amount,
-                Disbursement.state,
-                Disbursement.bank_batch_id,
-                Disbursement.shipped_at,
-                DisbursementEnvelope.program_mnemonic,
-            )
-            .join(DisbursementEnvelope, DisbursementEnvelope.id == Disbursement.envelope_id)
-            .where(one_of(session, Disbursement.id, sorted(ids)))
-            .order_by(Disbursement.id)
-            # Locked, and so read as last committed: a dispatch that marks one FAILED at the
-            # same moment is either seen (and its failed count taken back) or waits for us.
-            .with_for_update(of=Disbursement)
-        ).all()
-        stored = {
-            r.disbursement_id: r
-            for r in session.execute(
-                select(
-                    DisbursementRecon.disbursement_id,
-                    DisbursementRecon.remittance_statement_id,
-                    DisbursementRecon.reversal_found,
-                ).where(one_of(session, DisbursementRecon.disbursement_id, sorted(ids)))
-            )
-        }
-        for row in rows:
-            recon = stored.get(row.id)
-            known[row.id] = (
-                _Recon(row, None)
-                if recon is None
-                else _Recon(
-                    row,
-                    {"disbursement_id": row.id},
-                    remitted=recon.remittance_statement_id is not None,
-                    reversed=bool(recon.reversal_found),
-                )
-            )
+    account = ProgramAccount(
+        program.mnemonic,
+        program.sponsor_bank_account_number,
+        program.sponsor_bank_account_currency,
+    )
+    neutral = [_bank_entry(bank, entry) for entry in entries]
+    known = _load_known(session, ids_to_load(facts, neutral, account, limits))
+    outcome = decide(facts, neutral, known, account, limits)
+    _write_outcome(session, facts, outcome, tally)
 
-    now = utcnow()
-    errors: list[dict[str, Any]] = []
-    state_changes: dict[str, tuple[str, str | None]] = {}
-    # A remittance proves the bank holds the payment even when the bridge never heard its answer
-    # (a timeout whose retry has not run yet, or a batch the bank said it refused).
-    proven_shipped: dict[str, list[str]] = defaultdict(list)
-    counter_deltas: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
 
-    def error(
-        entry: Entry,
-        code: ErrorCode,
-        detail: str,
-        disbursement_id: str | None,
-        storable: tuple[bool, bool, bool] = (True, True, True),
-    ) -> None:
-        """``storable``: whether the id, the bank reference and the amount fit their columns;
-        what does not is left off the error row (the detail says what it was)."""
-        tally.unmatched += 1
-        id_ok, reference_ok, amount_ok = storable
-        errors.append(
-            {
-                "statement_id": statement_id,
-                "statement_number": page.statement_number,
-                "statement_sequence": page.sequence_number,
-                "entry_sequence": entry.sequence,
-                "entry_date": entry.entry_date,
-                "value_date": entry.value_date,
-                "error_code": code.value,
-                "detail": detail,
-                "disbursement_id": disbursement_id if id_ok else None,
-                "bank_reference": entry.bank_reference if reference_ok else None,
-                "amount": entry.amount if amount_ok else None,
-                "created_at": utcnow(),
-            }
+def _bank_entry(bank: BankConnector, entry: FileEntry) -> BankEntry:
+    """An entry as the pure core reads it: the bank connector's reading of where this bank puts
+    our ids, names and reasons, taken only for the entries that use them."""
+    mark: Mark = "D" if entry.mark == "D" else "RD" if entry.mark == "RD" else "C"
+    return BankEntry(
+        sequence=entry.sequence,
+        mark=mark,
+        amount=entry.amount,
+        # A camt entry names its own currency; an MT940 one is in its page's.
+        currency=entry.currency if isinstance(entry, ReconEntry) else None,
+        disbursement_id=bank.disbursement_id(entry) if mark != "C" else None,
+        bank_reference=entry.bank_reference,
+        entry_date=entry.entry_date,
+        value_date=entry.value_date,
+        reversal_reason=bank.reversal_reason(entry) if mark == "RD" else None,
+        beneficiary_name=bank.beneficiary_name(entry) if mark == "D" else None,
+    )
+
+
+def _load_known(session: Session, ids: Sequence[str]) -> dict[str, KnownDisbursement]:
+    if not ids:
+        return {}
+    rows = session.execute(
+        select(
+            Disbursement.id,
+            Disbursement.envelope_id,
+            Disbursement.amount,
+            Disbursement.state,
+            Disbursement.bank_batch_id,
+            Disbursement.shipped_at,
+            DisbursementEnvelope.program_mnemonic,
         )
+        .join(DisbursementEnvelope, DisbursementEnvelope.id == Disbursement.envelope_id)
+        .where(one_of(session, Disbursement.id, ids))
+        .order_by(Disbursement.id)
+        # Locked, and so read as last committed: a dispatch that marks one FAILED at the
+        # same moment is either seen (and its failed count taken back) or waits for us.
+        .with_for_update(of=Disbursement)
+    ).all()
+    stored = {
+        r.disbursement_id: r
+        for r in session.execute(
+            select(
+                DisbursementRecon.disbursement_id,
+                DisbursementRecon.remittance_statement_id,
+                DisbursementRecon.reversal_found,
+            ).where(one_of(session, DisbursementRecon.disbursement_id, ids))
+        )
+    }
+    known: dict[str, KnownDisbursement] = {}
+    for row in rows:
+        recon = stored.get(row.id)
+        known[row.id] = KnownDisbursement(
+            id=row.id,
+            envelope_id=row.envelope_id,
+            program_mnemonic=row.program_mnemonic,
+            amount=row.amount,
+            state=row.state,
+            bank_batch_id=row.bank_batch_id,
+            shipped=row.shipped_at is not None,
+            has_recon=recon is not None,
+            remitted=recon is not None and recon.remittance_statement_id is not None,
+            reversed=recon is not None and bool(recon.reversal_found),
+        )
+    return known
 
-    for entry in entries:
-        tally.total += 1
-        if entry.mark not in ("D", "RD"):
-            continue  # credits (deposits, returns of others' money) are not disbursements
-        disbursement_id = bank.disbursement_id(entry)
-        unstorable = _entry_problem(entry, disbursement_id)
-        if unstorable is not None:
-            detail, id_ok, reference_ok = unstorable
-            storable = (id_ok, reference_ok, amount_fits(entry.amount))
-            error(entry, ErrorCode.FIELD_TOO_LONG, detail, disbursement_id, storable)
-            continue
-        if currency_mismatch is not None:
-            error(entry, ErrorCode.CURRENCY_MISMATCH, currency_mismatch, disbursement_id)
-            continue
-        item = known.get(disbursement_id or "")
-        if item is None:
-            error(
-                entry,
-                ErrorCode.INVALID_DISBURSEMENT_ID,
-                f"no disbursement {disbursement_id!r}",
-                disbursement_id,
-            )
-            continue
-        row = item.disbursement
-        if row.program_mnemonic != program.mnemonic:
-            error(
-                entry,
-                ErrorCode.WRONG_ACCOUNT,
-                f"disbursement belongs to program {row.program_mnemonic}, not to this account's",
-                row.id,
-            )
-            continue
-        if entry.amount != row.amount:
-            error(
-                entry,
-                ErrorCode.AMOUNT_MISMATCH,
-                f"entry amount {entry.amount} != disbursement amount {row.amount}",
-                row.id,
-            )
-            continue
-        if entry.mark == "D":
-            if item.remitted:
-                error(
-                    entry,
-                    ErrorCode.DUPLICATE_DISBURSEMENT,
-                    "remittance already recorded for this disbursement",
-                    row.id,
-                )
-                continue
-            current = state_changes.get(row.id, (row.state, None))[0]
-            if current not in _REMITTABLE:
-                error(
-                    entry,
-                    ErrorCode.DISBURSEMENT_NOT_SHIPPED,
-                    f"disbursement is {current}; it was never sent to the bank",
-                    row.id,
-                )
-                continue
-            name = bank.beneficiary_name(entry)
-            if name is not None and len(name) > _BENEFICIARY_NAME_MAX:
-                detail = _too_long("the beneficiary name", name, _BENEFICIARY_NAME_MAX)
-                error(entry, ErrorCode.FIELD_TOO_LONG, detail, row.id)
-                continue
-            if item.recon is None:
-                item.recon = dict.fromkeys(_RECON_COLUMNS)
-                item.recon.update(
-                    disbursement_id=row.id,
-                    envelope_id=row.envelope_id,
-                    reversal_found=False,
-                    created_at=now,
-                )
-                item.is_new = True
-            item.remitted = True
-            item.recon.update(
-                bank_batch_id=row.bank_batch_id,
-                beneficiary_name_from_bank=name,
-                remittance_reference_number=entry.bank_reference,
-                remittance_statement_id=statement_id,
-                remittance_statement_number=page.statement_number,
-                remittance_statement_sequence=page.sequence_number,
-                remittance_entry_sequence=entry.sequence,
-                remittance_entry_date=entry.entry_date,
-                remittance_value_date=entry.value_date,
-                remittance_amount=entry.amount,
-                updated_at=now,
-            )
-            state_changes[row.id] = (DisbursementState.RECONCILED, None)
-            if row.shipped_at is None:
-                proven_shipped[row.envelope_id].append(row.id)
-            counter_deltas[row.envelope_id]["reconciled_count"] += 1
-            if current == DisbursementState.FAILED:
-                counter_deltas[row.envelope_id]["failed_count"] -= 1
-            tally.matched += 1
-        else:
-            if item.recon is None or not item.remitted:
-                error(
-                    entry,
-                    ErrorCode.INVALID_REVERSAL,
-                    "reversal of a disbursement with no remittance on record",
-                    row.id,
-                )
-                continue
-            if item.reversed:
-                error(
-                    entry,
-                    ErrorCode.DUPLICATE_REVERSAL,
-                    "reversal already recorded for this disbursement",
-                    row.id,
-                )
-                continue
-            reason = bank.reversal_reason(entry)
-            item.reversed = True
-            item.recon.update(
-                reversal_found=True,
-                reversal_statement_id=statement_id,
-                reversal_statement_number=page.statement_number,
-                reversal_statement_sequence=page.sequence_number,
-                reversal_entry_sequence=entry.sequence,
-                reversal_entry_date=entry.entry_date,
-                reversal_value_date=entry.value_date,
-                reversal_reason=reason,
-                updated_at=now,
-            )
-            state_changes[row.id] = (DisbursementState.REVERSED, reason)
-            counter_deltas[row.envelope_id]["reversed_count"] += 1
-            tally.reversed += 1
 
+def _recon_columns(write: ReconWrite, now: datetime) -> dict[str, Any]:
+    """A decided record as columns: all of them for a new one, only the changed ones (and the
+    key) for a stored one."""
+    columns: dict[str, Any] = {"disbursement_id": write.disbursement_id}
+    if write.is_new:
+        columns = dict.fromkeys(_RECON_COLUMNS)
+        columns.update(
+            disbursement_id=write.disbursement_id,
+            envelope_id=write.envelope_id,
+            reversal_found=False,
+            created_at=now,
+        )
+    if (paid := write.remittance) is not None:
+        columns.update(
+            bank_batch_id=paid.bank_batch_id,
+            beneficiary_name_from_bank=paid.beneficiary_name,
+            remittance_reference_number=paid.bank_reference,
+            remittance_statement_id=paid.statement_id,
+            remittance_statement_number=paid.statement_number,
+            remittance_statement_sequence=paid.statement_sequence,
+            remittance_entry_sequence=paid.entry_sequence,
+            remittance_entry_date=paid.entry_date,
+            remittance_value_date=paid.value_date,
+            remittance_amount=paid.amount,
+            updated_at=now,
+        )
+    if (back := write.reversal) is not None:
+        columns.update(
+            reversal_found=True,
+            reversal_statement_id=back.statement_id,
+            reversal_statement_number=back.statement_number,
+            reversal_statement_sequence=back.statement_sequence,
+            reversal_entry_sequence=back.entry_sequence,
+            reversal_entry_date=back.entry_date,
+            reversal_value_date=back.value_date,
+            reversal_reason=back.reason,
+            updated_at=now,
+        )
+    return columns
+
+
+def _write_outcome(session: Session, page: PageFacts, outcome: ChunkOutcome, tally: _Tally) -> None:
+    now = utcnow()
     # New records go in one COPY; stored ones get their changed columns, grouped so that rows
     # changing the same columns share one executemany.
-    new = [i.recon for i in known.values() if i.is_new and i.recon is not None]
+    records = [_recon_columns(write, now) for write in outcome.recons]
+    new = [r for write, r in zip(outcome.recons, records, strict=True) if write.is_new]
     if new:
         bulk_insert(session, DisbursementRecon, new)
     changed: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
-    for item in known.values():
-        if not item.is_new and item.recon is not None and len(item.recon) > 1:
-            changed[tuple(sorted(item.recon))].append(item.recon)
+    for write, record in zip(outcome.recons, records, strict=True):
+        if not write.is_new:
+            changed[tuple(sorted(record))].append(record)
     recons = cast(Table, DisbursementRecon.__table__)
-    for columns, records in changed.items():
+    for columns, rows in changed.items():
         # Parameter names must differ from the column names they set.
         session.execute(
             update(recons)
             .where(recons.c.disbursement_id == bindparam("p_disbursement_id"))
             .values({c: bindparam(f"p_{c}") for c in columns if c != "disbursement_id"}),
-            [{f"p_{c}": v for c, v in r.items()} for r in records],
+            [{f"p_{c}": v for c, v in r.items()} for r in rows],
         )
-    if errors:
-        bulk_insert(session, ReconError, errors)
+    if outcome.errors:
+        bulk_insert(
+            session,
+            ReconError,
+            [
+                {
+                    "statement_id": page.statement_id,
+                    "statement_number": page.statement_number,
+                    "statement_sequence": page.sequence_number,
+                    "entry_sequence": e.sequence,
+                    "entry_date": e.entry_date,
+                    "value_date": e.value_date,
+                    "error_code": e.code.value,
+                    "detail": e.detail,
+                    "disbursement_id": e.disbursement_id,
+                    "bank_reference": e.bank_reference,
+                    "amount": e.amount,
+                    "created_at": now,
+                }
+                for e in outcome.errors
+            ],
+        )
     by_state: dict[tuple[str, str | None], list[str]] = defaultdict(list)
-    for disbursement_id, change in state_changes.items():
-        by_state[change].append(disbursement_id)
+    for change in outcome.state_changes:
+        by_state[change.state, change.reason].append(change.disbursement_id)
     for (state, reason), disbursement_ids in by_state.items():
         values: dict[str, object] = {"state": state, "updated_at": now}
         if state == DisbursementState.REVERSED:
@@ -1073,10 +988,13 @@ def _apply_chunk(
             .values(values)
             .execution_options(synchronize_session=False)
         )
-    for envelope_id, disbursement_ids in proven_shipped.items():
+    proven: dict[str, list[str]] = defaultdict(list)
+    for envelope_id, disbursement_id in outcome.proven_shipped:
+        proven[envelope_id].append(disbursement_id)
+    for envelope_id, disbursement_ids in proven.items():
         # Guarded by shipped_at IS NULL so a dispatch that records the bank's answer at the same
         # moment and this statement count the disbursement once between them.
-        counter_deltas[envelope_id]["shipped_count"] += session.execute(
+        tally.counters[envelope_id]["shipped_count"] += session.execute(
             update(Disbursement)
             .where(
                 one_of(session, Disbursement.id, disbursement_ids),
@@ -1085,6 +1003,9 @@ def _apply_chunk(
             .values(shipped_at=now)
             .execution_options(synchronize_session=False)
         ).rowcount  # type: ignore[attr-defined]
-    for envelope_id, deltas in counter_deltas.items():
-        for name, delta in deltas.items():
-            tally.counters[envelope_id][name] += delta
+    for delta in outcome.counters:
+        tally.counters[delta.envelope_id][delta.counter] += delta.delta
+    tally.total += outcome.total
+    tally.matched += outcome.matched
+    tally.reversed += outcome.reversed
+    tally.unmatched += outcome.unmatched

@@ -23,6 +23,9 @@ class AccountStatement(Base):
     content: Mapped[bytes] = mapped_column(LargeBinary)
     filename: Mapped[str | None] = mapped_column(String(256))
     size_bytes: Mapped[int] = mapped_column(Integer)
+    # "mt940" or "camt" (camt.053/camt.054), sniffed once from the bytes at upload: the reader
+    # that authorized the upload is the one processing uses. Rows from before 0007 are MT940.
+    format: Mapped[str] = mapped_column(String(16), default="mt940", server_default="mt940")
     uploaded_by: Mapped[str | None] = mapped_column(String(128))
     # The uploader's authority as its token stated it at upload: the accounts the file names are
     # checked against it again before anything is applied. NULL on rows uploaded before
@@ -62,7 +65,8 @@ class StatementAccount(Base):
 
 
 class StatementPage(Base):
-    """One :20: block of a file: the unit that is numbered and must balance."""
+    """One :20: block of an MT940 file, or one camt Stmt/Ntfctn: the unit that is numbered and
+    must balance."""
 
     __tablename__ = "statement_pages"
 
@@ -71,8 +75,9 @@ class StatementPage(Base):
     account_number: Mapped[str] = mapped_column(String(64))
     statement_number: Mapped[str] = mapped_column(String(16))
     sequence_number: Mapped[str | None] = mapped_column(String(16))
-    opening_balance: Mapped[Decimal] = mapped_column(Amount)
-    closing_balance: Mapped[Decimal] = mapped_column(Amount)
+    # NULL where the page states no balance (a camt.054 notification has none).
+    opening_balance: Mapped[Decimal | None] = mapped_column(Amount)
+    closing_balance: Mapped[Decimal | None] = mapped_column(Amount)
     entry_count: Mapped[int] = mapped_column(Integer)
     balance_problem: Mapped[str | None] = mapped_column(Text)
 

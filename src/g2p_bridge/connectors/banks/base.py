@@ -8,12 +8,9 @@ from datetime import date
 from decimal import Decimal
 from functools import cache
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from g2p_bridge.settings import BankConnectorSettings
-
-if TYPE_CHECKING:
-    from g2p_bridge.formats.mt940 import Entry
 
 ENTRY_POINT_GROUP = "g2p_bridge.bank_connectors"
 
@@ -68,6 +65,19 @@ class PaymentBatchResult:
     duplicates: tuple[str, ...] = field(default_factory=tuple)
 
 
+class StatementEntry(Protocol):
+    """What the reading rules below use of a statement entry: an MT940 ``Entry`` and a camt
+    ``ReconEntry`` (formats/iso20022/reconciliation.py) both have it, under the same names."""
+
+    @property
+    def customer_reference(self) -> str: ...
+
+    @property
+    def details(self) -> str: ...
+
+    def subfields(self) -> dict[str, str]: ...
+
+
 class BankConnector(ABC):
     """One sponsor bank. Calls may raise BankUnavailable (retryable) or BankRejected."""
 
@@ -89,13 +99,13 @@ class BankConnector(ABC):
     def initiate_payment(self, payments: list[PaymentInstruction]) -> PaymentBatchResult: ...
 
     # Reading a statement entry: where this bank puts our ids and its reasons.
-    def disbursement_id(self, entry: Entry) -> str | None:
+    def disbursement_id(self, entry: StatementEntry) -> str | None:
         return entry.customer_reference or None
 
-    def beneficiary_name(self, entry: Entry) -> str | None:
+    def beneficiary_name(self, entry: StatementEntry) -> str | None:
         return entry.subfields().get("NAME")
 
-    def reversal_reason(self, entry: Entry) -> str | None:
+    def reversal_reason(self, entry: StatementEntry) -> str | None:
         fields = entry.subfields()
         return fields.get("RTRN") or fields.get("REMI") or (entry.details or None)
 
