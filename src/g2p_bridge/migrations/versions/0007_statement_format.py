@@ -1,7 +1,7 @@
 """statement format: MT940 or camt, sniffed at upload; pages without balances (camt.054)
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 Create Date: 2026-12-01 10:20:00
 
 Every statement stored before this revision was read as MT940, so the new column's default
@@ -16,7 +16,7 @@ from alembic import op
 from g2p_bridge.models.base import Amount
 
 revision: str = "0007"
-down_revision: str | None = "0005"
+down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
