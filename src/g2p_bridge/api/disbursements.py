@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
+from g2p_bridge.api import views
 from g2p_bridge.api.access import (
     disbursement_envelopes,
     disbursement_programs,
@@ -17,7 +18,7 @@ from g2p_bridge.api.access import (
 from g2p_bridge.api.envelopes import require_envelope
 from g2p_bridge.api.g2p_connect import BulkRoute, Caller, G2PRoute, PbmsCall, UnitOfWork
 from g2p_bridge.api.wire import success_header
-from g2p_bridge.core import audit, disbursements
+from g2p_bridge.core import audit, disbursements, envelopes
 from g2p_bridge.core.errors import ErrorCode, InvalidRequest
 from g2p_bridge.schemas import (
     INT32_MAX,
@@ -26,6 +27,7 @@ from g2p_bridge.schemas import (
     DisbursementResponse,
     DisbursementStatusRequest,
     DisbursementStatusResponse,
+    DisbursementView,
     Page,
 )
 
@@ -111,7 +113,7 @@ def get_disbursement_status(req: DisbursementStatusRequest, call: PbmsCall) -> R
     limit = call.settings.max_disbursements_per_request
 
     def work(session: Session) -> DisbursementStatusResponse:
-        statuses = disbursements.disbursement_statuses(session, req.message)
+        statuses = views.disbursement_statuses(session, req.message)
         return DisbursementStatusResponse(
             header=success_header(req.header, len(statuses)), message=statuses
         )
@@ -125,7 +127,7 @@ def get_disbursement_status(req: DisbursementStatusRequest, call: PbmsCall) -> R
     return call.answer(req, work, programs=programs, replayable=False)
 
 
-@router.get("/envelopes/{envelope_id}/disbursements", response_model=Page[DisbursementPayload])
+@router.get("/envelopes/{envelope_id}/disbursements", response_model=Page[DisbursementView])
 def list_disbursements(
     envelope_id: str,
     principal: Caller,
@@ -133,11 +135,12 @@ def list_disbursements(
     state: str | None = Query(None, max_length=32),
     offset: int = Query(0, ge=0, le=INT32_MAX),
     limit: int = Query(100, ge=1, le=1000),
-) -> Page[DisbursementPayload]:
+) -> Page[DisbursementView]:
     require_envelope(principal, session, envelope_id)
     rows, total = disbursements.list_disbursements(session, envelope_id, state, offset, limit)
-    items = [disbursements.disbursement_payload(r) for r in rows]
-    return Page[DisbursementPayload](items=items, total=total, offset=offset, limit=limit)
+    currency = {"currency": envelopes.get_envelope(session, envelope_id).currency}
+    items = [DisbursementView.model_validate(r, context=currency) for r in rows]
+    return Page[DisbursementView](items=items, total=total, offset=offset, limit=limit)
 
 
 router.include_router(bulk)

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
+from g2p_bridge.api import views
 from g2p_bridge.api.access import envelope_programs
 from g2p_bridge.api.g2p_connect import Caller, G2PRoute, PbmsCall, UnitOfWork
 from g2p_bridge.api.wire import success_header
@@ -13,7 +14,7 @@ from g2p_bridge.auth import Principal
 from g2p_bridge.core import audit, envelopes
 from g2p_bridge.core.errors import ErrorCode, Forbidden
 from g2p_bridge.models.base import utcnow
-from g2p_bridge.schemas import INT32_MAX, EnvelopePayload, EnvelopeStatusPayload, Page
+from g2p_bridge.schemas import INT32_MAX, EnvelopeStatusPayload, EnvelopeView, Page
 from g2p_bridge.schemas import (
     DisbursementEnvelopeAmendRequest as EnvelopeAmendRequest,
 )
@@ -39,7 +40,7 @@ def create_disbursement_envelope(req: EnvelopeRequest, call: PbmsCall) -> Respon
         envelope = envelopes.create_envelope(
             session, req.message, req.header.sender_id, utcnow().date()
         )
-        payload = envelopes.envelope_payload(envelope)
+        payload = EnvelopeView.model_validate(envelope)
         audit.record(
             session,
             "envelope.create",
@@ -59,7 +60,7 @@ def create_disbursement_envelope(req: EnvelopeRequest, call: PbmsCall) -> Respon
 def cancel_disbursement_envelope(req: EnvelopeRequest, call: PbmsCall) -> Response:
     def work(session: Session) -> EnvelopeResponse:
         envelope = envelopes.cancel_envelope(session, req.message.disbursement_envelope_id)
-        status = envelopes.envelope_status(session, envelope.id)
+        status = views.envelope_status(session, envelope.id)
         audit.record(
             session,
             "envelope.cancel",
@@ -75,7 +76,7 @@ def cancel_disbursement_envelope(req: EnvelopeRequest, call: PbmsCall) -> Respon
             },
         )
         return EnvelopeResponse(
-            header=success_header(req.header, 1), message=envelopes.envelope_payload(envelope)
+            header=success_header(req.header, 1), message=EnvelopeView.model_validate(envelope)
         )
 
     return call.answer(
@@ -98,7 +99,7 @@ def amend_disbursement_envelope(req: EnvelopeAmendRequest, call: PbmsCall) -> Re
             detail={"before": before, "after": envelopes.amendable_figures(envelope)},
         )
         return EnvelopeResponse(
-            header=success_header(req.header, 1), message=envelopes.envelope_payload(envelope)
+            header=success_header(req.header, 1), message=EnvelopeView.model_validate(envelope)
         )
 
     return call.answer(
@@ -114,7 +115,7 @@ def get_disbursement_envelope_status(req: EnvelopeStatusRequest, call: PbmsCall)
     def work(session: Session) -> EnvelopeStatusResponse:
         return EnvelopeStatusResponse(
             header=success_header(req.header, 1),
-            message=envelopes.envelope_status(session, req.message),
+            message=views.envelope_status(session, req.message),
         )
 
     return call.answer(
@@ -125,21 +126,21 @@ def get_disbursement_envelope_status(req: EnvelopeStatusRequest, call: PbmsCall)
     )
 
 
-@router.get("/envelopes", response_model=Page[EnvelopePayload])
+@router.get("/envelopes", response_model=Page[EnvelopeView])
 def list_envelopes(
     principal: Caller,
     session: UnitOfWork,
     program: str | None = Query(None, max_length=64),
     offset: int = Query(0, ge=0, le=INT32_MAX),
     limit: int = Query(50, ge=1, le=1000),
-) -> Page[EnvelopePayload]:
+) -> Page[EnvelopeView]:
     granted = None
     if not principal.is_admin:
         principal.require_programs({program} if program else set())
         granted = principal.programs
     rows, total = envelopes.list_envelopes(session, program, offset, limit, granted)
-    items = [envelopes.envelope_payload(r) for r in rows]
-    return Page[EnvelopePayload](items=items, total=total, offset=offset, limit=limit)
+    items = [EnvelopeView.model_validate(r) for r in rows]
+    return Page[EnvelopeView](items=items, total=total, offset=offset, limit=limit)
 
 
 def require_envelope(principal: Principal, session: Session, envelope_id: str) -> None:
@@ -156,4 +157,4 @@ def envelope_status(
     envelope_id: str, principal: Caller, session: UnitOfWork
 ) -> EnvelopeStatusPayload:
     require_envelope(principal, session, envelope_id)
-    return envelopes.envelope_status(session, envelope_id)
+    return views.envelope_status(session, envelope_id)

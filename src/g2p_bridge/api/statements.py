@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from g2p_bridge.api import upload
+from g2p_bridge.api import upload, views
 from g2p_bridge.api.g2p_connect import AfterCommit, Caller, G2PRoute, UnitOfWork, wake
 from g2p_bridge.api.wire import json_response
 from g2p_bridge.core import audit, statements
@@ -82,7 +82,7 @@ Reason = Annotated[str | None, Query(max_length=512, description="recorded with 
 
 def _acted_on(session: Session, statement_id: str) -> StatementPayload:
     session.flush()
-    return statements.statement_payload(session, statements.get_statement(session, statement_id))
+    return views.statement_view(session, statements.get_statement(session, statement_id))
 
 
 # An administrator's actions on one statement (core/statements.py says what each does); audited
@@ -143,7 +143,7 @@ def get_statement(statement_id: str, principal: Caller, session: UnitOfWork) -> 
     # A bank sees the statements it uploaded; administrators see all.
     if not principal.is_admin and statement.uploaded_by != principal.client_id:
         raise Forbidden(ErrorCode.ACCESS_DENIED, "another client uploaded this statement")
-    return statements.statement_payload(session, statement)
+    return views.statement_view(session, statement)
 
 
 @router.get("/statements", response_model=Page[StatementPayload])
@@ -163,5 +163,5 @@ def list_statements(
         .offset(offset)
         .limit(limit)
     )
-    items = [statements.statement_payload(session, r, error_limit=0) for r in rows]
+    items = [views.statement_view(session, r, error_limit=0) for r in rows]
     return Page[StatementPayload](items=items, total=total, offset=offset, limit=limit)
