@@ -5,25 +5,24 @@ Bank-contract endpoints (``/check_funds``, ``/block_funds``, ``/initiate_payment
 ``status: "failure"`` and an ``error_message``, with HTTP 200 for business outcomes
 (insufficient funds) and 4xx when the request names unknown or mismatched things.
 Malformed input gets FastAPI's 422. Amounts go out as JSON strings and are accepted as
-strings or numbers; request bodies are parsed with ``Decimal`` for numbers, so
-``100.10`` is never rounded through a float.
+strings or numbers; request bodies are parsed with ``Decimal`` for numbers (``_DecimalRoute``),
+so ``100.10`` is never rounded through a float.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import FastAPI, Form, HTTPException, Query, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
-from pydantic import ValidationError as PydanticValidationError
+from fastapi import APIRouter, Depends, FastAPI, Form, Query, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.routing import APIRoute
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -209,30 +208,55 @@ class DepositResponse(BaseModel):
 M = TypeVar("M")
 
 
-async def parse_body(request: Request, adapter: TypeAdapter[M]) -> M:
-    """Parse JSON with exact decimals and validate it; bad input becomes a 422."""
-    raw = await request.body()
-    try:
-        data = json.loads(raw, parse_float=Decimal) if raw else None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RequestValidationError(
-            [{"type": "json_invalid", "loc": ("body",), "msg": f"invalid JSON: {exc}"}]
-        ) from None
-    try:
-        return adapter.validate_python(data)
-    except PydanticValidationError as exc:
-        errors = exc.errors(include_url=False, include_context=False, include_input=False)
-        for error in errors:
-            error["loc"] = ("body", *error["loc"])
-        raise RequestValidationError(errors) from None
+class _DecimalRequest(Request):
+    """JSON numbers parsed as exact ``Decimal`` (never a float), for the typed body parameters."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            body = await self.body()
+            try:
+                self._json = json.loads(body, parse_float=Decimal)
+            except UnicodeDecodeError as exc:
+                raise json.JSONDecodeError(f"invalid JSON: {exc}", "", 0) from None
+        return self._json
 
 
-_CHECK = TypeAdapter(CheckFundsRequest)
-_BLOCK = TypeAdapter(BlockFundsRequest)
-_PAYMENTS = TypeAdapter(list[PaymentInstruction])
-_STATEMENT = TypeAdapter(GenerateStatementRequest)
-_CREATE = TypeAdapter(CreateAccountRequest)
-_DEPOSIT = TypeAdapter(DepositRequest)
+class _DecimalRoute(APIRoute):
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handle = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            return await handle(_DecimalRequest(request.scope, request.receive))
+
+        return route
+
+
+# A body without a Content-Type is read as JSON, as before the typed bodies.
+router = APIRouter(route_class=_DecimalRoute, strict_content_type=False)
+
+
+def _transaction(request: Request) -> Iterator[Session]:
+    factory: sessionmaker[Session] = request.app.state.session_factory
+    with factory() as session, session.begin():
+        yield session
+
+
+def _factory(request: Request) -> sessionmaker[Session]:
+    factory: sessionmaker[Session] = request.app.state.session_factory
+    return factory
+
+
+def _settings(request: Request) -> BankSettings:
+    settings: BankSettings = request.app.state.settings
+    return settings
+
+
+# The route's transaction: committed when the route returns, before it answers.
+Tx = Annotated[Session, Depends(_transaction, scope="function")]
+# For routes that run their own transactions (retried on a unique race, or rolled back on a
+# refusal that is still answered with the contract's body).
+Factory = Annotated[sessionmaker[Session], Depends(_factory)]
+Settings = Annotated[BankSettings, Depends(_settings)]
 
 
 def _json(status_code: int, model: BaseModel) -> JSONResponse:
@@ -280,214 +304,185 @@ def create_app(
     app.state.settings = settings
     app.state.session_factory = factory
     app.state.processor = processor
+    app.include_router(router)
+    app.add_exception_handler(services.BankError, _admin_refusal)  # type: ignore[arg-type]
     if settings.fault_mode is not None:
         from example_bank import faults
 
         faults.install(app, settings)
-
-    def notify(batch_id: int) -> None:
-        """Hand a committed batch to the processor (never before the commit)."""
-        if settings.broker_url:
-            from example_bank.worker import enqueue_batch
-
-            try:
-                enqueue_batch(batch_id)
-            except Exception:  # the beat sweep picks the batch up anyway
-                log.exception("could not enqueue batch %s; the sweep will process it", batch_id)
-        elif processor is not None:
-            processor.wake()
-
-    @app.get("/health/live")
-    def live() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/health/ready")
-    def ready() -> JSONResponse:
-        try:
-            with factory() as session:
-                session.execute(text("SELECT 1"))
-        except Exception as exc:
-            return JSONResponse(
-                status_code=503, content={"status": "unavailable", "error": str(exc)}
-            )
-        return JSONResponse(content={"status": "ok"})
-
-    @app.post("/check_funds", response_model=CheckFundsResponse)
-    async def check_funds(request: Request) -> JSONResponse:
-        body = await parse_body(request, _CHECK)
-        return await _run(check_funds_sync, body)
-
-    def check_funds_sync(body: CheckFundsRequest) -> JSONResponse:
-        try:
-            with factory() as session, session.begin():
-                ok = services.check_funds(
-                    session, body.account_number, body.account_currency, body.total_funds_needed
-                )
-        except services.BankError as exc:
-            failure = CheckFundsResponse(
-                status="failure",
-                account_number=body.account_number,
-                has_sufficient_funds=False,
-                error_message=exc.message,
-            )
-            return _json(exc.status_code, failure)
-        answer = CheckFundsResponse(
-            status="success", account_number=body.account_number, has_sufficient_funds=ok
-        )
-        return _json(200, answer)
-
-    @app.post("/block_funds", response_model=BlockFundsResponse)
-    async def block_funds(request: Request) -> JSONResponse:
-        body = await parse_body(request, _BLOCK)
-        return await _run(block_funds_sync, body)
-
-    def block_funds_sync(body: BlockFundsRequest) -> JSONResponse:
-        try:
-            result = _with_retry_on_conflict(
-                factory,
-                lambda s: services.block_funds(
-                    s, body.account_number, body.currency, body.amount, body.idempotency_key
-                ),
-            )
-        except services.BankError as exc:
-            return _json(
-                exc.status_code, BlockFundsResponse(status="failure", error_message=exc.message)
-            )
-        if result.block_reference is None:
-            return _json(
-                200, BlockFundsResponse(status="failure", error_message=result.error_message)
-            )
-        return _json(
-            200, BlockFundsResponse(status="success", block_reference_no=result.block_reference)
-        )
-
-    @app.post("/initiate_payment", response_model=InitiatePaymentResponse)
-    async def initiate_payment(request: Request) -> JSONResponse:
-        body = await parse_body(request, _PAYMENTS)
-        return await _run(initiate_payment_sync, body)
-
-    def initiate_payment_sync(body: list[PaymentInstruction]) -> JSONResponse:
-        instructions = [p.model_dump() for p in body]
-        try:
-            result = _with_retry_on_conflict(
-                factory, lambda s: services.accept_payments(s, instructions)
-            )
-        except services.BankError as exc:
-            return _json(
-                exc.status_code,
-                InitiatePaymentResponse(status="failure", error_message=exc.message),
-            )
-        if result.batch_id is not None:
-            notify(result.batch_id)
-        answer = InitiatePaymentResponse(
-            status="success",
-            accepted_count=result.accepted_count,
-            duplicate_payment_references=result.duplicate_payment_references,
-            batch_id=result.batch_id,
-        )
-        return _json(200, answer)
-
-    @app.post("/generate_account_statement", response_model=GenerateStatementResponse)
-    async def generate_account_statement(request: Request) -> JSONResponse:
-        body = await parse_body(request, _STATEMENT)
-        return await _run(generate_statement_sync, body)
-
-    def generate_statement_sync(body: GenerateStatementRequest) -> JSONResponse:
-        try:
-            with factory() as session, session.begin():
-                ids = write_statements(
-                    session, body.program_account_number, settings, allow_empty=True
-                )
-        except LookupError as exc:
-            failure = GenerateStatementResponse(status="failure", error_message=str(exc.args[0]))
-            return _json(404, failure)
-        if processor is not None:
-            processor.wake()
-        return _json(
-            200, GenerateStatementResponse(status="success", account_statement_id=str(ids[0]))
-        )
-
-    @app.post("/ussd", response_class=PlainTextResponse)
-    def ussd(
-        sessionId: Annotated[str, Form()] = "",
-        serviceCode: Annotated[str, Form()] = "",
-        phoneNumber: Annotated[str, Form()] = "",
-        networkCode: Annotated[str, Form()] = "",
-        text: Annotated[str, Form()] = "",
-    ) -> str:
-        with factory() as session, session.begin():
-            return ussd_reply(session, phoneNumber, text)
-
-    @app.post("/accounts", status_code=201)
-    async def create_account(request: Request) -> AccountView:
-        body = await parse_body(request, _CREATE)
-        return await _run(create_account_sync, body)
-
-    def create_account_sync(body: CreateAccountRequest) -> AccountView:
-        with _admin_errors(), factory() as session, session.begin():
-            account = services.create_account(
-                session,
-                account_number=body.account_number,
-                holder_name=body.holder_name,
-                currency=body.currency,
-                bank_code=settings.bank_code,
-                phone=body.phone,
-                email=body.email,
-                initial_deposit=body.initial_deposit,
-            )
-            session.flush()
-            session.refresh(account)
-            return AccountView.of(account)
-
-    @app.post("/accounts/{account_number}/deposit")
-    async def deposit(account_number: str, request: Request) -> DepositResponse:
-        body = await parse_body(request, _DEPOSIT)
-        return await _run(lambda b: deposit_sync(account_number, b), body)
-
-    def deposit_sync(account_number: str, body: DepositRequest) -> DepositResponse:
-        with _admin_errors(), factory() as session, session.begin():
-            reference = services.deposit(
-                session, account_number, body.amount, bank_code=settings.bank_code
-            )
-            account = services.get_account(session, account_number)
-            return DepositResponse(bank_reference=reference, account=AccountView.of(account))
-
-    @app.get("/accounts")
-    def list_accounts(
-        include_internal: bool = False,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        offset: Annotated[int, Query(ge=0)] = 0,
-    ) -> list[AccountView]:
-        with factory() as session, session.begin():
-            stmt = select(Account).order_by(Account.account_number).limit(limit).offset(offset)
-            if not include_internal:
-                stmt = stmt.where(Account.account_type.not_in(INTERNAL_TYPES))
-            return [AccountView.of(a) for a in session.scalars(stmt)]
-
-    @app.get("/accounts/{account_number}")
-    def get_account(account_number: str) -> AccountView:
-        with _admin_errors(), factory() as session, session.begin():
-            return AccountView.of(services.get_account(session, account_number))
-
     return app
 
 
-async def _run(func: Callable[[Any], M], arg: Any) -> M:
-    """Run blocking DB work in the thread pool (the body was parsed on the event loop)."""
-    from starlette.concurrency import run_in_threadpool
+async def _admin_refusal(_request: Request, exc: services.BankError) -> JSONResponse:
+    """A service refusal on an admin endpoint: ``{"detail": ...}`` with its status. (The
+    bank-contract endpoints answer their contract's failure body themselves.)"""
+    return JSONResponse(status_code=exc.status_code, content={"detail": exc.message})
 
-    return await run_in_threadpool(func, arg)
+
+def _wake(request: Request, batch_id: int | None = None) -> None:
+    """Hand committed work to the processor (never before the commit): a payment batch to the
+    broker when there is one, else a wake-up of the in-process processor."""
+    settings: BankSettings = request.app.state.settings
+    processor: InProcessProcessor | None = request.app.state.processor
+    if batch_id is not None and settings.broker_url:
+        from example_bank.worker import enqueue_batch
+
+        try:
+            enqueue_batch(batch_id)
+        except Exception:  # the beat sweep picks the batch up anyway
+            log.exception("could not enqueue batch %s; the sweep will process it", batch_id)
+    elif processor is not None:
+        processor.wake()
 
 
-class _admin_errors:
-    """Turn service refusals into ``{"detail": ...}`` HTTP errors for admin endpoints."""
+@router.get("/health/live")
+def live() -> dict[str, str]:
+    return {"status": "ok"}
 
-    def __enter__(self) -> None:
-        return None
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if isinstance(exc, services.BankError):
-            raise HTTPException(status_code=exc.status_code, detail=exc.message) from exc
+@router.get("/health/ready")
+def ready(factory: Factory) -> JSONResponse:
+    try:
+        with factory() as session:
+            session.execute(text("SELECT 1"))
+    except Exception as exc:
+        return JSONResponse(status_code=503, content={"status": "unavailable", "error": str(exc)})
+    return JSONResponse(content={"status": "ok"})
+
+
+@router.post("/check_funds", response_model=CheckFundsResponse)
+def check_funds(body: CheckFundsRequest, factory: Factory) -> JSONResponse:
+    try:
+        with factory() as session, session.begin():
+            ok = services.check_funds(
+                session, body.account_number, body.account_currency, body.total_funds_needed
+            )
+    except services.BankError as exc:
+        failure = CheckFundsResponse(
+            status="failure",
+            account_number=body.account_number,
+            has_sufficient_funds=False,
+            error_message=exc.message,
+        )
+        return _json(exc.status_code, failure)
+    answer = CheckFundsResponse(
+        status="success", account_number=body.account_number, has_sufficient_funds=ok
+    )
+    return _json(200, answer)
+
+
+@router.post("/block_funds", response_model=BlockFundsResponse)
+def block_funds(body: BlockFundsRequest, factory: Factory) -> JSONResponse:
+    try:
+        result = _with_retry_on_conflict(
+            factory,
+            lambda s: services.block_funds(
+                s, body.account_number, body.currency, body.amount, body.idempotency_key
+            ),
+        )
+    except services.BankError as exc:
+        return _json(
+            exc.status_code, BlockFundsResponse(status="failure", error_message=exc.message)
+        )
+    if result.block_reference is None:
+        return _json(200, BlockFundsResponse(status="failure", error_message=result.error_message))
+    return _json(
+        200, BlockFundsResponse(status="success", block_reference_no=result.block_reference)
+    )
+
+
+@router.post("/initiate_payment", response_model=InitiatePaymentResponse)
+def initiate_payment(
+    body: list[PaymentInstruction], request: Request, factory: Factory
+) -> JSONResponse:
+    instructions = [p.model_dump() for p in body]
+    try:
+        result = _with_retry_on_conflict(
+            factory, lambda s: services.accept_payments(s, instructions)
+        )
+    except services.BankError as exc:
+        return _json(
+            exc.status_code, InitiatePaymentResponse(status="failure", error_message=exc.message)
+        )
+    if result.batch_id is not None:
+        _wake(request, result.batch_id)
+    answer = InitiatePaymentResponse(
+        status="success",
+        accepted_count=result.accepted_count,
+        duplicate_payment_references=result.duplicate_payment_references,
+        batch_id=result.batch_id,
+    )
+    return _json(200, answer)
+
+
+@router.post("/generate_account_statement", response_model=GenerateStatementResponse)
+def generate_account_statement(
+    body: GenerateStatementRequest, request: Request, factory: Factory, settings: Settings
+) -> JSONResponse:
+    try:
+        with factory() as session, session.begin():
+            ids = write_statements(session, body.program_account_number, settings, allow_empty=True)
+    except LookupError as exc:
+        failure = GenerateStatementResponse(status="failure", error_message=str(exc.args[0]))
+        return _json(404, failure)
+    _wake(request)
+    return _json(200, GenerateStatementResponse(status="success", account_statement_id=str(ids[0])))
+
+
+@router.post("/ussd", response_class=PlainTextResponse)
+def ussd(
+    session: Tx,
+    sessionId: Annotated[str, Form()] = "",
+    serviceCode: Annotated[str, Form()] = "",
+    phoneNumber: Annotated[str, Form()] = "",
+    networkCode: Annotated[str, Form()] = "",
+    text: Annotated[str, Form()] = "",
+) -> str:
+    return ussd_reply(session, phoneNumber, text)
+
+
+@router.post("/accounts", status_code=201)
+def create_account(body: CreateAccountRequest, session: Tx, settings: Settings) -> AccountView:
+    account = services.create_account(
+        session,
+        account_number=body.account_number,
+        holder_name=body.holder_name,
+        currency=body.currency,
+        bank_code=settings.bank_code,
+        phone=body.phone,
+        email=body.email,
+        initial_deposit=body.initial_deposit,
+    )
+    session.flush()
+    session.refresh(account)
+    return AccountView.of(account)
+
+
+@router.post("/accounts/{account_number}/deposit")
+def deposit(
+    account_number: str, body: DepositRequest, session: Tx, settings: Settings
+) -> DepositResponse:
+    reference = services.deposit(session, account_number, body.amount, bank_code=settings.bank_code)
+    account = services.get_account(session, account_number)
+    return DepositResponse(bank_reference=reference, account=AccountView.of(account))
+
+
+@router.get("/accounts")
+def list_accounts(
+    session: Tx,
+    include_internal: bool = False,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[AccountView]:
+    stmt = select(Account).order_by(Account.account_number).limit(limit).offset(offset)
+    if not include_internal:
+        stmt = stmt.where(Account.account_type.not_in(INTERNAL_TYPES))
+    return [AccountView.of(a) for a in session.scalars(stmt)]
+
+
+@router.get("/accounts/{account_number}")
+def get_account(account_number: str, session: Tx) -> AccountView:
+    return AccountView.of(services.get_account(session, account_number))
 
 
 def _with_retry_on_conflict(

@@ -238,11 +238,12 @@ def programs_list(as_json: bool) -> None:
     """List benefit programs."""
     from g2p_bridge.core import programs as service
     from g2p_bridge.db import make_engine, make_session_factory, transaction
+    from g2p_bridge.schemas import ProgramView
 
     factory = make_session_factory(make_engine(get_settings().database_url))
     with transaction(factory) as session:
         rows = [
-            service.program_payload(p).model_dump(mode="json")
+            ProgramView.model_validate(p).model_dump(mode="json")
             for p in service.list_programs(session)
         ]
     if as_json:

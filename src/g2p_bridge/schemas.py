@@ -4,19 +4,22 @@ compatible with OpenG2P G2P Bridge 1.x. Shared by the API, the CLI and the tests
 from __future__ import annotations
 
 import re
-from datetime import date, datetime
+from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, Self, TypeVar
 
 from pydantic import (
     AliasChoices,
+    AliasPath,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationInfo,
     computed_field,
+    model_validator,
 )
 
 from g2p_bridge.models import (
@@ -26,6 +29,7 @@ from g2p_bridge.models import (
     ProcessedRequest,
 )
 from g2p_bridge.models.base import utcnow
+from g2p_bridge.money import quantize
 
 
 def column_length(column: Any) -> int:
@@ -220,83 +224,6 @@ class DisbursementPayload(WireModel):
     response_error_codes: list[str] | None = None
 
 
-class EnvelopeStatusPayload(WireModel):
-    disbursement_envelope_id: str
-    number_of_disbursements_received: int
-    total_disbursement_amount_received: Decimal
-    funds_available_with_bank: str
-    funds_available_latest_timestamp: datetime | None = None
-    funds_available_latest_error_code: str | None = None
-    funds_available_attempts: int
-    funds_blocked_with_bank: str
-    funds_blocked_latest_timestamp: datetime | None = None
-    funds_blocked_latest_error_code: str | None = None
-    funds_blocked_attempts: int
-    funds_blocked_reference_number: str | None = None
-    id_mapper_resolution_required: bool | None = None
-    number_of_disbursements_shipped: int
-    number_of_disbursements_reconciled: int
-    number_of_disbursements_reversed: int
-    # Ours.
-    number_of_disbursements_cancelled: int = 0
-    number_of_disbursements_failed: int = 0
-    number_of_disbursements_declared: int | None = None
-    total_disbursement_amount_declared: Decimal | None = None
-    currency: str | None = None
-    cancelled: bool = False
-    disbursements_by_state: dict[str, int] = Field(default_factory=dict)
-
-
-class ReconPayload(WireModel):
-    bank_disbursement_batch_id: str
-    disbursement_id: str
-    disbursement_envelope_id: str | None = None
-    beneficiary_name_from_bank: str | None = None
-    remittance_reference_number: str | None = None
-    remittance_statement_id: str | None = None
-    remittance_statement_number: str | None = None
-    remittance_statement_sequence: str | None = None
-    remittance_entry_sequence: str | None = None
-    remittance_entry_date: datetime | None = None
-    remittance_value_date: datetime | None = None
-    reversal_found: bool | None = None
-    reversal_statement_id: str | None = None
-    reversal_statement_number: str | None = None
-    reversal_statement_sequence: str | None = None
-    reversal_entry_sequence: str | None = None
-    reversal_entry_date: datetime | None = None
-    reversal_value_date: datetime | None = None
-    reversal_reason: str | None = None
-
-
-class ErrorReconPayload(WireModel):
-    statement_id: str | None = None
-    statement_number: str | None = None
-    statement_sequence: str | None = None
-    entry_sequence: str | None = None
-    entry_date: datetime | None = None
-    value_date: datetime | None = None
-    error_reason: str | None = None
-    disbursement_id: str
-    bank_reference_number: str | None = None
-
-
-class ReconRecords(WireModel):
-    disbursement_recon_payloads: list[ReconPayload] | None = None
-    disbursement_error_recon_payloads: list[ErrorReconPayload] | None = None
-
-
-class DisbursementStatusPayload(WireModel):
-    disbursement_id: str
-    disbursement_recon_records: ReconRecords | None = None
-    # Ours: where the disbursement is now, and why when it failed or was reversed.
-    state: str = "UNKNOWN"
-    state_reason: str | None = None
-    disbursement_envelope_id: str | None = None
-    disbursement_amount: Decimal | None = None
-    cancellation_status: CancellationStatus | None = None
-
-
 class ProgramPayload(WireModel):
     """A program's configuration. Accepts OpenG2P 1.1.0's field names (``benefit_program_*``,
     ``funding_org_*``) and our earlier ``program_mnemonic``; answers carry both spellings."""
@@ -326,8 +253,254 @@ class ProgramPayload(WireModel):
         return self.program_mnemonic
 
 
-class StatementPayload(WireModel):
-    statement_id: str
+# Answers: wire models of stored rows, built at the API edge with ``model_validate(row)``
+# (``from_attributes``; an alias names the row's attribute). They check nothing a stored value
+# could fail (an id that predates the safe character set is answered as stored), and every
+# amount carries its currency's minor units (the database keeps four decimals).
+
+
+def _cancellation(value: Any) -> Any:
+    if isinstance(value, bool):
+        return CancellationStatus.CANCELLED if value else CancellationStatus.NOT_CANCELLED
+    return value
+
+
+def _as_datetime(value: Any) -> Any:
+    # The reference types these dates as date-times; midnight UTC says the same thing.
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return datetime.combine(value, time(), tzinfo=UTC)
+    return value
+
+
+def _as_text(value: Any) -> Any:
+    return None if value is None else str(value)
+
+
+def _or_empty(value: Any) -> Any:
+    # The reference types these as strings that are always there.
+    return "" if value is None else value
+
+
+Cancellation = Annotated[CancellationStatus, BeforeValidator(_cancellation)]
+DateTime = Annotated[datetime, BeforeValidator(_as_datetime)]
+Text = Annotated[str, BeforeValidator(_as_text)]
+Always = Annotated[str, BeforeValidator(_or_empty)]
+
+
+class View(BaseModel):
+    """An answer built from rows. Its amounts are given the minor units of the currency named
+    by ``currency_field``, or else of ``currency`` in the validation context."""
+
+    model_config = ConfigDict(from_attributes=True, validate_by_name=True)
+    currency_field: ClassVar[str | None] = None
+
+    @model_validator(mode="after")
+    def _in_minor_units(self, info: ValidationInfo) -> Self:
+        field = type(self).currency_field
+        currency = getattr(self, field) if field else (info.context or {}).get("currency")
+        if currency:
+            for name in type(self).model_fields:
+                value = getattr(self, name)
+                if isinstance(value, Decimal):
+                    setattr(self, name, quantize(value, currency))
+        return self
+
+
+class EnvelopeView(View):
+    """A stored envelope (``DisbursementEnvelope``)."""
+
+    currency_field = "disbursement_currency_code"
+
+    id: str
+    disbursement_envelope_id: str = Field(validation_alias="id")
+    benefit_program_mnemonic: str = Field(validation_alias="program_mnemonic")
+    disbursement_frequency: str
+    cycle_code_mnemonic: str
+    number_of_beneficiaries: int
+    number_of_disbursements: int
+    total_disbursement_amount: Decimal
+    disbursement_currency_code: str = Field(validation_alias="currency")
+    disbursement_schedule_date: date = Field(validation_alias="schedule_date")
+    cancellation_status: Cancellation = Field(validation_alias="cancelled")
+    cancellation_timestamp: datetime | None = Field(validation_alias="cancelled_at")
+    created_timestamp: datetime | None = Field(validation_alias="created_at")
+
+
+class DisbursementView(View):
+    """A stored disbursement; its currency (its envelope's) comes in the context."""
+
+    id: str
+    mis_reference_number: str | None
+    disbursement_id: str = Field(validation_alias="id")
+    disbursement_envelope_id: str = Field(validation_alias="envelope_id")
+    beneficiary_id: str | None
+    beneficiary_name: str | None
+    disbursement_amount: Decimal = Field(validation_alias="amount")
+    narrative: str | None
+    financial_address: str | None
+    receipt_time_stamp: datetime | None = Field(validation_alias="receipt_at")
+    cancellation_status: Cancellation = Field(validation_alias="cancelled")
+    cancellation_time_stamp: datetime | None = Field(validation_alias="cancelled_at")
+    state: str
+    state_reason: str | None
+    response_error_codes: list[str] | None = None
+
+
+class EnvelopeStatusPayload(View):
+    """Built from ``core.envelopes.EnvelopeFigures``: the envelope, its status row and program."""
+
+    currency_field = "currency"
+
+    disbursement_envelope_id: str = Field(validation_alias=AliasPath("envelope", "id"))
+    number_of_disbursements_received: int = Field(
+        validation_alias=AliasPath("status", "received_count")
+    )
+    total_disbursement_amount_received: Decimal = Field(
+        validation_alias=AliasPath("status", "received_amount")
+    )
+    funds_available_with_bank: str = Field(
+        validation_alias=AliasPath("status", "funds_available_state")
+    )
+    funds_available_latest_timestamp: datetime | None = Field(
+        validation_alias=AliasPath("status", "funds_available_at")
+    )
+    funds_available_latest_error_code: str | None = Field(
+        validation_alias=AliasPath("status", "funds_available_error")
+    )
+    funds_available_attempts: int = Field(
+        validation_alias=AliasPath("status", "funds_available_attempts")
+    )
+    funds_blocked_with_bank: str = Field(
+        validation_alias=AliasPath("status", "funds_blocked_state")
+    )
+    funds_blocked_latest_timestamp: datetime | None = Field(
+        validation_alias=AliasPath("status", "funds_blocked_at")
+    )
+    funds_blocked_latest_error_code: str | None = Field(
+        validation_alias=AliasPath("status", "funds_blocked_error")
+    )
+    funds_blocked_attempts: int = Field(
+        validation_alias=AliasPath("status", "funds_blocked_attempts")
+    )
+    funds_blocked_reference_number: str | None = Field(
+        validation_alias=AliasPath("status", "funds_block_reference")
+    )
+    id_mapper_resolution_required: bool | None = Field(
+        validation_alias=AliasPath("program", "id_mapper_resolution_required")
+    )
+    number_of_disbursements_shipped: int = Field(
+        validation_alias=AliasPath("status", "shipped_count")
+    )
+    number_of_disbursements_reconciled: int = Field(
+        validation_alias=AliasPath("status", "reconciled_count")
+    )
+    number_of_disbursements_reversed: int = Field(
+        validation_alias=AliasPath("status", "reversed_count")
+    )
+    # Ours.
+    number_of_disbursements_cancelled: int = Field(
+        validation_alias=AliasPath("status", "cancelled_count")
+    )
+    number_of_disbursements_failed: int = Field(
+        validation_alias=AliasPath("status", "failed_count")
+    )
+    number_of_disbursements_declared: int | None = Field(
+        validation_alias=AliasPath("envelope", "number_of_disbursements")
+    )
+    total_disbursement_amount_declared: Decimal | None = Field(
+        validation_alias=AliasPath("envelope", "total_disbursement_amount")
+    )
+    currency: str | None = Field(validation_alias=AliasPath("envelope", "currency"))
+    cancelled: bool = Field(validation_alias=AliasPath("envelope", "cancelled"))
+    disbursements_by_state: dict[str, int] = Field(validation_alias="by_state")
+
+
+class ReconPayload(View):
+    """A stored ``DisbursementRecon``."""
+
+    bank_disbursement_batch_id: Always = Field(validation_alias="bank_batch_id")
+    disbursement_id: str
+    disbursement_envelope_id: str | None = Field(validation_alias="envelope_id")
+    beneficiary_name_from_bank: str | None
+    remittance_reference_number: str | None
+    remittance_statement_id: str | None
+    remittance_statement_number: str | None
+    remittance_statement_sequence: str | None
+    remittance_entry_sequence: Text | None
+    remittance_entry_date: DateTime | None
+    remittance_value_date: DateTime | None
+    reversal_found: bool | None
+    reversal_statement_id: str | None
+    reversal_statement_number: str | None
+    reversal_statement_sequence: str | None
+    reversal_entry_sequence: Text | None
+    reversal_entry_date: DateTime | None
+    reversal_value_date: DateTime | None
+    reversal_reason: str | None
+
+
+class ErrorReconPayload(View):
+    """A stored ``ReconError``."""
+
+    statement_id: str | None
+    statement_number: str | None
+    statement_sequence: str | None
+    entry_sequence: Text | None
+    entry_date: DateTime | None
+    value_date: DateTime | None
+    error_reason: str | None = Field(validation_alias="error_code")
+    disbursement_id: Always
+    bank_reference_number: str | None = Field(validation_alias="bank_reference")
+
+
+class ReconRecords(View):
+    disbursement_recon_payloads: list[ReconPayload] | None = None
+    disbursement_error_recon_payloads: list[ErrorReconPayload] | None = None
+
+
+class DisbursementStatusPayload(View):
+    """A disbursement's state: from its row (currency in the context), or only its id."""
+
+    disbursement_id: str = Field(validation_alias=AliasChoices("disbursement_id", "id"))
+    disbursement_recon_records: ReconRecords | None = None
+    # Ours: where the disbursement is now, and why when it failed or was reversed.
+    state: str = "UNKNOWN"
+    state_reason: str | None = None
+    disbursement_envelope_id: str | None = Field(
+        default=None, validation_alias=AliasChoices("disbursement_envelope_id", "envelope_id")
+    )
+    disbursement_amount: Decimal | None = Field(
+        default=None, validation_alias=AliasChoices("disbursement_amount", "amount")
+    )
+    cancellation_status: Cancellation | None = Field(
+        default=None, validation_alias=AliasChoices("cancellation_status", "cancelled")
+    )
+
+
+class ProgramView(View):
+    """A stored ``BenefitProgram``, with both spellings of its mnemonic (see ProgramPayload)."""
+
+    program_mnemonic: str = Field(validation_alias="mnemonic")
+    benefit_program_name: str | None
+    funding_org_code: str | None
+    funding_org_name: str | None
+    sponsor_bank_code: str | None
+    sponsor_bank_account_number: str | None
+    sponsor_bank_branch_code: str | None
+    sponsor_bank_account_currency: str | None
+    id_mapper_resolution_required: bool | None
+    resolver: str | None = Field(validation_alias="resolver_name")
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def benefit_program_mnemonic(self) -> str:
+        return self.program_mnemonic
+
+
+class StatementPayload(View):
+    """A stored ``AccountStatement``; its reconciliation errors are given beside it."""
+
+    statement_id: str = Field(validation_alias=AliasChoices("statement_id", "id"))
     state: str
     error_reason: str | None = None
     account_number: str | None = None
@@ -357,7 +530,7 @@ class DisbursementEnvelopeRequest(Request[EnvelopePayload]):
     pass
 
 
-class DisbursementEnvelopeResponse(Response[EnvelopePayload]):
+class DisbursementEnvelopeResponse(Response[EnvelopeView]):
     pass
 
 
@@ -393,7 +566,7 @@ class ProgramRequest(Request[ProgramPayload]):
     pass
 
 
-class ProgramResponse(Response[ProgramPayload]):
+class ProgramResponse(Response[ProgramView]):
     pass
 
 

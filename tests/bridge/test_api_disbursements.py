@@ -52,6 +52,37 @@ def test_disbursements_are_stored_and_counted(client, envelope, session_factory)
     counters_match_rows(session_factory)
 
 
+def test_amounts_carry_the_currency_minor_units(client, envelope, session_factory) -> None:
+    """The database keeps four decimals; the wire says what a USD amount is: two (issue 13)."""
+    client.post("/create_disbursements", disbursements_request(disbursement_items(envelope, 3)))
+    status = _status(client)
+    assert status["total_disbursement_amount_received"] == "300.00"
+    assert status["total_disbursement_amount_declared"] == "300.00"
+    listed = client.get(f"/envelopes/{envelope}/disbursements").json()["items"]
+    assert {item["disbursement_amount"] for item in listed} == {"100.00"}
+    statuses = client.post(
+        "/get_disbursement_status",
+        {"header": header("get_disbursement_status", 1), "message": [listed[0]["id"]]},
+    ).json()["message"]
+    assert statuses[0]["disbursement_amount"] == "100.00"
+    (envelope_row,) = client.get("/envelopes").json()["items"]
+    assert envelope_row["total_disbursement_amount"] == "300.00"
+
+
+def test_answers_carry_stored_ids_outside_todays_safe_set(client, envelope, session_factory):
+    """An id stored before the safe character set is answered as stored, never a 500."""
+    from sqlalchemy import update
+
+    from g2p_bridge.db import transaction
+    from g2p_bridge.models import DisbursementEnvelope
+
+    with transaction(session_factory) as session:
+        session.execute(update(DisbursementEnvelope).values(cycle_code_mnemonic="2026/11 old"))
+    page = client.get("/envelopes")
+    assert page.status_code == 200, page.text
+    assert page.json()["items"][0]["cycle_code_mnemonic"] == "2026/11 old"
+
+
 def test_exact_decimal_amounts_survive_the_wire(client, program, session_factory) -> None:
     created = client.post(
         "/create_disbursement_envelope",

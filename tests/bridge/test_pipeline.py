@@ -18,6 +18,7 @@ from bridge_support import (
     mt940,
     states,
 )
+from g2p_bridge.api import views
 from g2p_bridge.auth import Principal
 from g2p_bridge.core import disbursements, envelopes, programs
 from g2p_bridge.core.context import Context
@@ -110,8 +111,8 @@ def test_happy_path_pays_each_once_and_reconciles(session_factory) -> None:
     assert row.balance_problems is None
     assert states(session_factory, "env-1") == {"RECONCILED": 115, "REVERSED": 5}
     with transaction(session_factory) as session:
-        status = envelopes.envelope_status(session, "env-1")
-        (reversed_status,) = disbursements.disbursement_statuses(session, [reversed_ids[0]])
+        status = views.envelope_status(session, "env-1")
+        (reversed_status,) = views.disbursement_statuses(session, [reversed_ids[0]])
     assert (
         status.number_of_disbursements_shipped,
         status.number_of_disbursements_reconciled,
@@ -228,7 +229,7 @@ def test_statement_before_the_retry_counts_the_timed_out_batch_as_shipped(
     assert process_statement(context, statement_id)
     assert states(session_factory, "env-1") == {"RECONCILED": 5, "REVERSED": 1}
     with transaction(session_factory) as session:
-        status = envelopes.envelope_status(session, "env-1")
+        status = views.envelope_status(session, "env-1")
     assert status.number_of_disbursements_shipped == 6
     counters_match_rows(session_factory)
 
@@ -476,9 +477,7 @@ def test_unresolvable_beneficiaries_fail_with_a_reason(session_factory, tmp_path
     assert EmbeddedRunner(context).run_until_idle(timeout=30)
     assert states(session_factory, "env-1") == {"SHIPPED": 2, "UNRESOLVED": 2}
     with transaction(session_factory) as session:
-        statuses = disbursements.disbursement_statuses(
-            session, ["d-env-1-000002", "d-env-1-000003"]
-        )
+        statuses = views.disbursement_statuses(session, ["d-env-1-000002", "d-env-1-000003"])
     assert "matches no known format" in (statuses[0].state_reason or "")
     assert "not in the mapping table" in (statuses[1].state_reason or "")
     paid = {p.payment_reference: p for p in bank.payments.values()}
@@ -525,7 +524,7 @@ def test_statement_problems_become_errors_and_alarms(session_factory) -> None:
     counters_match_rows(session_factory)
     # Asking for the id the bank named but we never had shows what the statement said of it.
     with transaction(session_factory) as session:
-        (unknown,) = disbursements.disbursement_statuses(session, ["no-such-id"])
+        (unknown,) = views.disbursement_statuses(session, ["no-such-id"])
     assert unknown.state == "UNKNOWN"
     assert unknown.disbursement_recon_records is not None
     (record,) = unknown.disbursement_recon_records.disbursement_error_recon_payloads or []

@@ -17,8 +17,8 @@ from test_statement_trust import ACCOUNT_1, ACCOUNT_2, post, scene  # noqa: F401
 
 from bridge_support import FakeBank, counters_match_rows, fake_context, mt940, states
 from camt_support import Ntry, Stmt, Tx, camt, debit, returned
+from g2p_bridge.api import views
 from g2p_bridge.auth import Principal
-from g2p_bridge.core import disbursements
 from g2p_bridge.core.errors import BridgeError
 from g2p_bridge.core.statement_files import CAMT, MT940, sniff_format
 from g2p_bridge.core.statements import store_statement
@@ -63,7 +63,7 @@ def test_camt_statements_reconcile_like_mt940(session_factory) -> None:
     assert (row.entries_total, row.entries_matched, row.entries_reversed) == (5, 4, 1)
     assert (row.entries_unmatched, row.balance_problems, row.sequence_gaps) == (0, None, None)
     with transaction(session_factory) as session:
-        (paid, back) = disbursements.disbursement_statuses(session, [ids[0], ids[1]])
+        (paid, back) = views.disbursement_statuses(session, [ids[0], ids[1]])
     assert paid.state == "RECONCILED" and back.state == "REVERSED"
     assert back.state_reason == "reversed by the bank: AC04 Account closed"
     recon = back.disbursement_recon_records.disbursement_recon_payloads[0]  # type: ignore[union-attr]
@@ -298,5 +298,5 @@ def test_a_camt_statement_is_checked_again_before_it_is_applied(scene) -> None: 
     row = statement_row(scene.context, statement_id)
     assert row.state == "ERROR" and "does not hold bank code 'EXAMPLE'" in (row.error_reason or "")
     with transaction(scene.context.session_factory) as session:
-        (status,) = disbursements.disbursement_statuses(session, [scene.d2])
+        (status,) = views.disbursement_statuses(session, [scene.d2])
     assert status.state == "RECONCILED"

@@ -1,24 +1,14 @@
-"""Which programs a request touches, and the guard of the operator (non G2P Connect) routes."""
+"""Which programs a request touches, looked up in its transaction."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import TypeVar
+from collections.abc import Iterable
 
-from fastapi import Request
-from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from g2p_bridge.api.handling import session_factory
-from g2p_bridge.api.security import principal_of, record_refusal
-from g2p_bridge.api.wire import refusal
-from g2p_bridge.core.errors import Forbidden
-from g2p_bridge.db import transaction
 from g2p_bridge.models import Disbursement, DisbursementEnvelope
 
-T = TypeVar("T")
 _CHUNK = 5000
 
 
@@ -65,22 +55,3 @@ def disbursement_envelopes(
         )
         found.update((disbursement_id, envelope_id) for disbursement_id, envelope_id in rows)
     return found
-
-
-async def guarded(
-    request: Request, action: str, run: Callable[[Session], T], render: Callable[[T], Response]
-) -> Response:
-    """Runs ``run`` in one transaction; an authorization refusal it raises is audited and
-    answered with a 403 ``rjct``."""
-    factory = session_factory(request)
-
-    def work() -> T:
-        with transaction(factory) as session:
-            return run(session)
-
-    try:
-        result = await run_in_threadpool(work)
-    except Forbidden as error:
-        await run_in_threadpool(record_refusal, factory, principal_of(request), action, error)
-        return refusal(error, {"action": action})
-    return render(result)

@@ -1,4 +1,4 @@
-"""The FastAPI application: routes, the one error renderer, health, and the embedded runtime."""
+"""The FastAPI application: routers, error handlers, health, and the embedded runtime."""
 
 from __future__ import annotations
 
@@ -6,18 +6,12 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from g2p_bridge import __version__
 from g2p_bridge.api import (
@@ -28,18 +22,17 @@ from g2p_bridge.api import (
     programs,
     statements,
 )
-from g2p_bridge.api.handling import database_unavailable
+from g2p_bridge.api.g2p_connect import REFUSALS, add_exception_handlers
 from g2p_bridge.api.security import (
     RefuseControlCharactersMiddleware,
     RequestContextMiddleware,
     authenticate,
 )
-from g2p_bridge.api.wire import add_request_schemas, json_response, refusal, validation_message
+from g2p_bridge.api.wire import json_response
 from g2p_bridge.auth import Authenticator
 from g2p_bridge.console import mount_console
 from g2p_bridge.core.context import Context
-from g2p_bridge.core.errors import BridgeError, ErrorCode, InvalidRequest
-from g2p_bridge.db import is_database_outage, make_engine, make_session_factory
+from g2p_bridge.db import make_engine, make_session_factory
 from g2p_bridge.observability import DisbursementStates, MetricsServer, render_metrics
 from g2p_bridge.settings import Settings, get_settings
 
@@ -100,41 +93,15 @@ def create_app(
         session_factory, settings.metrics_state_cache_seconds
     )
     for module in (envelopes, disbursements, statements, programs, audit_events, approvals):
-        app.include_router(module.router, dependencies=[Depends(authenticate)])
+        app.include_router(module.router, dependencies=[Depends(authenticate)], responses=REFUSALS)
     # The operators' console: its own sign-in (cookie sessions), not the API's bearer tokens.
     mount_console(app)
     app.add_middleware(RefuseControlCharactersMiddleware)
     app.add_middleware(RequestContextMiddleware)
     _add_health(app)
-    _add_error_handlers(app)
+    add_exception_handlers(app)
 
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = get_openapi(
-                title=app.title, version=app.version, description=app.description, routes=app.routes
-            )
-            app.openapi_schema = add_request_schemas(schema)
-            _document_refusals(app.openapi_schema)
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
     return app
-
-
-def _document_refusals(schema: dict[str, Any]) -> None:
-    """Protected operations answer 401 and 403 too; say so, so clients and fuzzers know."""
-    refused = {"description": "G2P Connect rjct", "content": {"application/json": {}}}
-    for path_item in schema.get("paths", {}).values():
-        for operation in path_item.values():
-            if isinstance(operation, dict) and operation.get("security"):
-                responses = operation.setdefault("responses", {})
-                responses.setdefault("401", {**refused, "description": "not authenticated"})
-                responses.setdefault("403", {**refused, "description": "not authorized"})
-                responses.setdefault("413", {**refused, "description": "request too large"})
-                responses.setdefault("422", {**refused, "description": "invalid request"})
-                responses.setdefault(
-                    "503", {**refused, "description": "database unavailable; retry after a while"}
-                )
 
 
 def _celery_wake() -> Callable[..., None]:
@@ -208,37 +175,3 @@ def _broker_reachable(url: str, timeout: float) -> str:
         log.warning("readiness: broker unreachable: %s", exc)
         return "unreachable"
     return "ok"
-
-
-def _add_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(BridgeError)
-    async def bridge_error(_request: Request, exc: BridgeError) -> Response:
-        return refusal(exc, {})
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(_request: Request, exc: RequestValidationError) -> Response:
-        parts = []
-        for error in exc.errors()[:10]:
-            where = ".".join(str(p) for p in error.get("loc", ())) or "request"
-            parts.append(f"{where}: {error.get('msg')}")
-        return refusal(InvalidRequest(ErrorCode.INVALID_REQUEST, "; ".join(parts)), {})
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> Response:
-        error = BridgeError(ErrorCode.INVALID_REQUEST, str(exc.detail))
-        error.http_status = exc.status_code
-        return refusal(error, {})
-
-    async def database_error(_request: Request, exc: Exception) -> Response:
-        # The database away (stopped, restarting): a 503 rjct with Retry-After, not a 500.
-        # Anything else (an IntegrityError that got this far, a programming error) stays a 500.
-        if not is_database_outage(exc):
-            raise exc
-        return database_unavailable(exc, {})
-
-    # DBAPIError covers OperationalError, InterfaceError and a disconnect of any other kind.
-    app.add_exception_handler(DBAPIError, database_error)
-    app.add_exception_handler(PoolTimeout, database_error)
-
-
-__all__ = ["create_app", "validation_message"]

@@ -5,17 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Query, Request
-from fastapi.responses import Response
-from sqlalchemy.orm import Session
+from fastapi import APIRouter, Query
 
-from g2p_bridge.api.access import guarded
-from g2p_bridge.api.security import principal_of
-from g2p_bridge.api.wire import json_response
+from g2p_bridge.api.g2p_connect import Caller, G2PRoute, UnitOfWork
 from g2p_bridge.core import audit
 from g2p_bridge.core.errors import ErrorCode, InvalidRequest
 
-router = APIRouter(tags=["audit"])
+router = APIRouter(tags=["audit"], route_class=G2PRoute)
 
 
 def _aware(value: datetime | None, name: str) -> datetime | None:
@@ -25,27 +21,24 @@ def _aware(value: datetime | None, name: str) -> datetime | None:
 
 
 @router.get("/audit")
-async def list_audit_events(
-    request: Request,
+def list_audit_events(
+    principal: Caller,
+    session: UnitOfWork,
     envelope_id: str | None = Query(None, max_length=64),
     disbursement_id: str | None = Query(None, max_length=64),
     since: datetime | None = None,
     until: datetime | None = None,
     limit: int = Query(100, ge=1, le=1000),
-) -> Response:
+) -> list[dict[str, Any]]:
     """Audit events, oldest first, by envelope, disbursement and time range."""
     since, until = _aware(since, "since"), _aware(until, "until")
-
-    def run(session: Session) -> list[dict[str, Any]]:
-        principal_of(request).require_role("admin")
-        events = audit.query(
-            session,
-            envelope_id=envelope_id,
-            disbursement_id=disbursement_id,
-            since=since,
-            until=until,
-            limit=limit,
-        )
-        return [audit.event_payload(e) for e in events]
-
-    return await guarded(request, "audit", run, json_response)
+    principal.require_role("admin")
+    events = audit.query(
+        session,
+        envelope_id=envelope_id,
+        disbursement_id=disbursement_id,
+        since=since,
+        until=until,
+        limit=limit,
+    )
+    return [audit.event_payload(e) for e in events]

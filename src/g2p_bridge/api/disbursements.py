@@ -4,24 +4,22 @@ from __future__ import annotations
 
 from collections import defaultdict
 from decimal import Decimal
-from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from fastapi.responses import Response
-from pydantic import TypeAdapter
 from sqlalchemy.orm import Session
 
+from g2p_bridge.api import views
 from g2p_bridge.api.access import (
     disbursement_envelopes,
     disbursement_programs,
     envelope_programs,
-    guarded,
 )
 from g2p_bridge.api.envelopes import require_envelope
-from g2p_bridge.api.handling import handle, settings_of, wake
-from g2p_bridge.api.wire import json_response, request_body, success_header
-from g2p_bridge.core import audit, disbursements
-from g2p_bridge.core.errors import BridgeError, ErrorCode, InvalidRequest
+from g2p_bridge.api.g2p_connect import BulkRoute, Caller, G2PRoute, PbmsCall, UnitOfWork
+from g2p_bridge.api.wire import success_header
+from g2p_bridge.core import audit, disbursements, envelopes
+from g2p_bridge.core.errors import ErrorCode, InvalidRequest
 from g2p_bridge.schemas import (
     INT32_MAX,
     DisbursementPayload,
@@ -29,32 +27,23 @@ from g2p_bridge.schemas import (
     DisbursementResponse,
     DisbursementStatusRequest,
     DisbursementStatusResponse,
+    DisbursementView,
     Page,
 )
 
-router = APIRouter(tags=["disbursements"])
-_disbursement_request = TypeAdapter(DisbursementRequest)
-_status_request = TypeAdapter(DisbursementStatusRequest)
+router = APIRouter(tags=["disbursements"], route_class=G2PRoute)
+# Requests of up to max_disbursements_per_request items each: run holding a bulk slot.
+bulk = APIRouter(route_class=BulkRoute)
 
 
-def _items_with_errors(error: BridgeError, req: DisbursementRequest) -> list[dict[str, Any]]:
-    """Echoes the request's items, each with its own error codes, as the reference does."""
-    return [
-        item.model_copy(
-            update={"response_error_codes": error.item_errors.get(str(i), [])}
-        ).model_dump(mode="json", exclude_none=True)
-        for i, item in enumerate(req.message)
-    ]
+def _programs_of_envelopes(session: Session, items: list[DisbursementPayload]) -> set[str]:
+    return envelope_programs(session, [item.disbursement_envelope_id for item in items])
 
 
-def _programs_of_envelopes(session: Session, req: DisbursementRequest) -> set[str]:
-    return envelope_programs(session, [item.disbursement_envelope_id for item in req.message])
-
-
-def _programs_of_items(session: Session, req: DisbursementRequest) -> set[str]:
+def _programs_of_items(session: Session, items: list[DisbursementPayload]) -> set[str]:
     """For a cancellation the stored disbursement decides, whatever envelope the item names."""
-    return _programs_of_envelopes(session, req) | disbursement_programs(
-        session, [item.disbursement_id for item in req.message]
+    return _programs_of_envelopes(session, items) | disbursement_programs(
+        session, [item.disbursement_id for item in items]
     )
 
 
@@ -87,42 +76,28 @@ def _audit_bulk(
         )
 
 
-@router.post(
-    "/create_disbursements",
-    response_model=DisbursementResponse,
-    openapi_extra=request_body(DisbursementRequest),
-)
-async def create_disbursements(request: Request) -> Response:
-    limit = settings_of(request).max_disbursements_per_request
+@bulk.post("/create_disbursements", response_model=DisbursementResponse, tags=["disbursements"])
+def create_disbursements(req: DisbursementRequest, call: PbmsCall) -> Response:
+    limit = call.settings.max_disbursements_per_request
 
-    def work(session: Session, req: DisbursementRequest) -> DisbursementResponse:
+    def work(session: Session) -> DisbursementResponse:
         stored = disbursements.create_disbursements(session, req.message, limit)
         _audit_bulk(session, "disbursements.create", stored)
         return DisbursementResponse(header=success_header(req.header, len(stored)), message=stored)
 
-    response, req = await handle(
-        request,
-        _disbursement_request,
+    return call.answer(
+        req,
         work,
-        replayable=True,
-        bulk=True,
-        on_refusal=_items_with_errors,
-        programs_of=_programs_of_envelopes,
+        programs=lambda session: _programs_of_envelopes(session, req.message),
+        wake="disbursements_received",
     )
-    if req is not None:
-        wake(request, "disbursements_received")
-    return response
 
 
-@router.post(
-    "/cancel_disbursements",
-    response_model=DisbursementResponse,
-    openapi_extra=request_body(DisbursementRequest),
-)
-async def cancel_disbursements(request: Request) -> Response:
-    limit = settings_of(request).max_disbursements_per_request
+@bulk.post("/cancel_disbursements", response_model=DisbursementResponse, tags=["disbursements"])
+def cancel_disbursements(req: DisbursementRequest, call: PbmsCall) -> Response:
+    limit = call.settings.max_disbursements_per_request
 
-    def work(session: Session, req: DisbursementRequest) -> DisbursementResponse:
+    def work(session: Session) -> DisbursementResponse:
         cancelled = disbursements.cancel_disbursements(session, req.message, limit)
         owners = disbursement_envelopes(session, [c.disbursement_id for c in cancelled])
         _audit_bulk(session, "disbursements.cancel", cancelled, owners)
@@ -130,56 +105,42 @@ async def cancel_disbursements(request: Request) -> Response:
             header=success_header(req.header, len(cancelled)), message=cancelled
         )
 
-    response, _ = await handle(
-        request,
-        _disbursement_request,
-        work,
-        replayable=True,
-        bulk=True,
-        on_refusal=_items_with_errors,
-        programs_of=_programs_of_items,
-    )
-    return response
+    return call.answer(req, work, programs=lambda session: _programs_of_items(session, req.message))
 
 
-@router.post(
-    "/get_disbursement_status",
-    response_model=DisbursementStatusResponse,
-    openapi_extra=request_body(DisbursementStatusRequest),
-)
-async def get_disbursement_status(request: Request) -> Response:
-    limit = settings_of(request).max_disbursements_per_request
+@router.post("/get_disbursement_status", response_model=DisbursementStatusResponse)
+def get_disbursement_status(req: DisbursementStatusRequest, call: PbmsCall) -> Response:
+    limit = call.settings.max_disbursements_per_request
 
-    def work(session: Session, req: DisbursementStatusRequest) -> DisbursementStatusResponse:
-        statuses = disbursements.disbursement_statuses(session, req.message)
+    def work(session: Session) -> DisbursementStatusResponse:
+        statuses = views.disbursement_statuses(session, req.message)
         return DisbursementStatusResponse(
             header=success_header(req.header, len(statuses)), message=statuses
         )
 
-    def programs_of(session: Session, req: DisbursementStatusRequest) -> set[str]:
+    def programs(session: Session) -> set[str]:
         # Checked here, before the look-up of the programs, so it is never over the limit.
         if len(req.message) > limit:
             raise InvalidRequest(ErrorCode.TOO_MANY_ITEMS, f"at most {limit} ids per request")
         return disbursement_programs(session, req.message)
 
-    response, _ = await handle(
-        request, _status_request, work, replayable=False, programs_of=programs_of
-    )
-    return response
+    return call.answer(req, work, programs=programs, replayable=False)
 
 
-@router.get("/envelopes/{envelope_id}/disbursements", response_model=Page[DisbursementPayload])
-async def list_disbursements(
-    request: Request,
+@router.get("/envelopes/{envelope_id}/disbursements", response_model=Page[DisbursementView])
+def list_disbursements(
     envelope_id: str,
+    principal: Caller,
+    session: UnitOfWork,
     state: str | None = Query(None, max_length=32),
     offset: int = Query(0, ge=0, le=INT32_MAX),
     limit: int = Query(100, ge=1, le=1000),
-) -> Response:
-    def run(session: Session) -> Page[DisbursementPayload]:
-        require_envelope(request, session, envelope_id)
-        rows, total = disbursements.list_disbursements(session, envelope_id, state, offset, limit)
-        items = [disbursements.disbursement_payload(r) for r in rows]
-        return Page[DisbursementPayload](items=items, total=total, offset=offset, limit=limit)
+) -> Page[DisbursementView]:
+    require_envelope(principal, session, envelope_id)
+    rows, total = disbursements.list_disbursements(session, envelope_id, state, offset, limit)
+    currency = {"currency": envelopes.get_envelope(session, envelope_id).currency}
+    items = [DisbursementView.model_validate(r, context=currency) for r in rows]
+    return Page[DisbursementView](items=items, total=total, offset=offset, limit=limit)
 
-    return await guarded(request, "envelopes/disbursements", run, json_response)
+
+router.include_router(bulk)

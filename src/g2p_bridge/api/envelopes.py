@@ -1,20 +1,20 @@
-"""Envelope endpoints: create, cancel, status (G2P Connect) and an operator listing."""
+"""Envelope endpoints: create, cancel, amend, status (G2P Connect) and operator listings."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from fastapi.responses import Response
-from pydantic import TypeAdapter
 from sqlalchemy.orm import Session
 
-from g2p_bridge.api.access import envelope_programs, guarded
-from g2p_bridge.api.handling import handle, wake
-from g2p_bridge.api.security import principal_of
-from g2p_bridge.api.wire import json_response, request_body, success_header
+from g2p_bridge.api import views
+from g2p_bridge.api.access import envelope_programs
+from g2p_bridge.api.g2p_connect import Caller, G2PRoute, PbmsCall, UnitOfWork
+from g2p_bridge.api.wire import success_header
+from g2p_bridge.auth import Principal
 from g2p_bridge.core import audit, envelopes
 from g2p_bridge.core.errors import ErrorCode, Forbidden
 from g2p_bridge.models.base import utcnow
-from g2p_bridge.schemas import INT32_MAX, EnvelopePayload, EnvelopeStatusPayload, Page
+from g2p_bridge.schemas import INT32_MAX, EnvelopeStatusPayload, EnvelopeView, Page
 from g2p_bridge.schemas import (
     DisbursementEnvelopeAmendRequest as EnvelopeAmendRequest,
 )
@@ -31,28 +31,16 @@ from g2p_bridge.schemas import (
     DisbursementEnvelopeStatusResponse as EnvelopeStatusResponse,
 )
 
-router = APIRouter(tags=["envelopes"])
-
-_envelope_request = TypeAdapter(EnvelopeRequest)
-_status_request = TypeAdapter(EnvelopeStatusRequest)
-_amend_request = TypeAdapter(EnvelopeAmendRequest)
+router = APIRouter(tags=["envelopes"], route_class=G2PRoute)
 
 
-def _programs_of_envelope(session: Session, req: EnvelopeRequest) -> set[str]:
-    return envelope_programs(session, [req.message.disbursement_envelope_id])
-
-
-@router.post(
-    "/create_disbursement_envelope",
-    response_model=EnvelopeResponse,
-    openapi_extra=request_body(EnvelopeRequest),
-)
-async def create_disbursement_envelope(request: Request) -> Response:
-    def work(session: Session, req: EnvelopeRequest) -> EnvelopeResponse:
+@router.post("/create_disbursement_envelope", response_model=EnvelopeResponse)
+def create_disbursement_envelope(req: EnvelopeRequest, call: PbmsCall) -> Response:
+    def work(session: Session) -> EnvelopeResponse:
         envelope = envelopes.create_envelope(
             session, req.message, req.header.sender_id, utcnow().date()
         )
-        payload = envelopes.envelope_payload(envelope)
+        payload = EnvelopeView.model_validate(envelope)
         audit.record(
             session,
             "envelope.create",
@@ -63,25 +51,16 @@ async def create_disbursement_envelope(request: Request) -> Response:
         )
         return EnvelopeResponse(header=success_header(req.header, 1), message=payload)
 
-    response, _ = await handle(
-        request,
-        _envelope_request,
-        work,
-        replayable=True,
-        programs_of=lambda _s, req: {req.message.benefit_program_mnemonic or ""},
+    return call.answer(
+        req, work, programs=lambda _session: {req.message.benefit_program_mnemonic or ""}
     )
-    return response
 
 
-@router.post(
-    "/cancel_disbursement_envelope",
-    response_model=EnvelopeResponse,
-    openapi_extra=request_body(EnvelopeRequest),
-)
-async def cancel_disbursement_envelope(request: Request) -> Response:
-    def work(session: Session, req: EnvelopeRequest) -> EnvelopeResponse:
+@router.post("/cancel_disbursement_envelope", response_model=EnvelopeResponse)
+def cancel_disbursement_envelope(req: EnvelopeRequest, call: PbmsCall) -> Response:
+    def work(session: Session) -> EnvelopeResponse:
         envelope = envelopes.cancel_envelope(session, req.message.disbursement_envelope_id)
-        status = envelopes.envelope_status(session, envelope.id)
+        status = views.envelope_status(session, envelope.id)
         audit.record(
             session,
             "envelope.cancel",
@@ -97,22 +76,19 @@ async def cancel_disbursement_envelope(request: Request) -> Response:
             },
         )
         return EnvelopeResponse(
-            header=success_header(req.header, 1), message=envelopes.envelope_payload(envelope)
+            header=success_header(req.header, 1), message=EnvelopeView.model_validate(envelope)
         )
 
-    response, _ = await handle(
-        request, _envelope_request, work, replayable=True, programs_of=_programs_of_envelope
+    return call.answer(
+        req,
+        work,
+        programs=lambda session: envelope_programs(session, [req.message.disbursement_envelope_id]),
     )
-    return response
 
 
-@router.post(
-    "/amend_disbursement_envelope",
-    response_model=EnvelopeResponse,
-    openapi_extra=request_body(EnvelopeAmendRequest),
-)
-async def amend_disbursement_envelope(request: Request) -> Response:
-    def work(session: Session, req: EnvelopeAmendRequest) -> EnvelopeResponse:
+@router.post("/amend_disbursement_envelope", response_model=EnvelopeResponse)
+def amend_disbursement_envelope(req: EnvelopeAmendRequest, call: PbmsCall) -> Response:
+    def work(session: Session) -> EnvelopeResponse:
         envelope, before = envelopes.amend_envelope(session, req.message, utcnow().date())
         audit.record(
             session,
@@ -123,69 +99,52 @@ async def amend_disbursement_envelope(request: Request) -> Response:
             detail={"before": before, "after": envelopes.amendable_figures(envelope)},
         )
         return EnvelopeResponse(
-            header=success_header(req.header, 1), message=envelopes.envelope_payload(envelope)
+            header=success_header(req.header, 1), message=EnvelopeView.model_validate(envelope)
         )
 
-    response, req = await handle(
-        request,
-        _amend_request,
+    return call.answer(
+        req,
         work,
-        replayable=True,
-        programs_of=lambda session, req: envelope_programs(
-            session, [req.message.disbursement_envelope_id]
-        ),
+        programs=lambda session: envelope_programs(session, [req.message.disbursement_envelope_id]),
+        wake="envelope_amended",
     )
-    if req is not None:
-        wake(request, "envelope_amended")
-    return response
 
 
-@router.post(
-    "/get_disbursement_envelope_status",
-    response_model=EnvelopeStatusResponse,
-    openapi_extra=request_body(EnvelopeStatusRequest),
-)
-async def get_disbursement_envelope_status(request: Request) -> Response:
-    def work(session: Session, req: EnvelopeStatusRequest) -> EnvelopeStatusResponse:
+@router.post("/get_disbursement_envelope_status", response_model=EnvelopeStatusResponse)
+def get_disbursement_envelope_status(req: EnvelopeStatusRequest, call: PbmsCall) -> Response:
+    def work(session: Session) -> EnvelopeStatusResponse:
         return EnvelopeStatusResponse(
             header=success_header(req.header, 1),
-            message=envelopes.envelope_status(session, req.message),
+            message=views.envelope_status(session, req.message),
         )
 
-    response, _ = await handle(
-        request,
-        _status_request,
+    return call.answer(
+        req,
         work,
+        programs=lambda session: envelope_programs(session, [req.message]),
         replayable=False,
-        programs_of=lambda session, req: envelope_programs(session, [req.message]),
     )
-    return response
 
 
-@router.get("/envelopes", response_model=Page[EnvelopePayload])
-async def list_envelopes(
-    request: Request,
+@router.get("/envelopes", response_model=Page[EnvelopeView])
+def list_envelopes(
+    principal: Caller,
+    session: UnitOfWork,
     program: str | None = Query(None, max_length=64),
     offset: int = Query(0, ge=0, le=INT32_MAX),
     limit: int = Query(50, ge=1, le=1000),
-) -> Response:
-    principal = principal_of(request)
-
-    def run(session: Session) -> Page[EnvelopePayload]:
-        granted = None
-        if not principal.is_admin:
-            principal.require_programs({program} if program else set())
-            granted = principal.programs
-        rows, total = envelopes.list_envelopes(session, program, offset, limit, granted)
-        items = [envelopes.envelope_payload(r) for r in rows]
-        return Page[EnvelopePayload](items=items, total=total, offset=offset, limit=limit)
-
-    return await guarded(request, "envelopes", run, json_response)
+) -> Page[EnvelopeView]:
+    granted = None
+    if not principal.is_admin:
+        principal.require_programs({program} if program else set())
+        granted = principal.programs
+    rows, total = envelopes.list_envelopes(session, program, offset, limit, granted)
+    items = [EnvelopeView.model_validate(r) for r in rows]
+    return Page[EnvelopeView](items=items, total=total, offset=offset, limit=limit)
 
 
-def require_envelope(request: Request, session: Session, envelope_id: str) -> None:
+def require_envelope(principal: Principal, session: Session, envelope_id: str) -> None:
     """An operator route on one envelope: admins, or a PBMS client granted its program."""
-    principal = principal_of(request)
     if principal.is_admin:
         return
     if principal.role != "pbms":
@@ -194,12 +153,8 @@ def require_envelope(request: Request, session: Session, envelope_id: str) -> No
 
 
 @router.get("/envelopes/{envelope_id}/status", response_model=EnvelopeStatusPayload)
-async def envelope_status(request: Request, envelope_id: str) -> Response:
-    def run(session: Session) -> EnvelopeStatusPayload:
-        require_envelope(request, session, envelope_id)
-        return envelopes.envelope_status(session, envelope_id)
-
-    return await guarded(request, "envelopes/status", run, json_response)
-
-
-__all__ = ["router", "wake"]
+def envelope_status(
+    envelope_id: str, principal: Caller, session: UnitOfWork
+) -> EnvelopeStatusPayload:
+    require_envelope(principal, session, envelope_id)
+    return views.envelope_status(session, envelope_id)

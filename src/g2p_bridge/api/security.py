@@ -100,7 +100,12 @@ class RefuseControlCharactersMiddleware:
 
 
 async def authenticate(request: Request) -> Principal:
-    """The dependency on every protected route: the caller's principal, or a 401 refusal."""
+    """The dependency on every protected route: the caller's principal, or a 401 refusal.
+    A route with a body calls it before reading the body (api/g2p_connect.py); then it is
+    already known here."""
+    known: Principal | None = getattr(request.state, "principal", None)
+    if known is not None:
+        return known
     authenticator: Authenticator = request.app.state.authenticator
     if authenticator.disabled:
         principal = ANONYMOUS_ADMIN

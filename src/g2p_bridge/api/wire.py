@@ -1,23 +1,22 @@
 """Reading G2P Connect requests and writing G2P Connect answers, including refusals.
 
-Bodies are parsed here rather than by FastAPI so that JSON numbers become Decimal exactly (never
-float), oversize bodies are refused before parsing, and every problem becomes a ``rjct``."""
+JSON numbers become Decimal exactly (never float), every string of a request is checked for
+control characters and length before validation, and every problem becomes a ``rjct``; the
+FastAPI side of it is api/g2p_connect.py."""
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any
 
-from fastapi import Request
 from fastapi.responses import Response
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel
 
-from g2p_bridge.core.errors import BridgeError, ErrorCode, InvalidRequest, PayloadTooLarge
+from g2p_bridge.core.errors import BridgeError, ErrorCode, InvalidRequest
 from g2p_bridge.schemas import NonPlainNumber, RequestHeader, ResponseHeader, Status
-
-T = TypeVar("T")
 
 # The reference's reason codes, for the refusals it has one for.
 _REASON_CODES = {
@@ -68,20 +67,6 @@ def json_response(body: BaseModel | dict[str, Any] | list[Any], status_code: int
         else json.dumps(body, default=str)
     )
     return Response(content=content, status_code=status_code, media_type="application/json")
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(ErrorCode.REQUEST_TOO_LARGE, f"request body over {limit} bytes")
-    chunks = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(ErrorCode.REQUEST_TOO_LARGE, f"request body over {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 _PLAIN_NUMBER = re.compile(r"-?[0-9]+\.[0-9]+", re.ASCII)
@@ -158,28 +143,22 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not a number JSON allows")
 
 
-def validation_message(exc: ValidationError) -> str:
+def validation_message(errors: Sequence[Any]) -> str:
     parts = []
-    for error in exc.errors()[:10]:
+    for error in errors[:10]:
         where = ".".join(str(p) for p in error["loc"]) or "body"
         parts.append(f"{where}: {error['msg']}")
-    more = len(exc.errors()) - 10
+    more = len(errors) - 10
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 
 
-def validate(data: Any, adapter: TypeAdapter[T]) -> T:
-    try:
-        return adapter.validate_python(data)
-    except ValidationError as exc:
-        raise _refusal_of(exc) from exc
-
-
-def _refusal_of(exc: ValidationError) -> InvalidRequest:
-    """The reference's code of the first field that failed, and per-item codes for the items
-    of a list message (``message[3].disbursement_amount``), as the domain's own checks give."""
+def refusal_of(errors: Sequence[Any]) -> InvalidRequest:
+    """The reference's code of the first field that failed validation, and per-item codes for
+    the items of a list message (``message[3].disbursement_amount``), as the domain's own
+    checks give. ``errors`` are pydantic's, located from the body's root."""
     codes: list[ErrorCode] = []
     item_errors: dict[str, list[str]] = {}
-    for error in exc.errors():
+    for error in errors:
         location = error["loc"]
         names = [part for part in location if isinstance(part, str)]
         code = _FIELD_CODES.get(names[-1] if names else "", ErrorCode.INVALID_REQUEST)
@@ -189,7 +168,7 @@ def _refusal_of(exc: ValidationError) -> InvalidRequest:
             if code.value not in item:
                 item.append(code.value)
     first = next((c for c in codes if c != ErrorCode.INVALID_REQUEST), ErrorCode.INVALID_REQUEST)
-    return InvalidRequest(first, validation_message(exc), item_errors or None)
+    return InvalidRequest(first, validation_message(errors), item_errors or None)
 
 
 def echo_items(data: Any, error: BridgeError) -> list[Any] | None:
@@ -264,23 +243,3 @@ def refusal(error: BridgeError, hint: dict[str, Any], message: Any = None) -> Re
     if error.retry_after is not None:
         response.headers["Retry-After"] = str(error.retry_after)
     return response
-
-
-def request_body(model: type[BaseModel]) -> dict[str, Any]:
-    """OpenAPI for a body this module parses itself; the app adds the schema to components."""
-    REQUEST_MODELS[model.__name__] = model
-    ref = {"$ref": f"#/components/schemas/{model.__name__}"}
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
-
-
-REQUEST_MODELS: dict[str, type[BaseModel]] = {}
-
-
-def add_request_schemas(openapi: dict[str, Any]) -> dict[str, Any]:
-    schemas = openapi.setdefault("components", {}).setdefault("schemas", {})
-    for name, model in REQUEST_MODELS.items():
-        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-        for def_name, definition in schema.pop("$defs", {}).items():
-            schemas.setdefault(def_name, definition)
-        schemas[name] = schema
-    return openapi

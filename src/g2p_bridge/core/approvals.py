@@ -230,8 +230,8 @@ def decide(
         status.next_attempt_at = now
     else:
         envelopes.cancel_envelope(session, envelope.id)
-        refreshed = envelopes.envelope_status(session, envelope.id, with_states=False)
-        detail["disbursements_cancelled"] = refreshed.number_of_disbursements_cancelled
+        refreshed = envelopes.envelope_figures(session, envelope.id)
+        detail["disbursements_cancelled"] = refreshed.status.cancelled_count
     audit.record(
         session,
         action,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 
 from sqlalchemy import func, select, update
@@ -22,14 +23,7 @@ from g2p_bridge.models import (
 from g2p_bridge.models.base import new_id, utcnow
 from g2p_bridge.models.enums import CANCELLABLE_STATES, DisbursementState
 from g2p_bridge.money import has_valid_minor_units
-from g2p_bridge.schemas import (
-    CancellationStatus,
-    DisbursementPayload,
-    DisbursementStatusPayload,
-    ErrorReconPayload,
-    ReconPayload,
-    ReconRecords,
-)
+from g2p_bridge.schemas import CancellationStatus, DisbursementPayload
 
 _ID_LIMIT = 64
 _TEXT_LIMITS = {"beneficiary_id": 256, "beneficiary_name": 256, "narrative": 512}
@@ -252,9 +246,28 @@ def cancel_disbursements(
     ]
 
 
-def disbursement_statuses(session: Session, ids: Sequence[str]) -> list[DisbursementStatusPayload]:
-    """Current state and reconciliation records of each id; an unknown id says UNKNOWN."""
+@dataclass(frozen=True)
+class DisbursementRecords:
+    """What is known of one disbursement id: its row (None for an id we never had), its
+    envelope's currency, its reconciliation and the reconciliation errors naming it."""
+
+    disbursement_id: str
+    row: Disbursement | None
+    currency: str | None
+    recon: DisbursementRecon | None
+    errors: list[ReconError]
+
+
+def disbursement_records(session: Session, ids: Sequence[str]) -> list[DisbursementRecords]:
     rows = {r.id: r for r in session.scalars(select(Disbursement).where(Disbursement.id.in_(ids)))}
+    currencies: dict[str, str] = {
+        envelope_id: currency
+        for envelope_id, currency in session.execute(
+            select(DisbursementEnvelope.id, DisbursementEnvelope.currency).where(
+                DisbursementEnvelope.id.in_(sorted({r.envelope_id for r in rows.values()}))
+            )
+        )
+    }
     recons = {
         r.disbursement_id: r
         for r in session.scalars(
@@ -266,97 +279,17 @@ def disbursement_statuses(session: Session, ids: Sequence[str]) -> list[Disburse
         select(ReconError).where(ReconError.disbursement_id.in_(ids)).order_by(ReconError.id)
     ):
         errors[error.disbursement_id or ""].append(error)
-    result = []
-    for disbursement_id in ids:
-        row = rows.get(disbursement_id)
-        if row is None:
-            # A statement may still name it (a debit for an id we never had): those errors
-            # are what the bank said about it, and the PBMS asking needs to see them.
-            unknown = errors.get(disbursement_id, [])
-            result.append(
-                DisbursementStatusPayload(
-                    disbursement_id=disbursement_id,
-                    state="UNKNOWN",
-                    state_reason="no such disbursement",
-                    disbursement_recon_records=ReconRecords(
-                        disbursement_recon_payloads=[],
-                        disbursement_error_recon_payloads=[error_payload(e) for e in unknown],
-                    )
-                    if unknown
-                    else None,
-                )
-            )
-            continue
-        recon = recons.get(disbursement_id)
-        result.append(
-            DisbursementStatusPayload(
-                disbursement_id=disbursement_id,
-                state=row.state,
-                state_reason=row.state_reason,
-                disbursement_envelope_id=row.envelope_id,
-                disbursement_amount=row.amount,
-                cancellation_status=CancellationStatus.CANCELLED
-                if row.cancelled
-                else CancellationStatus.NOT_CANCELLED,
-                disbursement_recon_records=ReconRecords(
-                    disbursement_recon_payloads=[recon_payload(recon)] if recon else [],
-                    disbursement_error_recon_payloads=[
-                        error_payload(e) for e in errors.get(disbursement_id, [])
-                    ],
-                ),
-            )
+    return [
+        DisbursementRecords(
+            disbursement_id,
+            row,
+            None if row is None else currencies.get(row.envelope_id),
+            recons.get(disbursement_id),
+            errors.get(disbursement_id, []),
         )
-    return result
-
-
-def recon_payload(recon: DisbursementRecon) -> ReconPayload:
-    def _str(value: object) -> str | None:
-        return None if value is None else str(value)
-
-    return ReconPayload(
-        bank_disbursement_batch_id=recon.bank_batch_id or "",
-        disbursement_id=recon.disbursement_id,
-        disbursement_envelope_id=recon.envelope_id,
-        beneficiary_name_from_bank=recon.beneficiary_name_from_bank,
-        remittance_reference_number=recon.remittance_reference_number,
-        remittance_statement_id=recon.remittance_statement_id,
-        remittance_statement_number=recon.remittance_statement_number,
-        remittance_statement_sequence=recon.remittance_statement_sequence,
-        remittance_entry_sequence=_str(recon.remittance_entry_sequence),
-        remittance_entry_date=_as_datetime(recon.remittance_entry_date),
-        remittance_value_date=_as_datetime(recon.remittance_value_date),
-        reversal_found=recon.reversal_found,
-        reversal_statement_id=recon.reversal_statement_id,
-        reversal_statement_number=recon.reversal_statement_number,
-        reversal_statement_sequence=recon.reversal_statement_sequence,
-        reversal_entry_sequence=_str(recon.reversal_entry_sequence),
-        reversal_entry_date=_as_datetime(recon.reversal_entry_date),
-        reversal_value_date=_as_datetime(recon.reversal_value_date),
-        reversal_reason=recon.reversal_reason,
-    )
-
-
-def error_payload(error: ReconError) -> ErrorReconPayload:
-    return ErrorReconPayload(
-        statement_id=error.statement_id,
-        statement_number=error.statement_number,
-        statement_sequence=error.statement_sequence,
-        entry_sequence=None if error.entry_sequence is None else str(error.entry_sequence),
-        entry_date=_as_datetime(error.entry_date),
-        value_date=_as_datetime(error.value_date),
-        error_reason=error.error_code,
-        disbursement_id=error.disbursement_id or "",
-        bank_reference_number=error.bank_reference,
-    )
-
-
-def _as_datetime(value: object) -> object:
-    # The reference types these dates as date-times; midnight UTC says the same thing.
-    from datetime import UTC, date, datetime, time
-
-    if isinstance(value, date) and not isinstance(value, datetime):
-        return datetime.combine(value, time(), tzinfo=UTC)
-    return value
+        for disbursement_id in ids
+        for row in [rows.get(disbursement_id)]
+    ]
 
 
 def list_disbursements(
@@ -376,24 +309,3 @@ def get_disbursement(session: Session, disbursement_id: str) -> Disbursement:
     if row is None:
         raise NotFound(ErrorCode.DISBURSEMENT_NOT_FOUND, f"no disbursement {disbursement_id!r}")
     return row
-
-
-def disbursement_payload(row: Disbursement) -> DisbursementPayload:
-    return DisbursementPayload(
-        id=row.id,
-        disbursement_id=row.id,
-        mis_reference_number=row.mis_reference_number,
-        disbursement_envelope_id=row.envelope_id,
-        beneficiary_id=row.beneficiary_id,
-        beneficiary_name=row.beneficiary_name,
-        disbursement_amount=row.amount,
-        narrative=row.narrative,
-        financial_address=row.financial_address,
-        receipt_time_stamp=row.receipt_at,
-        cancellation_status=CancellationStatus.CANCELLED
-        if row.cancelled
-        else CancellationStatus.NOT_CANCELLED,
-        cancellation_time_stamp=row.cancelled_at,
-        state=row.state,
-        state_reason=row.state_reason,
-    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 
@@ -28,12 +29,7 @@ from g2p_bridge.models.enums import (
     WorkState,
 )
 from g2p_bridge.money import has_valid_minor_units
-from g2p_bridge.schemas import (
-    CancellationStatus,
-    EnvelopeAmendPayload,
-    EnvelopePayload,
-    EnvelopeStatusPayload,
-)
+from g2p_bridge.schemas import EnvelopeAmendPayload, EnvelopePayload
 
 _FREQUENCIES = {f.value for f in DisbursementFrequency}
 
@@ -351,69 +347,31 @@ def amendable_figures(envelope: DisbursementEnvelope) -> dict[str, object]:
     }
 
 
-def envelope_payload(envelope: DisbursementEnvelope) -> EnvelopePayload:
-    return EnvelopePayload(
-        id=envelope.id,
-        disbursement_envelope_id=envelope.id,
-        benefit_program_mnemonic=envelope.program_mnemonic,
-        disbursement_frequency=envelope.disbursement_frequency,
-        cycle_code_mnemonic=envelope.cycle_code_mnemonic,
-        number_of_beneficiaries=envelope.number_of_beneficiaries,
-        number_of_disbursements=envelope.number_of_disbursements,
-        total_disbursement_amount=envelope.total_disbursement_amount,
-        disbursement_currency_code=envelope.currency,
-        disbursement_schedule_date=envelope.schedule_date,
-        cancellation_status=CancellationStatus.CANCELLED
-        if envelope.cancelled
-        else CancellationStatus.NOT_CANCELLED,
-        cancellation_timestamp=envelope.cancelled_at,
-        created_timestamp=envelope.created_at,
-    )
+@dataclass(frozen=True)
+class EnvelopeFigures:
+    """An envelope with its status row, its program and its disbursements counted by state."""
+
+    envelope: DisbursementEnvelope
+    status: EnvelopeStatus
+    program: BenefitProgram
+    by_state: dict[str, int]
 
 
-def envelope_status(
-    session: Session, envelope_id: str | None, with_states: bool = True
-) -> EnvelopeStatusPayload:
+def envelope_figures(session: Session, envelope_id: str | None) -> EnvelopeFigures:
     envelope = get_envelope(session, envelope_id)
     status = session.get(EnvelopeStatus, envelope.id, populate_existing=True)
     program = session.get(BenefitProgram, envelope.program_mnemonic)
     if status is None or program is None:
         raise BridgeError(ErrorCode.DISBURSEMENT_ENVELOPE_NOT_FOUND, "envelope has no status")
-    by_state: dict[str, int] = {}
-    if with_states:
-        by_state = {
-            state: count
-            for state, count in session.execute(
-                select(Disbursement.state, func.count())
-                .where(Disbursement.envelope_id == envelope.id)
-                .group_by(Disbursement.state)
-            ).all()
-        }
-    return EnvelopeStatusPayload(
-        disbursement_envelope_id=envelope.id,
-        number_of_disbursements_received=status.received_count,
-        total_disbursement_amount_received=status.received_amount,
-        funds_available_with_bank=status.funds_available_state,
-        funds_available_latest_timestamp=status.funds_available_at,
-        funds_available_latest_error_code=status.funds_available_error,
-        funds_available_attempts=status.funds_available_attempts,
-        funds_blocked_with_bank=status.funds_blocked_state,
-        funds_blocked_latest_timestamp=status.funds_blocked_at,
-        funds_blocked_latest_error_code=status.funds_blocked_error,
-        funds_blocked_attempts=status.funds_blocked_attempts,
-        funds_blocked_reference_number=status.funds_block_reference,
-        id_mapper_resolution_required=program.id_mapper_resolution_required,
-        number_of_disbursements_shipped=status.shipped_count,
-        number_of_disbursements_reconciled=status.reconciled_count,
-        number_of_disbursements_reversed=status.reversed_count,
-        number_of_disbursements_cancelled=status.cancelled_count,
-        number_of_disbursements_failed=status.failed_count,
-        number_of_disbursements_declared=envelope.number_of_disbursements,
-        total_disbursement_amount_declared=envelope.total_disbursement_amount,
-        currency=envelope.currency,
-        cancelled=envelope.cancelled,
-        disbursements_by_state=by_state,
-    )
+    by_state = {
+        state: count
+        for state, count in session.execute(
+            select(Disbursement.state, func.count())
+            .where(Disbursement.envelope_id == envelope.id)
+            .group_by(Disbursement.state)
+        ).all()
+    }
+    return EnvelopeFigures(envelope, status, program, by_state)
 
 
 def list_envelopes(

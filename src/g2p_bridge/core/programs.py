@@ -96,20 +96,3 @@ def get_program(session: Session, mnemonic: str, for_update: bool = False) -> Be
 
 def list_programs(session: Session) -> list[BenefitProgram]:
     return list(session.scalars(select(BenefitProgram).order_by(BenefitProgram.mnemonic)))
-
-
-def program_payload(program: BenefitProgram) -> ProgramPayload:
-    return ProgramPayload(
-        program_mnemonic=program.mnemonic,
-        benefit_program_name=program.benefit_program_name,
-        funding_org_code=program.funding_org_code,
-        funding_org_name=program.funding_org_name,
-        sponsor_bank_code=program.sponsor_bank_code,
-        sponsor_bank_account_number=program.sponsor_bank_account_number,
-        sponsor_bank_branch_code=program.sponsor_bank_branch_code,
-        sponsor_bank_account_currency=program.sponsor_bank_account_currency,
-        id_mapper_resolution_required=program.id_mapper_resolution_required,
-        resolver=program.resolver_name,
-        approval_required=program.approval_required,
-        approval_threshold=program.approval_threshold,
-    )

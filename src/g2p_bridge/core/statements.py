@@ -89,7 +89,6 @@ from g2p_bridge.models import (
 )
 from g2p_bridge.models.base import Amount, utcnow
 from g2p_bridge.models.enums import DisbursementState, StatementState
-from g2p_bridge.schemas import StatementPayload
 
 CHUNK = 2000
 
@@ -303,37 +302,6 @@ def get_statement(session: Session, statement_id: str) -> AccountStatement:
     if statement is None:
         raise NotFound(ErrorCode.STATEMENT_NOT_FOUND, f"no statement {statement_id!r}")
     return statement
-
-
-def statement_payload(
-    session: Session, statement: AccountStatement, error_limit: int = 1000
-) -> StatementPayload:
-    from g2p_bridge.core.disbursements import error_payload
-
-    errors = session.scalars(
-        select(ReconError)
-        .where(ReconError.statement_id == statement.id)
-        .order_by(ReconError.id)
-        .limit(error_limit)
-    )
-    return StatementPayload(
-        statement_id=statement.id,
-        state=statement.state,
-        error_reason=statement.error_reason,
-        account_number=statement.account_number,
-        program_mnemonic=statement.program_mnemonic,
-        filename=statement.filename,
-        size_bytes=statement.size_bytes,
-        entries_total=statement.entries_total,
-        entries_matched=statement.entries_matched,
-        entries_reversed=statement.entries_reversed,
-        entries_unmatched=statement.entries_unmatched,
-        balance_problems=statement.balance_problems,
-        sequence_gaps=statement.sequence_gaps,
-        uploaded_at=statement.uploaded_at,
-        processed_at=statement.processed_at,
-        errors=[error_payload(e) for e in errors],
-    )
 
 
 class StatementRejected(Exception):
