@@ -397,7 +397,8 @@ class Soak(Bench):
     def _record(self, kind: str, response: httpx.Response | None, **extra: Any) -> None:
         entry: dict[str, Any] = {"kind": kind, "db_down": self.db_down.is_set(), **extra}
         if response is None:
-            entry["answer"] = "no answer"
+            # Connection refused or dropped: the API was down (killed, restarting).
+            entry["answer"] = f"no answer ({extra.get('error', '?')})"
         else:
             code = None
             with contextlib.suppress(Exception):
