@@ -1384,14 +1384,17 @@ class Bench:
 
     def _counters(self, db: Db) -> dict[str, int]:
         where, ids = self._envelopes_where()
+        # count(*) rather than HAVING without GROUP BY, which SQLite before 3.39 refuses.
         row = db.rows(
             "SELECT sum(received_count), sum(shipped_count), sum(reconciled_count),"
-            " sum(reversed_count), sum(failed_count), sum(cancelled_count) FROM envelope_status"
-            f" WHERE {where} HAVING count(*) > 0",
+            " sum(reversed_count), sum(failed_count), sum(cancelled_count), count(*)"
+            f" FROM envelope_status WHERE {where}",
             *ids,
         )
         keys = ("received", "shipped", "reconciled", "reversed", "failed", "cancelled")
-        return dict(zip(keys, (int(v or 0) for v in row[0]), strict=True)) if row else {}
+        if not row or not row[0][-1]:
+            return {}
+        return dict(zip(keys, (int(v or 0) for v in row[0][:-1]), strict=True))
 
     def _envelopes_where(self) -> tuple[str, list[str]]:
         """``envelope_id IN (...)`` over the run's envelopes, and its parameters."""
