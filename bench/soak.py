@@ -100,6 +100,7 @@ class SoakConfig:
     db_restarts: int = 2
     hostile_rate: float = 2.0
     settle_timeout: float = 900.0
+    redis_db_bank: int = 9
     out: Path = DOCS_OUT
 
 
@@ -123,6 +124,9 @@ class Soak(Bench):
             ingest_retry_budget=300.0,
             outage_seconds=8.0,
             write_latest=False,
+            # Not the bench's 12/13 nor the suite's 10, 11, 14 on the shared Redis: a bench or
+            # a test run started beside the soak would flush its bank's queue (and it theirs).
+            redis_db_bank=sc.redis_db_bank,
             extra_env=self._auth_env(),
         )
         super().__init__(cfg)
@@ -940,6 +944,7 @@ def parse_args(argv: list[str] | None = None) -> SoakConfig:
     p.add_argument("--db-restarts", type=int, default=d.db_restarts)
     p.add_argument("--hostile-rate", type=float, default=d.hostile_rate, help="requests/s")
     p.add_argument("--settle-timeout", type=float, default=d.settle_timeout)
+    p.add_argument("--redis-db-bank", type=int, default=d.redis_db_bank)
     p.add_argument("--out", type=Path, default=d.out)
     a = p.parse_args(argv)
     return SoakConfig(
@@ -954,6 +959,7 @@ def parse_args(argv: list[str] | None = None) -> SoakConfig:
         db_restarts=a.db_restarts,
         hostile_rate=a.hostile_rate,
         settle_timeout=a.settle_timeout,
+        redis_db_bank=a.redis_db_bank,
         out=a.out,
     )
 
