@@ -6,9 +6,11 @@ N ?= 10000
 BATCH ?= 5000
 FAILURE_RATE ?= 0.05
 BACKEND ?= postgres
+SOAK_MINUTES ?= 20
+SOAK_SEED ?= 1
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test test-fast lint typecheck fmt lock api worker beat migrate bench fuzz clean
+.PHONY: help demo test test-fast lint typecheck fmt lock api worker beat migrate bench soak fuzz clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -95,6 +97,10 @@ migrate: $(VENV)/.installed ## Upgrade the database schema
 
 bench: $(VENV)/.installed-dev ## End-to-end benchmark: make bench N=10000 BATCH=5000 BACKEND=postgres
 	./scripts/ensure-services.sh -- $(BIN)/python -m bench.run --n $(N) --batch $(BATCH) --failure-rate $(FAILURE_RATE) --backend $(BACKEND)
+
+# Not part of `make test`: it runs for SOAK_MINUTES (plus the time to settle) and kills things.
+soak: $(VENV)/.installed-dev ## Chaos soak: 5 x 50,000 under kills and a hostile client (SOAK_MINUTES=20 SOAK_SEED=1)
+	./scripts/ensure-services.sh -- $(BIN)/python -m bench.soak --minutes $(SOAK_MINUTES) --seed $(SOAK_SEED)
 
 fuzz: $(VENV)/.installed-dev ## Long fuzz runs: the API (schemathesis) and the MT940 parser (hypothesis)
 	./scripts/ensure-services.sh -- env G2P_FUZZ_EXAMPLES=300 \

@@ -282,8 +282,11 @@ class Processes:
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
         self.procs: list[Proc] = []
+        # How each was started, so a supervisor (bench/soak.py) can start it again.
+        self.specs: dict[str, tuple[list[str], dict[str, str]]] = {}
 
     def start(self, name: str, argv: list[str], env: dict[str, str]) -> Proc:
+        self.specs[name] = (argv, env)
         log_path = self.log_dir / f"{name}.log"
         handle = log_path.open("ab")
         try:
@@ -802,6 +805,13 @@ class Bench:
         self.envelope_key = f"bench-envelope-{cfg.n}"
         self.id_prefix = "bench"
         self.phases: dict[str, float] = {}
+        # The soak (bench/soak.py) runs several envelopes, with a token: the checks and the
+        # progress counters cover every envelope in ``envelope_ids``, ``n_total`` of them.
+        self.envelope_ids: list[str] = []
+        self.n_total = cfg.n
+        self.http_headers: dict[str, str] = {}
+        # The first few accepted ingest requests, (body, HTTP status, answer), for replays.
+        self.ingest_answers: list[tuple[bytes, int, bytes]] = []
 
     def disbursement_id(self, i: int) -> str:
         return f"{self.id_prefix}-{i:08d}"
@@ -1157,14 +1167,27 @@ class Bench:
         total_cents = sum(amount_cents(i) for i in range(cfg.n))
         self.total = Decimal(total_cents).scaleb(-2)
         self.deposit = self.total * 2
-        with httpx.Client(timeout=60) as http:
+        self._open_accounts(self.deposit)
+        self._configure_program("BENCH", PROGRAM_ACCOUNT)
+        self.envelope_id = self._create_envelope(self.envelope_key, cfg.n, self.total)
+        self.envelope_ids = [self.envelope_id]
+        self.result["envelope_id"] = self.envelope_id
+        self.expected = expected_outcome(self.disbursement_id, cfg.n, cfg.seed, cfg.failure_rate)
+        self.result["expected"] = self.expected
+
+    def _client(self, timeout: float) -> httpx.Client:
+        return httpx.Client(timeout=timeout, headers=self.http_headers)
+
+    def _open_accounts(self, deposit: Decimal) -> None:
+        """The program account (holding ``deposit``) and the beneficiaries' accounts."""
+        with self._client(60) as http:
             response = http.post(
                 f"{self.bank_url}/accounts",
                 json={
                     "account_number": PROGRAM_ACCOUNT,
                     "holder_name": "Ministry of Social Protection",
                     "currency": CURRENCY,
-                    "initial_deposit": str(self.deposit),
+                    "initial_deposit": str(deposit),
                 },
             )
             response.raise_for_status()
@@ -1177,44 +1200,48 @@ class Bench:
                         "currency": CURRENCY,
                     },
                 ).raise_for_status()
+
+    def _configure_program(self, mnemonic: str, account: str) -> None:
+        with self._client(60) as http:
             post_json(
                 http,
                 f"{self.bridge_url}/create_benefit_program_configuration",
                 {
                     "header": header("create_benefit_program_configuration"),
                     "message": {
-                        "program_mnemonic": "BENCH",
+                        "program_mnemonic": mnemonic,
                         "sponsor_bank_code": OWN_BANK,
-                        "sponsor_bank_account_number": PROGRAM_ACCOUNT,
+                        "sponsor_bank_account_number": account,
                         "sponsor_bank_account_currency": CURRENCY,
                         "id_mapper_resolution_required": True,
                         "resolver": "inline",
                     },
                 },
             )
-            today = datetime.now(UTC).date()
+
+    def _create_envelope(self, key: str, n: int, total: Decimal, program: str = "BENCH") -> str:
+        """Creates an envelope of ``n`` disbursements worth ``total``; returns its id."""
+        today = datetime.now(UTC).date()
+        with self._client(60) as http:
             envelope = post_json(
                 http,
                 f"{self.bridge_url}/create_disbursement_envelope",
                 {
                     "header": header("create_disbursement_envelope"),
                     "message": {
-                        "disbursement_envelope_id": self.envelope_key,
-                        "benefit_program_mnemonic": "BENCH",
+                        "disbursement_envelope_id": key,
+                        "benefit_program_mnemonic": program,
                         "disbursement_frequency": "Monthly",
                         "cycle_code_mnemonic": today.strftime("%Y-%m"),
-                        "number_of_beneficiaries": cfg.n,
-                        "number_of_disbursements": cfg.n,
-                        "total_disbursement_amount": str(self.total),
+                        "number_of_beneficiaries": n,
+                        "number_of_disbursements": n,
+                        "total_disbursement_amount": str(total),
                         "disbursement_currency_code": CURRENCY,
                         "disbursement_schedule_date": today.isoformat(),
                     },
                 },
             )
-        self.envelope_id = envelope["message"]["disbursement_envelope_id"]
-        self.result["envelope_id"] = self.envelope_id
-        self.expected = expected_outcome(self.disbursement_id, cfg.n, cfg.seed, cfg.failure_rate)
-        self.result["expected"] = self.expected
+        return str(envelope["message"]["disbursement_envelope_id"])
 
     def _items(self, start: int, stop: int) -> list[dict[str, Any]]:
         env = self.envelope_id
@@ -1247,7 +1274,7 @@ class Bench:
                     failures.append(f"{chunk}: overall timeout")
                 return
             if not hasattr(local, "client"):
-                local.client = httpx.Client(timeout=120)
+                local.client = self._client(120)
             start, stop = chunk
             if start > 0 and not self.ingest_gate.wait(timeout=max(self.deadline.left(), 0)):
                 with lock:
@@ -1287,6 +1314,11 @@ class Bench:
                             latencies.append(elapsed)
                         status = data.get("header", {}).get("status")
                         if response.status_code < 400 and status != "rjct":
+                            with lock:
+                                if len(self.ingest_answers) < 4:
+                                    self.ingest_answers.append(
+                                        (body, response.status_code, response.content)
+                                    )
                             if start == 0:
                                 self.first_chunk_done.set()
                             return
@@ -1351,13 +1383,23 @@ class Bench:
     # ----------------------------------------------------------------- progress
 
     def _counters(self, db: Db) -> dict[str, int]:
+        where, ids = self._envelopes_where()
+        # count(*) rather than HAVING without GROUP BY, which SQLite before 3.39 refuses.
         row = db.rows(
-            "SELECT received_count, shipped_count, reconciled_count, reversed_count, failed_count,"
-            " cancelled_count FROM envelope_status WHERE envelope_id = %s",
-            self.envelope_id,
+            "SELECT sum(received_count), sum(shipped_count), sum(reconciled_count),"
+            " sum(reversed_count), sum(failed_count), sum(cancelled_count), count(*)"
+            f" FROM envelope_status WHERE {where}",
+            *ids,
         )
         keys = ("received", "shipped", "reconciled", "reversed", "failed", "cancelled")
-        return dict(zip(keys, (int(v or 0) for v in row[0]), strict=True)) if row else {}
+        if not row or not row[0][-1]:
+            return {}
+        return dict(zip(keys, (int(v or 0) for v in row[0][:-1]), strict=True))
+
+    def _envelopes_where(self) -> tuple[str, list[str]]:
+        """``envelope_id IN (...)`` over the run's envelopes, and its parameters."""
+        ids = self.envelope_ids or [self.envelope_id]
+        return f"envelope_id IN ({', '.join(['%s'] * len(ids))})", ids
 
     def _fault_thread(self, target: Callable[[], None]) -> None:
         thread = threading.Thread(target=target, name=target.__name__, daemon=True)
@@ -1584,12 +1626,13 @@ class Bench:
             db.close()
 
     def _open_batches(self, db: Db) -> int:
+        where, ids = self._envelopes_where()
         try:
             return int(
                 db.one(
-                    "SELECT count(*) FROM bank_batches WHERE envelope_id = %s"
+                    f"SELECT count(*) FROM bank_batches WHERE {where}"
                     " AND state IN ('PENDING', 'RUNNING')",
-                    self.envelope_id,
+                    *ids,
                 )
                 or 0
             )
@@ -1598,7 +1641,7 @@ class Bench:
             return -1
 
     def _wait_settled(self) -> None:
-        cfg, n = self.cfg, self.cfg.n
+        cfg, n = self.cfg, self.n_total
         db = Db(self.bridge_db_url)
         shipped_at = reconciled_at = closed_at = None
         last: dict[str, int] = {}
@@ -1673,7 +1716,8 @@ class Bench:
         def check(name: str, passed: bool, **values: Any) -> None:
             checks[name] = {"passed": bool(passed), **values}
 
-        n = self.cfg.n
+        n = self.n_total
+        where, ids = self._envelopes_where()
         pg = self.cfg.backend == "postgres"
         bridge, bank = Db(self.bridge_db_url), Db(self.bank_db_url)
         bridge_scale = Decimal(1) if pg else Decimal(10_000)
@@ -1688,9 +1732,8 @@ class Bench:
             batch_states = {
                 s: int(c)
                 for s, c in bridge.rows(
-                    "SELECT state, count(*) FROM bank_batches WHERE envelope_id = %s"
-                    " GROUP BY state",
-                    self.envelope_id,
+                    f"SELECT state, count(*) FROM bank_batches WHERE {where} GROUP BY state",
+                    *ids,
                 )
             }
             check(
@@ -1701,9 +1744,8 @@ class Bench:
             by_state = {
                 s: int(c)
                 for s, c in bridge.rows(
-                    "SELECT state, count(*) FROM disbursements WHERE envelope_id = %s"
-                    " GROUP BY state",
-                    self.envelope_id,
+                    f"SELECT state, count(*) FROM disbursements WHERE {where} GROUP BY state",
+                    *ids,
                 )
             }
             self.result["disbursements_by_state"] = by_state
@@ -1717,9 +1759,9 @@ class Bench:
             )
             no_reason = int(
                 bridge.one(
-                    "SELECT count(*) FROM disbursements WHERE envelope_id = %s"
+                    f"SELECT count(*) FROM disbursements WHERE {where}"
                     " AND state IN ('FAILED', 'UNRESOLVED') AND state_reason IS NULL",
-                    self.envelope_id,
+                    *ids,
                 )
                 or 0
             )
@@ -1740,9 +1782,8 @@ class Bench:
             counters = self._counters(bridge)
             shipped_rows = int(
                 bridge.one(
-                    "SELECT count(*) FROM disbursements WHERE envelope_id = %s"
-                    " AND shipped_at IS NOT NULL",
-                    self.envelope_id,
+                    f"SELECT count(*) FROM disbursements WHERE {where} AND shipped_at IS NOT NULL",
+                    *ids,
                 )
                 or 0
             )
@@ -1758,9 +1799,9 @@ class Bench:
 
             # One bank payment per shipped disbursement, none extra, none twice.
             shipped_ids = bridge.stream(
-                "SELECT id FROM disbursements WHERE envelope_id = %s AND shipped_at IS NOT NULL"
+                f"SELECT id FROM disbursements WHERE {where} AND shipped_at IS NOT NULL"
                 f" ORDER BY id{order}",
-                self.envelope_id,
+                *ids,
             )
             payment_refs = bank.stream(
                 "SELECT payment_reference_number FROM payments"
@@ -1830,9 +1871,9 @@ class Bench:
             reconciled_sum = (
                 Decimal(
                     bridge.one(
-                        "SELECT coalesce(sum(amount), 0) FROM disbursements WHERE envelope_id = %s"
+                        f"SELECT coalesce(sum(amount), 0) FROM disbursements WHERE {where}"
                         " AND state = 'RECONCILED'",
-                        self.envelope_id,
+                        *ids,
                     )
                     or 0
                 )
@@ -1869,9 +1910,9 @@ class Bench:
             batches = bridge.rows(
                 "SELECT count(*), coalesce(sum(attempts), 0), coalesce(max(attempts), 0),"
                 " count(*) FILTER (WHERE bank_response LIKE %s) FROM bank_batches"
-                " WHERE envelope_id = %s",
+                f" WHERE {where}",
                 "%already known%",
-                self.envelope_id,
+                *ids,
             )[0]
             bank_batches = int(bank.one("SELECT count(*) FROM payment_batches") or 0)
             self.result["batches"] = {
@@ -1883,8 +1924,8 @@ class Bench:
                 "bank_payment_batches": bank_batches,
                 "funds_block_attempts": int(
                     bridge.one(
-                        "SELECT funds_blocked_attempts FROM envelope_status WHERE envelope_id = %s",
-                        self.envelope_id,
+                        f"SELECT sum(funds_blocked_attempts) FROM envelope_status WHERE {where}",
+                        *ids,
                     )
                     or 0
                 ),
