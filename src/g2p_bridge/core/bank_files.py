@@ -430,7 +430,9 @@ def _reject_batch(
         due = now + timedelta(
             seconds=settings.retry_backoff_seconds * 2 ** max(batch.attempts - 1, 0)
         )
-        batch.state, batch.lease_until, batch.next_attempt_at = WorkState.PENDING, None, due
+        # Held (RUNNING, its lease the backoff) as a retry is: the envelope's money is still
+        # in the bank's hands, so it cannot be cancelled meanwhile.
+        batch.state, batch.lease_until, batch.next_attempt_at = WorkState.RUNNING, due, due
         batch.last_error = f"file rejected by the bank: {text}"[:2000]
         outcome, action = "retry", "sent again"
     else:
