@@ -39,6 +39,11 @@ class BankConnectorSettings(BaseSettings):
     """One sponsor bank's profile (``G2P_BRIDGE_BANK_CONNECTORS__<CODE>__CHANNEL``...): which
     channel reaches it and, for a file channel, the formats and conventions it expects."""
 
+    # Profiles are read from the bridge's variables (G2P_BRIDGE_BANK_CONNECTORS__<CODE>__...)
+    # by Settings. Without a prefix of its own, building one would also read unprefixed
+    # variables such as CHANNEL or BASE_URL from whatever environment the process has.
+    model_config = SettingsConfigDict(env_prefix="G2P_BRIDGE_BANK_PROFILE_DEFAULT_")
+
     # The connector: "example-bank" (the Example Bank's JSON API), "iso20022-sftp" (pain.001
     # out, pain.002/camt.053/camt.054/MT940 back, over SFTP), or any installed connector's
     # entry-point name. None: the connector registered under the bank's code, as before.

@@ -63,3 +63,12 @@ def test_outbox_names_and_reason_texts() -> None:
     assert reason_text((StatusReason("AC01", None),)) == "AC01 incorrect account number"
     assert reason_text((StatusReason("AC04", "Account closed"),)) == "AC04 Account closed"
     assert reason_text(()) == "no reason given"
+
+
+def test_unprefixed_variables_never_reach_a_profile(monkeypatch: pytest.MonkeyPatch) -> None:
+    # BASE_URL or CHANNEL set for some other program in the same environment used to be read
+    # into every bank's profile.
+    monkeypatch.setenv("BASE_URL", "http://elsewhere.example")
+    monkeypatch.setenv("CHANNEL", "iso20022-sftp")
+    example = Settings().bank_connectors["EXAMPLE"]
+    assert (example.base_url, example.channel) == ("http://127.0.0.1:8003", None)

@@ -138,6 +138,12 @@ def poll_bank_outbox(context: Context, bank_code: str) -> bool:
         if token is None:
             return False
     bank = context.bank(bank_code)
+    if bank.poll_interval_seconds is None:
+        # The bank's profile changed to a channel without an outbox: nothing to poll any more
+        # (the producer gives it a row again if it ever gets one back).
+        with transaction(context.session_factory) as session:
+            session.delete(get_required(session, BankOutboxPoll, bank_code))
+        return False
     taken, error = 0, None
     with Lease(context.session_factory, settings, BankOutboxPoll.id, bank_code, token) as lease:
         try:
