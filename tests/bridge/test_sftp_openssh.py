@@ -10,6 +10,7 @@ upload, and every outbox file applied once even when it is listed again."""
 from __future__ import annotations
 
 import hashlib
+import socket
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -229,6 +230,37 @@ def test_a_key_the_server_does_not_authorize_cannot_log_in(
     with pytest.raises(BankUnavailable, match="login"):
         connector.initiate_batch(batch_info(), payments(2))
     assert names(sshd.root / "inbox") == []
+
+
+def test_the_profile_picks_pain001_001_03(sshd: OpenSshServer) -> None:
+    connector = Iso20022SftpConnector(profile(sshd, pain001_version="pain.001.001.03"))
+    assert connector.initiate_batch(batch_info(), payments(3)).accepted
+    document = (sshd.root / "inbox" / "batch-0001.pain001.xml").read_bytes()
+    root = assert_valid("pain.001.001.03", document)
+    ns = {"p": "urn:iso:std:iso:20022:tech:xsd:pain.001.001.03"}
+    # .03 carries the funds block reference on every transaction.
+    assert len(root.findall(".//p:CdtTrfTxInf/p:InstrForDbtrAgt", namespaces=ns)) == 3
+
+
+def test_a_server_that_never_answers_times_out(sshd: OpenSshServer) -> None:
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        connector = Iso20022SftpConnector(
+            profile(
+                sshd,
+                sftp={
+                    "port": port,
+                    "known_hosts": sshd.host_key_line.replace(str(sshd.port), str(port)),
+                    "connect_timeout_seconds": 1,
+                },
+            )
+        )
+        started = time.monotonic()
+        with pytest.raises(BankUnavailable, match="handshake"):
+            connector.initiate_batch(batch_info(), payments(1))
+        assert time.monotonic() - started < 10
 
 
 # -- the pipeline through the channel -------------------------------------------------------

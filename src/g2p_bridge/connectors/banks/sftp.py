@@ -100,9 +100,13 @@ class SftpServer:
             transport.get_security_options().key_types = algorithms
             try:
                 transport.start_client(timeout=s.connect_timeout_seconds)
+                # A server that never sends its banner ends the handshake thread without
+                # start_client raising: the transport is simply not active.
+                if not transport.is_active():
+                    raise paramiko.SSHException("no SSH handshake within the connect timeout")
+                offered = transport.get_remote_server_key()
             except (paramiko.SSHException, OSError, EOFError) as exc:
                 raise _unavailable(f"handshake with {self.host_id}", exc) from exc
-            offered = transport.get_remote_server_key()
             known = expected.get(offered.get_name())
             if known is None or known != offered:
                 raise HostKeyRefused(
