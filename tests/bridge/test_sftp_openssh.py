@@ -436,6 +436,45 @@ def test_pays_through_files_and_a_rejected_transaction_fails_with_its_iso_reason
     counters_match_rows(context.session_factory)
 
 
+class WorkerKilled(BaseException):
+    """Stands for SIGKILL: nothing after it in the worker runs, no handler catches it."""
+
+
+def test_a_worker_killed_after_its_upload_resends_and_the_bank_gets_one_file(
+    session_factory: Any, sshd: OpenSshServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    context = sftp_context(session_factory, sshd, lease_seconds=1, step_time_limit_seconds=30)
+    setup_envelope(context, count=3)
+    original = Iso20022SftpConnector.initiate_batch
+
+    def upload_then_die(self: Any, *args: Any) -> Any:
+        original(self, *args)
+        raise WorkerKilled  # the file is in the inbox; our record of it never commits
+
+    monkeypatch.setattr(Iso20022SftpConnector, "initiate_batch", upload_then_die)
+    runner = EmbeddedRunner(context)
+    with pytest.raises(WorkerKilled):
+        runner.run_until_idle(timeout=60)
+    batch = only_batch(context)
+    assert batch.state == WorkState.RUNNING
+    path = sshd.root / "inbox" / f"{batch.id}.pain001.xml"
+    first = path.stat()
+    monkeypatch.setattr(Iso20022SftpConnector, "initiate_batch", original)
+
+    deadline = time.monotonic() + 60
+    while only_batch(context).state != WorkState.DONE and time.monotonic() < deadline:
+        runner.run_once()  # the lease runs out, the sweep wakes the batch, it is sent again
+        time.sleep(0.1)
+
+    resent = only_batch(context)
+    assert resent.state == WorkState.DONE
+    assert "already delivered" in (resent.bank_response or "")
+    assert names(sshd.root / "inbox") == [path.name]
+    assert (path.stat().st_ino, path.stat().st_mtime_ns) == (first.st_ino, first.st_mtime_ns)
+    assert states(context.session_factory, "env-1") == {DisbursementState.SHIPPED: 3}
+    counters_match_rows(context.session_factory)
+
+
 def test_statements_from_the_outbox_obey_the_upload_trust_rule(
     session_factory: Any, sshd: OpenSshServer
 ) -> None:
