@@ -200,7 +200,9 @@ class SftpSession:
             return [
                 RemoteFile(a.filename, a.st_size or 0)
                 for a in self.client.listdir_attr(directory)
-                if a.st_mode is not None and (a.st_mode & 0o170000) == 0o100000  # regular files
+                # Regular files; a server that sends permissions without the type bits (some
+                # do) has its entries taken as files, and reading a directory then fails.
+                if a.st_mode is None or (a.st_mode & 0o170000) in (0, 0o100000)
             ]
         except (OSError, paramiko.SSHException, EOFError) as exc:
             raise _unavailable(f"list {directory}", exc) from exc
