@@ -308,6 +308,7 @@ def pain002(
     group: str,
     transactions: tuple[tuple[str, str, str | None], ...] = (),
     group_reason: str | None = None,
+    block: tuple[str, str] | None = None,
 ) -> bytes:
     """A pain.002.001.03 as a bank writes it, checked against the official XSD."""
     reason = f"<StsRsnInf><Rsn><Cd>{group_reason}</Cd></Rsn></StsRsnInf>" if group_reason else ""
@@ -317,9 +318,15 @@ def pain002(
         + "</TxInfAndSts>"
         for e2e, status, code in transactions
     )
-    block = (
-        f"<OrgnlPmtInfAndSts><OrgnlPmtInfId>{batch_id}</OrgnlPmtInfId>{txs}</OrgnlPmtInfAndSts>"
-        if txs
+    block_status = (
+        f"<PmtInfSts>{block[0]}</PmtInfSts><StsRsnInf><Rsn><Cd>{block[1]}</Cd></Rsn></StsRsnInf>"
+        if block
+        else ""
+    )
+    payment_information = (
+        f"<OrgnlPmtInfAndSts><OrgnlPmtInfId>{batch_id}</OrgnlPmtInfId>{block_status}{txs}"
+        "</OrgnlPmtInfAndSts>"
+        if txs or block
         else ""
     )
     document = (
@@ -329,7 +336,7 @@ def pain002(
         "</GrpHdr>"
         f"<OrgnlGrpInfAndSts><OrgnlMsgId>{batch_id}</OrgnlMsgId>"
         f"<OrgnlMsgNmId>pain.001.001.09</OrgnlMsgNmId><GrpSts>{group}</GrpSts>{reason}"
-        f"</OrgnlGrpInfAndSts>{block}</CstmrPmtStsRpt></Document>"
+        f"</OrgnlGrpInfAndSts>{payment_information}</CstmrPmtStsRpt></Document>"
     ).encode()
     assert_valid("pain.002.001.03", document)
     return document
@@ -518,6 +525,27 @@ def test_a_rejected_file_parks_its_batch_with_the_reason(
         row = disbursement(context, disbursement_id)
         assert row.state == DisbursementState.FAILED
         assert row.state_reason == "payment file rejected by the bank: FF01 invalid file format"
+    counters_match_rows(context.session_factory)
+
+
+def test_a_payment_block_the_bank_cannot_cover_parks_the_batch(
+    session_factory: Any, sshd: OpenSshServer
+) -> None:
+    # Funds pre-arranged: the bank's own refusal (AM04 on the payment information block, the
+    # group only "partly" accepted) is what stops the payroll.
+    context = sftp_context(session_factory, sshd)
+    ids = setup_envelope(context, count=2)
+    batch, _ = delivered(context, sshd)
+    (sshd.root / "outbox" / "r.pain002.xml").write_bytes(
+        pain002(batch.id, "PART", block=("RJCT", "AM04"))
+    )
+
+    assert poll_bank_outbox(context, BANK)
+
+    assert only_batch(context).state == WorkState.FAILED
+    assert {disbursement(context, i).state_reason for i in ids} == {
+        "payment file rejected by the bank: AM04 insufficient funds"
+    }
     counters_match_rows(context.session_factory)
 
 
