@@ -485,12 +485,19 @@ def test_a_worker_killed_after_its_upload_resends_and_the_bank_gets_one_file(
 def test_statements_from_the_outbox_obey_the_upload_trust_rule(
     session_factory: Any, sshd: OpenSshServer
 ) -> None:
-    context = sftp_context(session_factory, sshd)
+    context = sftp_context(
+        session_factory,
+        sshd,
+        bank_connectors={BANK: profile(sshd, sftp={"max_file_bytes": 4000})},
+    )
     setup_envelope(context, count=1)
     outbox = sshd.root / "outbox"
     foreign = camt("camt.053.001.08", Stmt("9999999999", (debit(Tx("x-1", Decimal("5.00"))),)))
     (outbox / "foreign.camt053.xml").write_bytes(foreign)
     (outbox / "broken.camt054.xml").write_bytes(b"<Document><oops")
+    (outbox / "huge.camt053.xml").write_bytes(b"<" + b"x" * 5000)
+    (outbox / "..hidden.pain002.xml").write_bytes(b"<x/>")
+    (outbox / "a name.pain002.xml").write_bytes(b"<x/>")
 
     # The producer gives the bank its poll row and wakes it; the embedded worker polls.
     assert EmbeddedRunner(context).run_until_idle(timeout=60)
@@ -501,9 +508,12 @@ def test_statements_from_the_outbox_obey_the_upload_trust_rule(
     assert {n: f.outcome for n, f in recorded.items()} == {
         "foreign.camt053.xml": "refused",
         "broken.camt054.xml": "refused",
+        "huge.camt053.xml": "refused",
     }
     assert "9999999999" in (recorded["foreign.camt053.xml"].detail or "")
-    assert names(outbox) == []
+    assert recorded["huge.camt053.xml"].detail == "larger than the 4000-byte limit"
+    # Names outside the safe set are not ours to touch: left where they are.
+    assert names(outbox) == ["..hidden.pain002.xml", "a name.pain002.xml"]
 
 
 def test_a_rejected_file_parks_its_batch_with_the_reason(
