@@ -284,7 +284,8 @@ class DisbursementStatus:
         )
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def retry_after_seconds(response: httpx.Response) -> float | None:
+    """A 503's ``Retry-After`` in seconds (the delta form the bridge sends), or None."""
     if response.status_code != 503:
         return None
     try:
@@ -299,7 +300,12 @@ def refusal(action: str, response: httpx.Response) -> BridgeRefused | None:
         data = orjson.loads(response.content)
     except orjson.JSONDecodeError:
         return BridgeRefused(
-            action, response.status_code, None, response.text[:300], None, _retry_after(response)
+            action,
+            response.status_code,
+            None,
+            response.text[:300],
+            None,
+            retry_after_seconds(response),
         )
     head = data.get("header") if isinstance(data, dict) else None
     head = head if isinstance(head, dict) else {}
@@ -311,7 +317,7 @@ def refusal(action: str, response: httpx.Response) -> BridgeRefused | None:
         head.get("status_reason_code"),
         head.get("status_reason_message"),
         data,
-        _retry_after(response),
+        retry_after_seconds(response),
     )
 
 
