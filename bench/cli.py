@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -60,48 +61,38 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
         help="per request, the longest the client waits out 503 Retry-After answers (s)",
     )
     a = p.parse_args(argv)
+    # A flag named like a BenchConfig field (--worker-concurrency: worker_concurrency) sets it;
+    # a new scenario option is a field there and an add_argument here. The rest are spelt
+    # differently on the command line.
+    spelt_otherwise = {"profile", "profile_formats", "write_latest", "faults"}
+    same = {
+        f.name: getattr(a, f.name)
+        for f in fields(BenchConfig)
+        if hasattr(a, f.name) and f.name not in spelt_otherwise
+    }
     return BenchConfig(
-        n=a.n,
-        batch=a.batch,
-        failure_rate=a.failure_rate,
-        backend=a.backend,
-        workers=a.workers,
-        api_workers=a.api_workers,
-        worker_concurrency=a.worker_concurrency,
-        bank_concurrency=a.bank_concurrency,
-        clients=a.clients,
-        out=a.out,
-        timeout=a.timeout,
-        stall_timeout=a.stall_timeout,
-        beat_interval=a.beat_interval,
-        dispatch_batch=a.dispatch_batch,
-        mapper_batch=a.mapper_batch,
-        seed=a.seed,
-        redis_db_bridge=a.redis_db_bridge,
-        redis_db_bank=a.redis_db_bank,
-        keep_db=a.keep_db,
+        **same,
         profile=a.profile or a.profile_svg,
-        profile_rate=a.profile_rate,
         profile_formats=(("raw", "txt"), ("flamegraph", "svg"))
         if a.profile_svg
         else (("raw", "txt"),),
         write_latest=not a.no_latest,
-        quiet=a.quiet,
         faults=tuple(a.fault),
-        bank_timeout=a.bank_timeout,
-        outage_seconds=a.outage_seconds,
-        ingest_attempts=a.ingest_attempts,
-        ingest_retry_budget=a.ingest_retry_budget,
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    cfg = parse_args(argv)
+def exit_on_sigterm() -> None:
+    """SIGTERM ends the run as Ctrl-C does: through its clean-up, which stops what it started."""
 
     def on_term(signum: int, _frame: Any) -> None:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, on_term)
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_args(argv)
+    exit_on_sigterm()
     result = run_bench(cfg)
     print(render_markdown(result))
     print(f"results: {result.get('run_dir')} and {cfg.out / 'latest.json'}")

@@ -46,16 +46,23 @@ METRICS = (
 )
 
 
+def heading(r: dict[str, Any], title: str) -> list[str]:
+    """A result's title, commit and verdict, as result.md and the soak's report open."""
+    error = f"; error: {r['error']}" if r.get("error") else ""
+    return [
+        f"# {title}",
+        "",
+        f"commit `{r.get('git_commit')}`; correct: **{r.get('correct')}**{error}",
+        "",
+    ]
+
+
 def render_markdown(r: dict[str, Any]) -> str:
     def fmt(value: Any) -> str:
         return "-" if value is None else str(value)
 
     lines = [
-        f"# Bench {r.get('run_id')}: {r.get('backend')}, N = {r.get('n')}",
-        "",
-        f"commit `{r.get('git_commit')}`; correct: **{r.get('correct')}**"
-        + (f"; error: {r['error']}" if r.get("error") else ""),
-        "",
+        *heading(r, f"Bench {r.get('run_id')}: {r.get('backend')}, N = {r.get('n')}"),
         "| metric | value |",
         "| --- | --- |",
     ]

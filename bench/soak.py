@@ -50,11 +50,12 @@ import httpx
 import orjson
 
 from bench.checks import merge_compare
+from bench.cli import exit_on_sigterm
 from bench.config import CURRENCY, OWN_BANK, PROGRAM_ACCOUNT, SENDER_ID, BenchConfig
 from bench.harness import Bench
 from bench.postgres import Db
 from bench.processes import log
-from bench.report import render_markdown
+from bench.report import heading, render_markdown
 from bench.workload import bench_workload, expected_outcome
 from g2p_bridge.pbms_client import DisbursementItem, disbursement_message, request_header
 from g2p_bridge.workload import Workload
@@ -899,11 +900,11 @@ FRAMINGS: dict[str, Callable[[str], str]] = {
 def render_soak(r: dict[str, Any]) -> str:
     s = r.get("soak", {})
     lines = [
-        f"# Soak {r.get('run_id')}: {s.get('minutes')} min, {s.get('disbursements')} disbursements",
-        "",
-        f"commit `{r.get('git_commit')}`; correct: **{r.get('correct')}**"
-        + (f"; error: {r['error']}" if r.get("error") else ""),
-        "",
+        *heading(
+            r,
+            f"Soak {r.get('run_id')}: {s.get('minutes')} min, {s.get('disbursements')}"
+            " disbursements",
+        ),
         f"wall time {r.get('wall_s')} s; the last counter moved {s.get('last_counter_move_at_s')} s"
         f" after the chaos began; all settled seen {r.get('reconciled_after_s')} s after the last"
         f" ingest request; kills {s.get('kills_by_component')}; crashes by themselves"
@@ -973,11 +974,7 @@ def parse_args(argv: list[str] | None = None) -> SoakConfig:
 
 def main(argv: list[str] | None = None) -> int:
     sc = parse_args(argv)
-
-    def on_term(signum: int, _frame: Any) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, on_term)
+    exit_on_sigterm()
     result = Soak(sc).run()
     print(render_soak(result))
     print(f"results: {result.get('soak_result')} and {result.get('run_dir')}")

@@ -28,26 +28,37 @@ import orjson
 JSON = "application/json"
 
 
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 class BridgeRefused(Exception):
-    """The bridge answered with a refusal (``rjct``, an HTTP error) or not in G2P Connect."""
+    """The bridge answered with a refusal (``rjct``, an HTTP error) or not in G2P Connect.
+
+    ``error_code`` is the bridge's own (``DUPLICATE_ENVELOPE``, ...), ``reason_code`` the
+    G2P Connect reference's where it has one (``rjct.message_id.duplicate``), ``item_errors``
+    the refused items of a bulk request by their position."""
 
     def __init__(
         self,
         action: str,
         http_status: int,
-        reason_code: str | None,
-        reason_message: str | None,
         body: Any = None,
         retry_after: float | None = None,
+        text: str | None = None,
     ) -> None:
+        head = _dict(body.get("header")) if isinstance(body, dict) else {}
+        meta = _dict(head.get("meta"))
         self.action = action
         self.http_status = http_status
-        self.reason_code = reason_code
-        self.reason_message = reason_message
+        self.reason_code: str | None = head.get("status_reason_code")
+        self.error_code: str | None = meta.get("error_code") or head.get("status_reason_message")
+        self.error_message: str | None = meta.get("error_message") or text
+        self.item_errors: Any = meta.get("item_errors")
         self.body = body
         # A 503 while the database is away says when to come back.
         self.retry_after = retry_after
-        reason = " ".join(r for r in (reason_code, reason_message) if r)
+        reason = " ".join(r for r in (self.error_code, self.error_message) if r)
         super().__init__(f"{action} refused: HTTP {http_status} {reason}".rstrip())
 
 
@@ -56,6 +67,13 @@ def plain(amount: Decimal) -> str:
     if not amount.is_finite():
         raise ValueError(f"not an amount: {amount}")
     return format(amount, "f")
+
+
+def _encode(value: Any) -> Any:
+    """orjson's fallback: a Decimal anywhere in a message goes out as a plain-decimal string."""
+    if isinstance(value, Decimal):
+        return plain(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def request_header(
@@ -135,6 +153,7 @@ class ProgramConfig:
     currency: str
     resolver: str = "inline"  # how beneficiaries' addresses are found: inline, table, ...
     sponsor_bank_branch_code: str | None = None
+    id_mapper_resolution_required: bool = True
 
     def message(self) -> dict[str, Any]:
         message: dict[str, Any] = {
@@ -142,7 +161,7 @@ class ProgramConfig:
             "sponsor_bank_code": self.sponsor_bank_code,
             "sponsor_bank_account_number": self.sponsor_bank_account_number,
             "sponsor_bank_account_currency": self.currency,
-            "id_mapper_resolution_required": True,
+            "id_mapper_resolution_required": self.id_mapper_resolution_required,
             "resolver": self.resolver,
         }
         if self.sponsor_bank_branch_code is not None:
@@ -296,29 +315,15 @@ def retry_after_seconds(response: httpx.Response) -> float | None:
 
 def refusal(action: str, response: httpx.Response) -> BridgeRefused | None:
     """The refusal in ``response``, or None when it is a success."""
+    retry_after = retry_after_seconds(response)
     try:
         data = orjson.loads(response.content)
     except orjson.JSONDecodeError:
-        return BridgeRefused(
-            action,
-            response.status_code,
-            None,
-            response.text[:300],
-            None,
-            retry_after_seconds(response),
-        )
+        return BridgeRefused(action, response.status_code, None, retry_after, response.text[:300])
     head = data.get("header") if isinstance(data, dict) else None
-    head = head if isinstance(head, dict) else {}
-    if response.status_code < 400 and head.get("status") != "rjct":
+    if response.status_code < 400 and isinstance(head, dict) and head.get("status") != "rjct":
         return None
-    return BridgeRefused(
-        action,
-        response.status_code,
-        head.get("status_reason_code"),
-        head.get("status_reason_message"),
-        data,
-        retry_after_seconds(response),
-    )
+    return BridgeRefused(action, response.status_code, data, retry_after)
 
 
 def _chunked(items: Iterable[DisbursementLike], size: int) -> Iterator[list[DisbursementLike]]:
@@ -367,7 +372,7 @@ class PbmsClient:
     ) -> bytes:
         """A whole request, encoded: sent again as it is, it is the same message (a replay)."""
         header = request_header(action, count, self.sender_id, message_id)
-        return orjson.dumps({"header": header, "message": message})
+        return orjson.dumps({"header": header, "message": message}, default=_encode)
 
     def post(self, action: str, content: bytes) -> httpx.Response:
         """Sends an encoded request to ``/<action>`` and returns the answer unread."""
