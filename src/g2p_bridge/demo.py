@@ -15,14 +15,16 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import uvicorn
 from sqlalchemy.orm import Session, sessionmaker
 
+from example_bank.settings import BankSettings
 from g2p_bridge.pbms_client import (
     DisbursementItem,
     EnvelopeSpec,
@@ -32,6 +34,9 @@ from g2p_bridge.pbms_client import (
 )
 from g2p_bridge.settings import BankConnectorSettings, Settings
 from g2p_bridge.workload import Destination, Workload, open_example_bank_accounts
+
+if TYPE_CHECKING:
+    from example_bank.settings import BankSettings
 
 PROGRAM = "CASH-TRANSFER"
 PROGRAM_ACCOUNT = "PRG-0000000001"
@@ -106,35 +111,51 @@ def console_login(session_factory: sessionmaker[Session]) -> tuple[str, str]:
     return CONSOLE_USER, password
 
 
-def run_demo(
-    count: int,
-    failure_rate: Decimal,
-    workdir: Path,
-    quiet: bool = False,
-    keep_serving: Callable[[str, sessionmaker[Session]], None] | None = None,
-) -> dict[str, Any]:
-    """``keep_serving``, when given, is called with the bridge's URL once every disbursement has
-    settled, while the services still run (``demo --serve``: the console stays up)."""
-    from example_bank.api import create_app as create_bank_app
+@dataclass
+class _Services:
+    """The demo's bridge and bank, configured and migrated, not yet serving."""
+
+    workdir: Path
+    settings: Settings
+    bank_settings: BankSettings
+    admin_token: str
+    pbms_token: str
+    session_factory: sessionmaker[Session]
+    sockets: tuple[socket.socket, socket.socket]  # the bridge's, the bank's
+
+    @property
+    def bridge_url(self) -> str:
+        return f"http://127.0.0.1:{self.sockets[0].getsockname()[1]}"
+
+    @property
+    def bank_url(self) -> str:
+        return f"http://127.0.0.1:{self.sockets[1].getsockname()[1]}"
+
+    @contextmanager
+    def serving(self) -> Iterator[None]:
+        from example_bank.api import create_app as create_bank_app
+        from g2p_bridge.api.app import create_app
+
+        bridge = create_app(self.settings, self.session_factory, run_pipeline=True)
+        with (
+            _serve(create_bank_app(self.bank_settings), self.sockets[1]),
+            _serve(bridge, self.sockets[0]),
+        ):
+            yield
+
+
+def _prepare(workdir: Path, failure_rate: Decimal) -> _Services:
+    """Fresh SQLite databases for both, each migrated, and the three callers' tokens."""
     from example_bank.db import migrate as migrate_bank
     from example_bank.settings import BankSettings
-    from g2p_bridge.api.app import create_app
     from g2p_bridge.auth import issue_token
-    from g2p_bridge.connectors.mappers.local import load_mapping_csv
-    from g2p_bridge.db import make_engine, make_session_factory, transaction
+    from g2p_bridge.db import make_engine, make_session_factory
     from g2p_bridge.migrations import upgrade
 
-    def say(text: str) -> None:
-        if not quiet:
-            print(text, flush=True)
-
-    if count < 1:
-        raise ValueError("the demo needs at least one disbursement")
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
-    bridge_sock, bank_sock = _free_socket(), _free_socket()
-    bridge_url = f"http://127.0.0.1:{bridge_sock.getsockname()[1]}"
-    bank_url = f"http://127.0.0.1:{bank_sock.getsockname()[1]}"
+    sockets = (_free_socket(), _free_socket())
+    bank_url = f"http://127.0.0.1:{sockets[1].getsockname()[1]}"
     settings = Settings(
         database_url=f"sqlite:///{workdir / 'bridge.db'}",
         broker_url=None,
@@ -144,31 +165,59 @@ def run_demo(
     )
     # The embedded key file signs these: an operator, the program's MIS, and the bank.
     day = 86400
-    admin_token = issue_token(settings, "demo-admin", "admin")
-    pbms_token = issue_token(settings, "demo-pbms", "pbms", programs=[PROGRAM], ttl_seconds=day)
     bank_token = issue_token(settings, "demo-bank", "bank", bank_codes=["EXAMPLE"], ttl_seconds=day)
     bank_settings = BankSettings(
         bridge_token=bank_token,
         database_url=f"sqlite:///{workdir / 'bank.db'}",
         broker_url=None,
-        failure_rate=float(failure_rate),
-        bridge_statement_url=f"{bridge_url}/upload_mt940",
+        failure_rate=float(failure_rate),  # a probability, not an amount
+        bridge_statement_url=f"http://127.0.0.1:{sockets[0].getsockname()[1]}/upload_mt940",
         processing_interval_seconds=0.2,
         delivery_retry_seconds=0.5,
     )
     upgrade(settings.database_url)
     migrate_bank(bank_settings.database_url)
-    session_factory = make_session_factory(make_engine(settings.database_url))
+    return _Services(
+        workdir,
+        settings,
+        bank_settings,
+        issue_token(settings, "demo-admin", "admin"),
+        issue_token(settings, "demo-pbms", "pbms", programs=[PROGRAM], ttl_seconds=day),
+        make_session_factory(make_engine(settings.database_url)),
+        sockets,
+    )
+
+
+def run_demo(
+    count: int,
+    failure_rate: Decimal,
+    workdir: Path,
+    quiet: bool = False,
+    keep_serving: Callable[[str, sessionmaker[Session]], None] | None = None,
+) -> dict[str, Any]:
+    """``keep_serving``, when given, is called with the bridge's URL once every disbursement has
+    settled, while the services still run (``demo --serve``: the console stays up)."""
+    from g2p_bridge.connectors.mappers.local import load_mapping_csv
+    from g2p_bridge.db import transaction
+
+    def say(text: str) -> None:
+        if not quiet:
+            print(text, flush=True)
+
+    if count < 1:
+        raise ValueError("the demo needs at least one disbursement")
+    services = _prepare(workdir, failure_rate)
+    bridge_url, bank_url = services.bridge_url, services.bank_url
+    session_factory = services.session_factory
     workload = demo_workload(count)
     total = workload.total()
     started = time.monotonic()
 
     with (
-        _serve(create_bank_app(bank_settings), bank_sock),
-        _serve(create_app(settings, session_factory, run_pipeline=True), bridge_sock),
+        services.serving(),
         httpx.Client(base_url=bank_url) as bank,
-        PbmsClient(bridge_url, admin_token, sender_id="demo-admin") as admin,
-        PbmsClient(bridge_url, pbms_token, sender_id="demo-pbms") as pbms,
+        PbmsClient(bridge_url, services.admin_token, sender_id="demo-admin") as admin,
+        PbmsClient(bridge_url, services.pbms_token, sender_id="demo-pbms") as pbms,
     ):
         say(f"Example Bank on {bank_url}, bridge on {bridge_url}; data in {workdir}/")
         own = open_example_bank_accounts(bank, workload, PROGRAM_ACCOUNT, total * 2)
