@@ -22,8 +22,15 @@ from g2p_bridge.connectors.banks.base import (
 from g2p_bridge.core.context import Context
 from g2p_bridge.db import transaction
 from g2p_bridge.models import Base, Disbursement, EnvelopeStatus
-from g2p_bridge.models.base import new_id, utcnow
+from g2p_bridge.models.base import utcnow
 from g2p_bridge.models.enums import FAILED_STATES, DisbursementState
+from g2p_bridge.pbms_client import (
+    DisbursementItem,
+    EnvelopeSpec,
+    ProgramConfig,
+    disbursement_message,
+    request_header,
+)
 from g2p_bridge.settings import BankConnectorSettings, Settings
 
 TODAY = utcnow().date()
@@ -32,18 +39,7 @@ TODAY = utcnow().date()
 def header(
     action: str, count: int = 1, message_id: str | None = None, sender: str = "pbms-1"
 ) -> dict[str, Any]:
-    return {
-        "version": "1.0.0",
-        "message_id": message_id or new_id(),
-        "message_ts": utcnow().isoformat(),
-        "action": action,
-        "sender_id": sender,
-        "sender_uri": "",
-        "receiver_id": "bridge",
-        "total_count": count,
-        "is_msg_encrypted": False,
-        "meta": None,
-    }
+    return request_header(action, count, sender, message_id)
 
 
 def program_request(
@@ -52,18 +48,16 @@ def program_request(
     currency: str = "USD",
     resolver: str = "inline",
 ) -> dict[str, Any]:
-    return {
-        "header": header("create_benefit_program_configuration"),
-        "message": {
-            "program_mnemonic": mnemonic,
-            "sponsor_bank_code": "EXAMPLE",
-            "sponsor_bank_account_number": account,
-            "sponsor_bank_branch_code": "BR1",
-            "sponsor_bank_account_currency": currency,
-            "id_mapper_resolution_required": resolver != "inline",
-            "resolver": resolver,
-        },
-    }
+    config = ProgramConfig(
+        mnemonic,
+        "EXAMPLE",
+        account,
+        currency,
+        resolver,
+        sponsor_bank_branch_code="BR1",
+        id_mapper_resolution_required=resolver != "inline",
+    )
+    return {"header": header("create_benefit_program_configuration"), "message": config.message()}
 
 
 def envelope_request(
@@ -75,18 +69,16 @@ def envelope_request(
     schedule: date | None = None,
     **overrides: Any,
 ) -> dict[str, Any]:
-    message = {
-        "disbursement_envelope_id": envelope_id,
-        "benefit_program_mnemonic": program,
-        "disbursement_frequency": "Monthly",
-        "cycle_code_mnemonic": "2026-11",
-        "number_of_beneficiaries": count,
-        "number_of_disbursements": count,
-        "total_disbursement_amount": Decimal(total),
-        "disbursement_currency_code": currency,
-        "disbursement_schedule_date": (schedule or TODAY).isoformat(),
-    }
-    message.update(overrides)
+    spec = EnvelopeSpec(
+        program,
+        count,
+        Decimal(total),
+        currency,
+        schedule or TODAY,
+        cycle_code="2026-11",
+        envelope_id=envelope_id,
+    )
+    message = {"disbursement_envelope_id": envelope_id, **spec.message(), **overrides}
     return {"header": header("create_disbursement_envelope"), "message": message}
 
 
@@ -99,16 +91,18 @@ def disbursement_items(
 ) -> list[dict[str, Any]]:
     prefix = prefix or f"d-{envelope_id[:8]}"
     return [
-        {
-            "disbursement_id": f"{prefix}-{i:06d}",
-            "disbursement_envelope_id": envelope_id,
-            "mis_reference_number": f"mis-{i}",
-            "beneficiary_id": f"ben-{i}",
-            "beneficiary_name": f"Beneficiary {i}",
-            "disbursement_amount": Decimal(amount),
-            "narrative": "November cash transfer",
-            "financial_address": f"account:ACC{i:08d}@{bank}.BR{i % 3}",
-        }
+        disbursement_message(
+            envelope_id,
+            DisbursementItem(
+                f"ben-{i}",
+                f"Beneficiary {i}",
+                Decimal(amount),
+                f"{prefix}-{i:06d}",
+                f"account:ACC{i:08d}@{bank}.BR{i % 3}",
+                f"mis-{i}",
+                "November cash transfer",
+            ),
+        )
         for i in range(count)
     ]
 

@@ -18,7 +18,6 @@ from bridge_support import (
     disbursements_request,
     envelope_request,
     header,
-    new_id,
 )
 from g2p_bridge.models import (
     BenefitProgram,
@@ -26,6 +25,7 @@ from g2p_bridge.models import (
     DisbursementEnvelope,
     ProcessedRequest,
 )
+from g2p_bridge.models.base import new_id
 from g2p_bridge.schemas import (
     DisbursementPayload,
     EnvelopePayload,
