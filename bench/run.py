@@ -48,6 +48,8 @@ from urllib.parse import quote, unquote, urlsplit
 import httpx
 import orjson
 
+from bench.redis_db import RedisDatabaseClaim, claim_redis_db
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 # The PostgreSQL server of the suite: TEST_POSTGRES_URL as scripts/ensure-services.sh exports it
@@ -91,8 +93,10 @@ class BenchConfig:
     mapper_batch: int | None = None
     bank_interval: float = 0.2  # embedded bank processing interval
     seed: int = 42
-    redis_db_bridge: int = 12
-    redis_db_bank: int = 13
+    # None: claim a free database number for this run (bench/redis_db.py), so concurrent runs
+    # on one machine never flush each other's queues; a number pins it (and skips the claim).
+    redis_db_bridge: int | None = None
+    redis_db_bank: int | None = None
     keep_db: bool = False
     profile: bool = False  # py-spy record every component
     # Collapsed stacks ("raw") are greppable; add ("flamegraph", "svg") for pictures. Each py-spy
@@ -705,6 +709,17 @@ def flush_redis(db: int) -> None:
         client.close()
 
 
+def redis_broker(pinned: int | None, claims: list[RedisDatabaseClaim]) -> str:
+    """A flushed broker URL on the shared Redis: the pinned database, or one claimed for this
+    run (appended to ``claims``, which the run releases when it drops its databases)."""
+    if pinned is not None:
+        flush_redis(pinned)
+        return f"redis://{REDIS_HOST}:{REDIS_PORT}/{pinned}"
+    claim = claim_redis_db(host=REDIS_HOST, port=REDIS_PORT)
+    claims.append(claim)
+    return claim.url
+
+
 # --------------------------------------------------------------------------- HTTP side
 
 
@@ -787,6 +802,7 @@ class Bench:
         # private cluster's vanish with it.
         self.pg_dbs: dict[str, tuple[str, int]] = {}
         self.private_pg: PrivatePostgres | None = None
+        self.redis_claims: list[RedisDatabaseClaim] = []
         self.broker_port: int | None = None
         # The database fault holds all but the first ingest request until the server is down.
         self.first_chunk_done = threading.Event()
@@ -932,8 +948,7 @@ class Bench:
                 role: pg_url(name, port, driver="postgresql+psycopg", hide_password=True)
                 for role, (name, port) in self.pg_dbs.items()
             }
-            flush_redis(cfg.redis_db_bank)
-            self.bank_broker: str | None = f"redis://{REDIS_HOST}:{REDIS_PORT}/{cfg.redis_db_bank}"
+            self.bank_broker: str | None = redis_broker(cfg.redis_db_bank, self.redis_claims)
             if "restart-broker" in cfg.faults:
                 # A broker of its own that the run may kill: no snapshots, no append-only file,
                 # so a restart really loses every queued message.
@@ -941,8 +956,7 @@ class Bench:
                 self._start_broker()
                 self.bridge_broker: str | None = f"redis://{REDIS_HOST}:{self.broker_port}/0"
             else:
-                flush_redis(cfg.redis_db_bridge)
-                self.bridge_broker = f"redis://{REDIS_HOST}:{REDIS_PORT}/{cfg.redis_db_bridge}"
+                self.bridge_broker = redis_broker(cfg.redis_db_bridge, self.redis_claims)
         else:
             self.bridge_sqlite = self.run_dir / "bridge.db"
             self.bank_sqlite = self.run_dir / "bank.db"
@@ -953,6 +967,8 @@ class Bench:
         self.result["databases"] = shown
 
     def _drop_databases(self) -> None:
+        while self.redis_claims:
+            self.redis_claims.pop().release()
         if self.private_pg is not None:
             # Never left running; with --keep-db its data directory stays.
             self.private_pg.destroy(keep_data=self.cfg.keep_db)
@@ -2141,8 +2157,8 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
     p.add_argument("--dispatch-batch", type=int, default=None)
     p.add_argument("--mapper-batch", type=int, default=None)
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--redis-db-bridge", type=int, default=12)
-    p.add_argument("--redis-db-bank", type=int, default=13)
+    p.add_argument("--redis-db-bridge", type=int, default=None, help="default: claim a free one")
+    p.add_argument("--redis-db-bank", type=int, default=None, help="default: claim a free one")
     p.add_argument("--keep-db", action="store_true", help="do not drop the databases afterwards")
     p.add_argument("--profile", action="store_true", help="py-spy record every component")
     p.add_argument("--profile-svg", action="store_true", help="also write flamegraph SVGs")
