@@ -39,6 +39,17 @@ def _pay(bank: Any, make_payment: Any, prefix: str, count: int, block: str) -> N
     bank.process_all()
 
 
+def _return_reasons(bank: Any) -> dict[str, str]:
+    """The bank's own record: payment reference -> reason of its RD (returned) entry."""
+    with bank.sessions() as s:
+        rows = s.execute(
+            select(LedgerEntry.payment_reference, LedgerEntry.return_reason).where(
+                LedgerEntry.mark == "RD"
+            )
+        )
+        return {ref: reason for ref, reason in rows}
+
+
 def _statements(bank: Any) -> list[Statement]:
     with bank.sessions() as s:
         return list(s.scalars(select(Statement).order_by(Statement.id)))
@@ -150,14 +161,7 @@ def test_statement_round_trips_through_the_bridge_parser(bank: Any, make_payment
     assert all(e.subfields()["EREF"] == e.customer_reference for e in debits)
     assert all(e.subfields()["NAME"] == f"Beneficiary {e.customer_reference}" for e in debits)
     assert all(e.subfields()["ULTB"] == f"BEN-{e.customer_reference}" for e in debits)
-    with bank.sessions() as s:
-        reasons = dict(
-            s.execute(
-                select(LedgerEntry.payment_reference, LedgerEntry.return_reason).where(
-                    LedgerEntry.mark == "RD"
-                )
-            ).all()
-        )
+    reasons = _return_reasons(bank)
     assert {e.customer_reference: e.subfields()["RTRN"] for e in returns} == reasons
 
 
@@ -189,14 +193,7 @@ def test_the_default_statement_is_openg2ps_six_line_layout(bank: Any, make_payme
         assert mt940.six_line_narrative(entry.details) == mt940.SixLineNarrative(
             "Cash transfer Nov", "PROG1", "C1", f"BEN-{entry.customer_reference}", "", ""
         )
-    with bank.sessions() as s:
-        reasons = dict(
-            s.execute(
-                select(LedgerEntry.payment_reference, LedgerEntry.return_reason).where(
-                    LedgerEntry.mark == "RD"
-                )
-            ).all()
-        )
+    reasons = _return_reasons(bank)
     read = {e.customer_reference: mt940.six_line_narrative(e.details) for e in returns}
     assert {ref: n.reason for ref, n in read.items() if n is not None} == reasons
     assert all(n is not None and n.fifth == "" for n in read.values())
