@@ -49,8 +49,10 @@ class BenchConfig:
     mapper_batch: int | None = None
     bank_interval: float = 0.2  # embedded bank processing interval
     seed: int = 42
-    redis_db_bridge: int = 12
-    redis_db_bank: int = 13
+    # None: claim a free database number for this run (bench/redis_db.py), so concurrent runs
+    # on one machine never flush each other's queues; a number pins it (and skips the claim).
+    redis_db_bridge: int | None = None
+    redis_db_bank: int | None = None
     keep_db: bool = False
     profile: bool = False  # py-spy record every component
     # Collapsed stacks ("raw") are greppable; add ("flamegraph", "svg") for pictures. Each py-spy

@@ -28,12 +28,11 @@ from bench.config import (
     PG_PORT,
     PROGRAM_ACCOUNT,
     REDIS_HOST,
-    REDIS_PORT,
     BenchConfig,
 )
 from bench.faults import FaultInjection
 from bench.postgres import Db, PrivatePostgres, pg_admin, pg_database_size, pg_url, sqlite_size
-from bench.processes import flush_redis, free_port, log, script, wait_ready
+from bench.processes import free_port, log, redis_broker, script, wait_ready
 from bench.report import SUMMARY_KEYS, _r, render_markdown
 from bench.sampling import git_commit, loadavg, machine_info, percentile
 from bench.workload import expected_outcome
@@ -160,8 +159,7 @@ class Bench(FaultInjection, Checks):
                 role: pg_url(name, port, driver="postgresql+psycopg", hide_password=True)
                 for role, (name, port) in self.pg_dbs.items()
             }
-            flush_redis(cfg.redis_db_bank)
-            self.bank_broker: str | None = f"redis://{REDIS_HOST}:{REDIS_PORT}/{cfg.redis_db_bank}"
+            self.bank_broker: str | None = redis_broker(cfg.redis_db_bank, self.redis_claims)
             if "restart-broker" in cfg.faults:
                 # A broker of its own that the run may kill: no snapshots, no append-only file,
                 # so a restart really loses every queued message.
@@ -169,8 +167,7 @@ class Bench(FaultInjection, Checks):
                 self._start_broker()
                 self.bridge_broker: str | None = f"redis://{REDIS_HOST}:{self.broker_port}/0"
             else:
-                flush_redis(cfg.redis_db_bridge)
-                self.bridge_broker = f"redis://{REDIS_HOST}:{REDIS_PORT}/{cfg.redis_db_bridge}"
+                self.bridge_broker = redis_broker(cfg.redis_db_bridge, self.redis_claims)
         else:
             self.bridge_sqlite = self.run_dir / "bridge.db"
             self.bank_sqlite = self.run_dir / "bank.db"
@@ -181,6 +178,8 @@ class Bench(FaultInjection, Checks):
         self.result["databases"] = shown
 
     def _drop_databases(self) -> None:
+        while self.redis_claims:
+            self.redis_claims.pop().release()
         if self.private_pg is not None:
             # Never left running; with --keep-db its data directory stays.
             self.private_pg.destroy(keep_data=self.cfg.keep_db)

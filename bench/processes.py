@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 
 from bench.config import REDIS_HOST, REDIS_PORT, BenchConfig
+from bench.redis_db import RedisDatabaseClaim, claim_redis_db
 
 
 def log(cfg: BenchConfig, text: str) -> None:
@@ -152,6 +153,17 @@ def flush_redis(db: int) -> None:
         client.flushdb()
     finally:
         client.close()
+
+
+def redis_broker(pinned: int | None, claims: list[RedisDatabaseClaim]) -> str:
+    """A flushed broker URL on the shared Redis: the pinned database, or one claimed for this
+    run (appended to ``claims``, which the run releases when it drops its databases)."""
+    if pinned is not None:
+        flush_redis(pinned)
+        return f"redis://{REDIS_HOST}:{REDIS_PORT}/{pinned}"
+    claim = claim_redis_db(host=REDIS_HOST, port=REDIS_PORT)
+    claims.append(claim)
+    return claim.url
 
 
 def wait_ready(url: str, procs: Processes, deadline: Deadline, limit: float = 90.0) -> None:

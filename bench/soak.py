@@ -93,7 +93,7 @@ class SoakConfig:
     db_restarts: int = 2
     hostile_rate: float = 2.0
     settle_timeout: float = 900.0
-    redis_db_bank: int = 9
+    redis_db_bank: int | None = None  # None: a database claimed for the run
     out: Path = DOCS_OUT
 
 
@@ -117,8 +117,8 @@ class Soak(Bench):
             ingest_retry_budget=300.0,
             outage_seconds=8.0,
             write_latest=False,
-            # Not the bench's 12/13 nor the suite's 10, 11, 14 on the shared Redis: a bench or
-            # a test run started beside the soak would flush its bank's queue (and it theirs).
+            # Claimed for the run unless pinned: a bench or a test run started beside the soak
+            # must not flush its bank's queue (nor it theirs).
             redis_db_bank=sc.redis_db_bank,
             extra_env=self._auth_env(),
         )

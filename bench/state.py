@@ -19,6 +19,7 @@ from typing import Any
 from bench.config import FAULTS, SENDER_ID, BenchConfig
 from bench.postgres import Db, PrivatePostgres
 from bench.processes import Deadline, Processes
+from bench.redis_db import RedisDatabaseClaim
 from bench.sampling import RssSampler
 from bench.workload import bench_workload
 from g2p_bridge.pbms_client import PbmsClient
@@ -73,6 +74,7 @@ class RunState:
         # private cluster's vanish with it.
         self.pg_dbs: dict[str, tuple[str, int]] = {}
         self.private_pg: PrivatePostgres | None = None
+        self.redis_claims: list[RedisDatabaseClaim] = []
         self.broker_port: int | None = None
         # The database fault holds all but the first ingest request until the server is down.
         self.first_chunk_done = threading.Event()

@@ -4,12 +4,14 @@ workers, the Example Bank over loopback HTTP), and its --json summary."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 from decimal import Decimal
 
 import pytest
 
+from example_bank.processing import FAILURE_REASONS
 from g2p_bridge.demo import run_demo
 
 
@@ -32,6 +34,13 @@ def test_demo_settles_every_disbursement(tmp_path) -> None:
     assert Decimal(account["available_balance"]) == (
         Decimal(account["book_balance"]) - Decimal(account["blocked_amount"])
     )
+    # The Example Bank writes OpenG2P's six-line :86: by default: each return's reason is read
+    # from its sixth line, not the whole narrative.
+    with sqlite3.connect(tmp_path / "demo" / "bridge.db") as db:
+        reasons = [r for (r,) in db.execute("SELECT reversal_reason FROM disbursement_recons")]
+    returned = [r for r in reasons if r is not None]
+    assert len(returned) == states["REVERSED"]
+    assert set(returned) <= set(FAILURE_REASONS), set(returned)
 
 
 @pytest.mark.slow

@@ -452,6 +452,7 @@ def create_account(body: CreateAccountRequest, session: Tx, settings: Settings) 
         phone=body.phone,
         email=body.email,
         initial_deposit=body.initial_deposit,
+        narrative_layout=settings.mt940_narrative_layout,
     )
     session.flush()
     session.refresh(account)
@@ -462,7 +463,13 @@ def create_account(body: CreateAccountRequest, session: Tx, settings: Settings) 
 def deposit(
     account_number: str, body: DepositRequest, session: Tx, settings: Settings
 ) -> DepositResponse:
-    reference = services.deposit(session, account_number, body.amount, bank_code=settings.bank_code)
+    reference = services.deposit(
+        session,
+        account_number,
+        body.amount,
+        bank_code=settings.bank_code,
+        narrative_layout=settings.mt940_narrative_layout,
+    )
     account = services.get_account(session, account_number)
     return DepositResponse(bank_reference=reference, account=AccountView.of(account))
 

@@ -127,6 +127,7 @@ def add_account(
                 phone=phone,
                 email=email,
                 initial_deposit=initial,
+                narrative_layout=settings.mt940_narrative_layout,
             )
     except services.BankError as exc:
         raise click.ClickException(exc.message) from None
@@ -145,7 +146,11 @@ def deposit_command(number: str, amount: str) -> None:
     try:
         with make_session_factory(engine)() as session, session.begin():
             reference = services.deposit(
-                session, number, _amount(amount), bank_code=settings.bank_code
+                session,
+                number,
+                _amount(amount),
+                bank_code=settings.bank_code,
+                narrative_layout=settings.mt940_narrative_layout,
             )
     except services.BankError as exc:
         raise click.ClickException(exc.message) from None

@@ -7,9 +7,18 @@ Layout produced (one statement page)::
     :28C:00012/001
     :60F:C261125USD1000000,00
     :61:2611251125D100,50NTRFdisb-0001//EB000000000001D
-    :86:/EREF/disb-0001/BENM//NAME/Jane Doe/REMI/Cash transfer Nov
+    :86:Cash transfer Nov
+    PROG-1
+    2026-11
+    ben-0001
+
     :62F:C261125USD999899,50
     -
+
+The ``:86:`` above is OpenG2P's six-line layout (narrative, program, cycle, beneficiary id, an
+empty line, the return reason), which OpenG2P's own bridge reads by line number; see
+:func:`six_line_details`. :func:`structured_details` gives the ``/EREF/.../NAME/...`` subfield
+layout instead, one logical line that :func:`wrap_86` cuts to width.
 
 Inner pages of a statement split over several messages use ``:60M:``/``:62M:`` on the
 page boundaries. Lines are produced by generators so a huge statement never needs to
@@ -26,8 +35,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
+from typing import Literal
 
 LINE_WIDTH = 65
+# The :86: layouts the Example Bank writes (EXAMPLE_BANK_MT940_NARRATIVE_LAYOUT).
+NarrativeLayout = Literal["openg2p", "subfields"]
 _TAG86 = ":86:"
 
 
@@ -75,6 +87,30 @@ def structured_details(pairs: Iterable[tuple[str, str | None]]) -> str:
         if cleaned:
             parts.append(f"/{code}/{cleaned}")
     return "".join(parts)
+
+
+SIX_LINES = 6
+
+
+def six_line_details(lines: Iterable[str | None]) -> str:
+    """OpenG2P's ``:86:`` layout: exactly six lines, ``None`` written as an empty line.
+
+    A reader finds each value by its line number, so nothing is ever wrapped onto another line:
+    a value is cut to fit its line (the first shares its line with the ``:86:`` tag). Line
+    breaks inside a value collapse to a blank, and a value that would start with ``:``, ``-`` or
+    ``{`` (read as a new field, the end of the message or a SWIFT block) is moved right by one
+    blank, so a narrative can never forge a field.
+    """
+    values = [" ".join((value or "").split()) for value in lines]
+    if len(values) > SIX_LINES:
+        raise ValueError(f"the six-line :86: layout has {SIX_LINES} lines, got {len(values)}")
+    values += [""] * (SIX_LINES - len(values))
+    out = []
+    for number, value in enumerate(values):
+        if value[:1] in _UNSAFE_START:
+            value = " " + value
+        out.append(value[: LINE_WIDTH - (len(_TAG86) if number == 0 else 0)].rstrip())
+    return "\n".join(out)
 
 
 def wrap_86(details: str, width: int = LINE_WIDTH) -> Iterator[str]:
@@ -158,7 +194,11 @@ def entry_lines(
         f"NTRF{clean_reference(entry.customer_reference) or 'NONREF'}"
         f"//{clean_reference(entry.bank_reference)}"
     )
-    if entry.details:
+    if "\n" in entry.details:  # the six-line layout: already one value per physical line
+        first, *rest = entry.details.split("\n")
+        yield _TAG86 + first
+        yield from rest
+    elif entry.details:
         yield from wrap_86(entry.details)
 
 

@@ -58,6 +58,7 @@ from example_bank.mt940_writer import (
     StatementEntry,
     StatementPage,
     render_statement,
+    six_line_details,
     structured_details,
 )
 from example_bank.services import ZERO, bulk_insert, insert_ignore, matching
@@ -69,6 +70,9 @@ FAILURE_REASONS = ("ACCOUNT_CLOSED", "ACCOUNT_NOT_FOUND", "ACCOUNT_DORMANT", "BE
 NOT_FOUND = "ACCOUNT_NOT_FOUND"
 CURRENCY_MISMATCH = "ACCOUNT_CURRENCY_MISMATCH"
 RETURN_NARRATIVE = "Payment returned"
+# Line 1 of the six-line layout when the payment has no narrative: an empty tag line is read as
+# ":86:" with the text below it, which would move every later line up by one.
+PAYMENT_NARRATIVE = "Payment"
 
 _accounts = accounts_table
 _blocks = fund_blocks_table
@@ -247,6 +251,7 @@ def _process_chunk(
     outcome: BatchOutcome,
 ) -> None:
     own_code = settings.bank_code.upper()
+    six_lines = settings.mt940_narrative_layout == "openg2p"
     today = now.date()
     own_accounts = _own_beneficiary_accounts(session, rows, own_code)
     entries: list[dict[str, Any]] = []
@@ -278,21 +283,15 @@ def _process_chunk(
             reason = simulated_failure(settings.seed, ref, settings.failure_rate)
 
         base = f"EB{row.id:012d}"  # 16 chars with the longest suffix: fits MT940 16x
-        debit_details = structured_details(
-            [
-                ("EREF", ref),
-                ("BENM", ""),
-                ("NAME", row.beneficiary_name),
-                ("REMI", row.narrative_1),
-                ("PROG", row.narrative_2),
-                ("CYCL", row.narrative_3),
-                # Codes the bridge's parser knows; narrative_4 is the beneficiary id.
-                ("ULTB", row.narrative_4),
-                ("PURP", row.narrative_5),
-                ("INST", row.narrative_6),
-            ]
-        )
-        credit_details = structured_details([("EREF", ref), ("REMI", row.narrative_1)])
+        # narrative, program, cycle, beneficiary id (narrative_5/6 are the layout's empty line
+        # and its return reason, so a payment's own are not written).
+        payment_lines = (row.narrative_1, row.narrative_2, row.narrative_3, row.narrative_4)
+        if six_lines:
+            debit_details = credit_details = six_line_details(
+                (payment_lines[0] or PAYMENT_NARRATIVE, *payment_lines[1:])
+            )
+        else:
+            debit_details, credit_details = _subfield_details(row)
         remitter = row.remitting_account
         entries.append(_row(remitter, -amount, DEBIT, ref, base + "D", debit_details, today, now))
         entries.append(
@@ -309,9 +308,14 @@ def _process_chunk(
         # Downstream failure: the money comes back to the program account.
         outcome.failed += 1
         failures.append({"pid": row.id, "reason": reason, "at": now})
-        return_details = structured_details(
-            [("EREF", ref), ("RTRN", reason), ("REMI", RETURN_NARRATIVE)]
-        )
+        if six_lines:
+            return_details = six_line_details(
+                (payment_lines[0] or RETURN_NARRATIVE, *payment_lines[1:], None, reason)
+            )
+        else:
+            return_details = structured_details(
+                [("EREF", ref), ("RTRN", reason), ("REMI", RETURN_NARRATIVE)]
+            )
         back = _row(remitter, amount, REVERSAL_DEBIT, ref, base + "RD", return_details, today, now)
         back["return_reason"] = reason
         entries.append(back)
@@ -335,6 +339,26 @@ def _process_chunk(
         )
         .values(state=PAID, processed_at=now)
     )
+
+
+def _subfield_details(row: Any) -> tuple[str, str]:
+    """The /CODE/value layout of a payment's debit and of its credit."""
+    ref = row.payment_reference_number
+    debit = structured_details(
+        [
+            ("EREF", ref),
+            ("BENM", ""),
+            ("NAME", row.beneficiary_name),
+            ("REMI", row.narrative_1),
+            ("PROG", row.narrative_2),
+            ("CYCL", row.narrative_3),
+            # Codes the bridge's parser knows; narrative_4 is the beneficiary id.
+            ("ULTB", row.narrative_4),
+            ("PURP", row.narrative_5),
+            ("INST", row.narrative_6),
+        ]
+    )
+    return debit, structured_details([("EREF", ref), ("REMI", row.narrative_1)])
 
 
 def _row(

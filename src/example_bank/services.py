@@ -35,7 +35,7 @@ from example_bank.models import (
     payments_table,
     utcnow,
 )
-from example_bank.mt940_writer import structured_details
+from example_bank.mt940_writer import NarrativeLayout, six_line_details, structured_details
 
 ZERO = Decimal("0.00")
 # Keeps IN lists well under every driver's bind-parameter limit.
@@ -162,6 +162,7 @@ def create_account(
     email: str | None = None,
     account_type: str = CUSTOMER,
     initial_deposit: Decimal | None = None,
+    narrative_layout: NarrativeLayout = "openg2p",
 ) -> Account:
     """Open an account, optionally with a first deposit (booked as a double entry)."""
     if session.get(Account, account_number) is not None:
@@ -182,7 +183,13 @@ def create_account(
     except IntegrityError as exc:  # a concurrent create of the same number
         raise Conflict(f"account {account_number} already exists") from exc
     if initial_deposit:  # zero means no deposit; deposit() refuses negatives
-        deposit(session, account_number, initial_deposit, bank_code=bank_code)
+        deposit(
+            session,
+            account_number,
+            initial_deposit,
+            bank_code=bank_code,
+            narrative_layout=narrative_layout,
+        )
     return account
 
 
@@ -193,6 +200,7 @@ def deposit(
     *,
     bank_code: str,
     narrative: str = "Deposit",
+    narrative_layout: NarrativeLayout = "openg2p",
 ) -> str:
     """Credit ``amount`` to an account against the central account; returns the reference."""
     if amount <= 0:
@@ -215,7 +223,11 @@ def deposit(
     )
     reference = new_reference("DEP")
     today = utcnow().date()
-    details = structured_details([("REMI", narrative)])
+    details = (
+        six_line_details([narrative])
+        if narrative_layout == "openg2p"
+        else structured_details([("REMI", narrative)])
+    )
     session.execute(
         insert(ledger_table),
         [

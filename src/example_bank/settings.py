@@ -7,6 +7,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from example_bank.mt940_writer import NarrativeLayout
+
 
 class BankSettings(BaseSettings):
     """All knobs of the simulated bank. Defaults give the embedded (single-process) mode."""
@@ -29,6 +31,11 @@ class BankSettings(BaseSettings):
     bridge_statement_url: str = "http://127.0.0.1:8000/upload_mt940"
     bridge_token: SecretStr | None = None
     statement_max_entries: int = Field(default=5000, ge=1)
+    # How a statement's :86: narratives are laid out. "openg2p": OpenG2P's six lines (narrative,
+    # program, cycle, beneficiary id, empty, return reason), which OpenG2P's own bridge reads by
+    # line number; "subfields": /EREF/.../NAME/.../RTRN/... Either way the :61: customer
+    # reference is the payment reference, and this bridge reads both.
+    mt940_narrative_layout: NarrativeLayout = "openg2p"
     delivery_max_attempts: int = Field(default=8, ge=1)
     delivery_retry_seconds: float = Field(default=2.0, ge=0.0)
     delivery_timeout_seconds: float = Field(default=30.0, gt=0.0)

@@ -287,6 +287,12 @@ Text = Annotated[str, BeforeValidator(_as_text)]
 Always = Annotated[str, BeforeValidator(_or_empty)]
 
 
+def _read(part: str, attribute: str) -> Any:
+    """A view field read from ``part.attribute`` of what it is built from (e.g. the status row
+    of ``core.envelopes.EnvelopeFigures``), under the wire name it is declared with."""
+    return Field(validation_alias=AliasPath(part, attribute))
+
+
 class View(BaseModel):
     """An answer built from rows. Its amounts are given the minor units of the currency named
     by ``currency_field``, or else of ``currency`` in the validation context."""
@@ -351,67 +357,31 @@ class EnvelopeStatusPayload(View):
 
     currency_field = "currency"
 
-    disbursement_envelope_id: str = Field(validation_alias=AliasPath("envelope", "id"))
-    number_of_disbursements_received: int = Field(
-        validation_alias=AliasPath("status", "received_count")
-    )
-    total_disbursement_amount_received: Decimal = Field(
-        validation_alias=AliasPath("status", "received_amount")
-    )
-    funds_available_with_bank: str = Field(
-        validation_alias=AliasPath("status", "funds_available_state")
-    )
-    funds_available_latest_timestamp: datetime | None = Field(
-        validation_alias=AliasPath("status", "funds_available_at")
-    )
-    funds_available_latest_error_code: str | None = Field(
-        validation_alias=AliasPath("status", "funds_available_error")
-    )
-    funds_available_attempts: int = Field(
-        validation_alias=AliasPath("status", "funds_available_attempts")
-    )
-    funds_blocked_with_bank: str = Field(
-        validation_alias=AliasPath("status", "funds_blocked_state")
-    )
-    funds_blocked_latest_timestamp: datetime | None = Field(
-        validation_alias=AliasPath("status", "funds_blocked_at")
-    )
-    funds_blocked_latest_error_code: str | None = Field(
-        validation_alias=AliasPath("status", "funds_blocked_error")
-    )
-    funds_blocked_attempts: int = Field(
-        validation_alias=AliasPath("status", "funds_blocked_attempts")
-    )
-    funds_blocked_reference_number: str | None = Field(
-        validation_alias=AliasPath("status", "funds_block_reference")
-    )
-    id_mapper_resolution_required: bool | None = Field(
-        validation_alias=AliasPath("program", "id_mapper_resolution_required")
-    )
-    number_of_disbursements_shipped: int = Field(
-        validation_alias=AliasPath("status", "shipped_count")
-    )
-    number_of_disbursements_reconciled: int = Field(
-        validation_alias=AliasPath("status", "reconciled_count")
-    )
-    number_of_disbursements_reversed: int = Field(
-        validation_alias=AliasPath("status", "reversed_count")
-    )
+    disbursement_envelope_id: str = _read("envelope", "id")
+    number_of_disbursements_received: int = _read("status", "received_count")
+    total_disbursement_amount_received: Decimal = _read("status", "received_amount")
+    funds_available_with_bank: str = _read("status", "funds_available_state")
+    funds_available_latest_timestamp: datetime | None = _read("status", "funds_available_at")
+    funds_available_latest_error_code: str | None = _read("status", "funds_available_error")
+    funds_available_attempts: int = _read("status", "funds_available_attempts")
+    funds_blocked_with_bank: str = _read("status", "funds_blocked_state")
+    funds_blocked_latest_timestamp: datetime | None = _read("status", "funds_blocked_at")
+    funds_blocked_latest_error_code: str | None = _read("status", "funds_blocked_error")
+    funds_blocked_attempts: int = _read("status", "funds_blocked_attempts")
+    funds_blocked_reference_number: str | None = _read("status", "funds_block_reference")
+    id_mapper_resolution_required: bool | None = _read("program", "id_mapper_resolution_required")
+    number_of_disbursements_shipped: int = _read("status", "shipped_count")
+    number_of_disbursements_reconciled: int = _read("status", "reconciled_count")
+    number_of_disbursements_reversed: int = _read("status", "reversed_count")
     # Ours.
-    number_of_disbursements_cancelled: int = Field(
-        validation_alias=AliasPath("status", "cancelled_count")
+    number_of_disbursements_cancelled: int = _read("status", "cancelled_count")
+    number_of_disbursements_failed: int = _read("status", "failed_count")
+    number_of_disbursements_declared: int | None = _read("envelope", "number_of_disbursements")
+    total_disbursement_amount_declared: Decimal | None = _read(
+        "envelope", "total_disbursement_amount"
     )
-    number_of_disbursements_failed: int = Field(
-        validation_alias=AliasPath("status", "failed_count")
-    )
-    number_of_disbursements_declared: int | None = Field(
-        validation_alias=AliasPath("envelope", "number_of_disbursements")
-    )
-    total_disbursement_amount_declared: Decimal | None = Field(
-        validation_alias=AliasPath("envelope", "total_disbursement_amount")
-    )
-    currency: str | None = Field(validation_alias=AliasPath("envelope", "currency"))
-    cancelled: bool = Field(validation_alias=AliasPath("envelope", "cancelled"))
+    currency: str | None = _read("envelope", "currency")
+    cancelled: bool = _read("envelope", "cancelled")
     disbursements_by_state: dict[str, int] = Field(validation_alias="by_state")
 
 

@@ -250,3 +250,26 @@ def test_payment_answers() -> None:
     assert call("/initiate_payment", answer(200, refused)) == PaymentBatchResult(
         accepted=False, detail="account closed"
     )
+
+
+def test_a_payment_to_an_account_sends_empty_strings_never_null() -> None:
+    """OpenG2P's Example Bank 1.0.2 cannot store a null phone or email: an ``account:`` address
+    goes out as the reference connector sends it, its own fields set and empty strings else."""
+    seen: list[httpx.Request] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"status": "success"})
+
+    bank = connector(handle)
+    assert bank.initiate_payment([PAYMENT]) == PaymentBatchResult(accepted=True)
+    ((item,),) = [json.loads(request.content) for request in seen]
+    assert None not in item.values(), {k: v for k, v in item.items() if v is None}
+    assert item["beneficiary_phone_no"] == item["beneficiary_email"] == ""
+    assert item["beneficiary_mobile_wallet_provider"] == ""
+    assert item["beneficiary_email_wallet_provider"] == ""
+    assert (item["beneficiary_account"], item["beneficiary_bank_code"]) == ("123456", "NORTHBANK")
+    assert item["beneficiary_branch_code"] == "BR01"
+    assert item["narrative_1"] == "November transfer"
+    assert [item[f"narrative_{i}"] for i in range(2, 7)] == [""] * 5
+    assert item["payment_amount"] == "100.25"

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import redis
+from bench.redis_db import RedisDatabaseClaim, claim_redis_db
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
 from celery.signals import task_postrun
@@ -22,7 +23,6 @@ from g2p_bridge.db import make_session_factory, transaction
 from g2p_bridge.models import BankBatch
 from g2p_bridge.workers.celery_app import make_celery
 
-REDIS = "redis://127.0.0.1:6379/14"
 QUEUES = ("producers", "mapper", "funds", "dispatch", "statements")
 
 
@@ -43,14 +43,24 @@ def broker_idle(client: redis.Redis) -> bool:
 
 
 @pytest.fixture(scope="module")
-def celery_setup(postgres_url, postgres_engine) -> tuple[Context, FakeBank, Celery]:
+def redis_db() -> Iterator[RedisDatabaseClaim]:
+    """A Redis database of this run's own: a bench or another test run beside it on the shared
+    server must not flush this worker's queues, nor this test theirs."""
+    with claim_redis_db() as claim:
+        yield claim
+
+
+@pytest.fixture(scope="module")
+def celery_setup(
+    postgres_url, postgres_engine, redis_db: RedisDatabaseClaim
+) -> tuple[Context, FakeBank, Celery]:
     # One app per process: Celery's task registry is process-wide.
     bank = FakeBank()
     context = fake_context(
         make_session_factory(postgres_engine),
         bank,
         database_url=postgres_url,
-        broker_url=REDIS,
+        broker_url=redis_db.url,
         beat_interval_seconds=0.2,
     )
     return context, bank, make_celery(context.settings, context)
@@ -88,9 +98,9 @@ def test_celery_is_configured_for_money(postgres_context) -> None:
     assert conf.task_time_limit == context.settings.step_time_limit_seconds
 
 
-def test_pipeline_runs_under_celery_with_redis(postgres_context) -> None:
+def test_pipeline_runs_under_celery_with_redis(postgres_context, redis_db) -> None:
     context, bank, app = postgres_context
-    client = redis.Redis.from_url(REDIS)
+    client = redis.Redis.from_url(redis_db.url)
     client.flushdb()
     envelope_id = f"env-{uuid.uuid4().hex[:6]}"
     ids = setup_envelope(context, 120, envelope_id=envelope_id)

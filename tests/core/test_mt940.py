@@ -970,3 +970,45 @@ def test_two_hundred_thousand_entries() -> None:
 
 
 # --- Layering -----------------------------------------------------------------------------------
+
+
+# --------------------------------------------------------------- OpenG2P's six-line :86: layout
+
+SIX_LINE_PAGE = (
+    ":20:EB1\n:25:1000000001\n:28C:1/1\n:60F:C261125USD100,00\n"
+    ":61:2611251125RD10,00NTRFd-1//EB1RD\n"
+    ":86:Cash transfer\nPROG1\n2026-11\nben-1\n\nACCOUNT_CLOSED\n"
+    ":61:2611251125D10,00NTRFd-2//EB2D\n"
+    ":86:Cash transfer\nPROG1\n2026-11\nben-2\n\n\n"
+    ":62F:C261125USD100,00\n-\n"
+)
+
+
+def test_a_blank_line_inside_a_narrative_keeps_its_place() -> None:
+    """Line numbers are the layout: the empty fifth line stays, trailing blank lines go."""
+    (statement,) = parse_statements(SIX_LINE_PAGE)
+    returned, paid = statement.entries
+    assert returned.details == "Cash transfer\nPROG1\n2026-11\nben-1\n\nACCOUNT_CLOSED"
+    assert paid.details == "Cash transfer\nPROG1\n2026-11\nben-2"
+    assert mt940.six_line_narrative(returned.details) == mt940.SixLineNarrative(
+        "Cash transfer", "PROG1", "2026-11", "ben-1", "", "ACCOUNT_CLOSED"
+    )
+    (reason_less,) = [mt940.six_line_narrative(paid.details)]
+    assert reason_less is not None
+    assert (reason_less.beneficiary_id, reason_less.reason) == ("ben-2", "")
+
+
+def test_blank_lines_between_subfields_read_as_before() -> None:
+    text = "/EREF/d-1\n\n/RTRN/ACCOUNT_CLOSED\n/REMI/Payment\nreturned"
+    assert mt940.parse_subfields(text) == mt940.parse_subfields(text.replace("\n\n", "\n"))
+    assert mt940.parse_subfields(text)["RTRN"] == "ACCOUNT_CLOSED"
+    # Structured, or longer than six lines: not the six-line layout.
+    assert mt940.six_line_narrative(text) is None
+    assert mt940.six_line_narrative("\n".join("abcdefg")) is None
+
+
+def test_a_blank_line_after_the_closing_balance_is_not_narrative() -> None:
+    text = SIX_LINE_PAGE.replace(":62F:", "\n\n:62F:")
+    (statement,) = parse_statements(text)
+    assert statement.entries[1].details == "Cash transfer\nPROG1\n2026-11\nben-2"
+    assert statement.balance_problem() is None

@@ -125,6 +125,7 @@ class Bank:
                 bank_code=self.settings.bank_code,
                 phone=self._next_phone(),
                 initial_deposit=Decimal(deposit) if deposit else None,
+                narrative_layout=self.settings.mt940_narrative_layout,
             )
 
     def _next_phone(self) -> str:

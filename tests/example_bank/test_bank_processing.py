@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -87,7 +88,9 @@ def test_mixed_batch_keeps_every_ledger_invariant(bank: Any, make_payment: Any) 
         assert block_row.remaining == blocked
 
 
-def test_reversals_are_rd_entries_with_reason(bank: Any, make_payment: Any) -> None:
+@pytest.mark.parametrize("layout", ["openg2p", "subfields"])
+def test_reversals_are_rd_entries_with_reason(bank: Any, make_payment: Any, layout: str) -> None:
+    bank.settings.mt940_narrative_layout = layout
     bank.account("PROG-1", "1000.00")
     block = bank.block("PROG-1", "1000.00")
     _accept(bank, [make_payment(f"r-{i}", block, "10.00") for i in range(30)])
@@ -98,7 +101,11 @@ def test_reversals_are_rd_entries_with_reason(bank: Any, make_payment: Any) -> N
     assert {e.payment_reference: e.return_reason for e in reversals} == failed
     for entry in reversals:
         assert entry.amount == Decimal("10.00")
-        assert f"/RTRN/{entry.return_reason}" in entry.details
+        if layout == "subfields":
+            assert f"/RTRN/{entry.return_reason}" in entry.details
+        else:  # OpenG2P's six lines: narrative, program, cycle, beneficiary id, "", reason
+            lines = entry.details.split("\n")
+            assert lines[3:] == [f"BEN-{entry.payment_reference}", "", entry.return_reason]
         assert entry.return_reason in FAILURE_REASONS
     debits = bank.entries(account_number="PROG-1", mark="D")
     assert len(debits) == 30 and all(d.amount == Decimal("-10.00") for d in debits)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
@@ -36,6 +37,17 @@ def _pay(bank: Any, make_payment: Any, prefix: str, count: int, block: str) -> N
     with bank.sessions() as s, s.begin():
         accept_payments(s, rows)
     bank.process_all()
+
+
+def _return_reasons(bank: Any) -> dict[str, str]:
+    """The bank's own record: payment reference -> reason of its RD (returned) entry."""
+    with bank.sessions() as s:
+        rows = s.execute(
+            select(LedgerEntry.payment_reference, LedgerEntry.return_reason).where(
+                LedgerEntry.mark == "RD"
+            )
+        )
+        return {ref: reason for ref, reason in rows}
 
 
 def _statements(bank: Any) -> list[Statement]:
@@ -129,9 +141,11 @@ def test_explicit_statement_without_new_entries_is_empty(bank: Any) -> None:
 
 
 def test_statement_round_trips_through_the_bridge_parser(bank: Any, make_payment: Any) -> None:
+    """The subfield layout (EXAMPLE_BANK_MT940_NARRATIVE_LAYOUT=subfields)."""
     import pytest
 
     mt940 = pytest.importorskip("g2p_bridge.formats.mt940")
+    bank.settings.mt940_narrative_layout = "subfields"
     bank.account("PROG-1", "1000.00")
     block = bank.block("PROG-1", "1000.00")
     _pay(bank, make_payment, "rt", 12, block)
@@ -147,12 +161,69 @@ def test_statement_round_trips_through_the_bridge_parser(bank: Any, make_payment
     assert all(e.subfields()["EREF"] == e.customer_reference for e in debits)
     assert all(e.subfields()["NAME"] == f"Beneficiary {e.customer_reference}" for e in debits)
     assert all(e.subfields()["ULTB"] == f"BEN-{e.customer_reference}" for e in debits)
-    with bank.sessions() as s:
-        reasons = dict(
-            s.execute(
-                select(LedgerEntry.payment_reference, LedgerEntry.return_reason).where(
-                    LedgerEntry.mark == "RD"
-                )
-            ).all()
-        )
+    reasons = _return_reasons(bank)
     assert {e.customer_reference: e.subfields()["RTRN"] for e in returns} == reasons
+
+
+def test_the_default_statement_is_openg2ps_six_line_layout(bank: Any, make_payment: Any) -> None:
+    """What OpenG2P's bridge reads by line number: every entry's :86: is six lines (narrative,
+    program, cycle, beneficiary id, empty, reason), written on six physical lines."""
+    import pytest
+
+    mt940 = pytest.importorskip("g2p_bridge.formats.mt940")
+    assert bank.settings.mt940_narrative_layout == "openg2p"
+    bank.account("PROG-1", "1000.00")
+    block = bank.block("PROG-1", "1000.00")
+    _pay(bank, make_payment, "six", 12, block)
+    with bank.sessions() as s, s.begin():
+        write_due_statements(s, bank.settings)
+    (statement,) = _statements(bank)
+    physical = statement.mt940.split("\n")
+    first = next(i for i, line in enumerate(physical) if line.startswith(":86:Cash transfer"))
+    assert physical[first + 1 : first + 6] == ["PROG1", "C1", physical[first + 3], "", ""]
+    assert physical[first + 6].startswith(":6")  # the next field: nothing wrapped or added
+    (parsed,) = list(mt940.iter_statements(statement.mt940))
+    assert parsed.balance_problem() is None
+    debits = [e for e in parsed.entries if e.mark == "D"]
+    returns = [e for e in parsed.entries if e.mark == "RD"]
+    assert len(debits) == 12 and returns
+    for entry in debits:
+        assert entry.subfields() == {}
+        # A payment's empty fifth and sixth lines end the field: the parser drops trailing blanks.
+        assert mt940.six_line_narrative(entry.details) == mt940.SixLineNarrative(
+            "Cash transfer Nov", "PROG1", "C1", f"BEN-{entry.customer_reference}", "", ""
+        )
+    reasons = _return_reasons(bank)
+    read = {e.customer_reference: mt940.six_line_narrative(e.details) for e in returns}
+    assert {ref: n.reason for ref, n in read.items() if n is not None} == reasons
+    assert all(n is not None and n.fifth == "" for n in read.values())
+
+
+def test_a_six_line_narrative_cannot_forge_a_field_or_move_a_line() -> None:
+    """Narratives come from the payer: a value that starts like a field, ends the message or
+    opens a SWIFT block is moved right; a long or multi-line one is cut to its own line."""
+    from example_bank.mt940_writer import (
+        StatementEntry,
+        StatementPage,
+        render_statement,
+        six_line_details,
+    )
+    from g2p_bridge.formats import mt940
+
+    hostile = (":62F:C261125USD9999999,00", "-", "{5:{CHK:1}}", "x" * 300, "a\nb\r\nc", "R")
+    details = six_line_details(hostile)
+    lines = details.split("\n")
+    assert len(lines) == 6
+    assert lines[0].startswith(" :62F:") and len(":86:" + lines[0]) <= 65
+    assert lines[1:3] == [" -", " {5:{CHK:1}}"]
+    assert lines[3] == "x" * 65 and lines[4] == "a b c" and lines[5] == "R"
+    today = date(2026, 11, 25)
+    entry = StatementEntry(today, today, "RD", Decimal("1.00"), "d-1", "EB1RD", details)
+    page = StatementPage("EB1", "PROG-1", 1, 1, "USD", Decimal(0), Decimal("1.00"), today, today)
+    (parsed,) = mt940.parse_statements(render_statement(page, [entry]))
+    assert parsed.closing_balance.amount == Decimal("1.00") and parsed.balance_problem() is None
+    assert len(parsed.entries) == 1 and not parsed.non_standard
+    (read,) = parsed.entries
+    narrative = mt940.six_line_narrative(read.details)
+    assert narrative is not None and narrative.reason == "R"
+    assert narrative.beneficiary_id == "x" * 65

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from sqlalchemy import func, select
@@ -80,24 +81,44 @@ async def upload_mt940(request: Request, principal: Caller) -> Response:
 Reason = Annotated[str | None, Query(max_length=512, description="recorded with the action")]
 
 
-def _acted_on(session: Session, statement_id: str) -> StatementPayload:
-    session.flush()
-    return views.statement_view(session, statements.get_statement(session, statement_id))
+class StatementAction:
+    """An administrator's action on one statement: what park, retry and reprocess take and
+    answer. core/statements.py says what each does and audits it, in the action's transaction."""
+
+    def __init__(
+        self,
+        statement_id: str,
+        principal: Caller,
+        session: UnitOfWork,
+        after_commit: AfterCommit,
+        reason: Reason = None,
+    ) -> None:
+        self.statement_id, self.principal, self.session = statement_id, principal, session
+        self.after_commit, self.reason = after_commit, reason
+
+    def apply(
+        self, action: Callable[[Session, str, str | None], object], *, queues: bool
+    ) -> StatementPayload:
+        """Administrators only; ``queues``: the statement waits for the workers again."""
+        self.principal.require_role("admin")
+        action(self.session, self.statement_id, self.reason)
+        if queues:
+            self.after_commit.wake("statement_uploaded", self.statement_id)
+        self.session.flush()
+        statement = statements.get_statement(self.session, self.statement_id)
+        return views.statement_view(self.session, statement)
 
 
-# An administrator's actions on one statement (core/statements.py says what each does); audited
-# there, in the action's transaction.
+Action = Annotated[StatementAction, Depends()]
+
+
 @router.post(
     "/statements/{statement_id}/park",
     response_model=StatementPayload,
     summary="Park a waiting statement in ERROR (admin)",
 )
-def park_statement(
-    statement_id: str, principal: Caller, session: UnitOfWork, reason: Reason = None
-) -> StatementPayload:
-    principal.require_role("admin")
-    statements.park_statement(session, statement_id, reason)
-    return _acted_on(session, statement_id)
+def park_statement(action: Action) -> StatementPayload:
+    return action.apply(statements.park_statement, queues=False)
 
 
 @router.post(
@@ -105,17 +126,8 @@ def park_statement(
     response_model=StatementPayload,
     summary="Queue a statement in ERROR again (admin)",
 )
-def retry_statement(
-    statement_id: str,
-    principal: Caller,
-    session: UnitOfWork,
-    after_commit: AfterCommit,
-    reason: Reason = None,
-) -> StatementPayload:
-    principal.require_role("admin")
-    statements.retry_statement(session, statement_id, reason)
-    after_commit.wake("statement_uploaded", statement_id)
-    return _acted_on(session, statement_id)
+def retry_statement(action: Action) -> StatementPayload:
+    return action.apply(statements.retry_statement, queues=True)
 
 
 @router.post(
@@ -123,17 +135,8 @@ def retry_statement(
     response_model=StatementPayload,
     summary="Apply a PROCESSED or ERROR statement again (admin)",
 )
-def reprocess_statement(
-    statement_id: str,
-    principal: Caller,
-    session: UnitOfWork,
-    after_commit: AfterCommit,
-    reason: Reason = None,
-) -> StatementPayload:
-    principal.require_role("admin")
-    statements.reprocess_statement(session, statement_id, reason)
-    after_commit.wake("statement_uploaded", statement_id)
-    return _acted_on(session, statement_id)
+def reprocess_statement(action: Action) -> StatementPayload:
+    return action.apply(statements.reprocess_statement, queues=True)
 
 
 @router.get("/statements/{statement_id}", response_model=StatementPayload)

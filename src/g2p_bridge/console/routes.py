@@ -567,11 +567,25 @@ def _csv_response(body: Iterator[bytes], name: str) -> StreamingResponse:
     )
 
 
+def _export(
+    request: Request,
+    me: ConsoleIdentity,
+    header: list[str],
+    rows: Callable[[Session], Iterator[list[object]]],
+    export: str,
+    filename: str,
+) -> Response:
+    """A CSV download for a role that may export, audited (as ``export``) before it streams."""
+    if not me.may("export"):
+        raise Refused(403, f"role {me.role} may not export")
+    with transaction(_factory(request)) as session:
+        audit.record(session, "console.export", "export", export, actor=me.username, role=me.role)
+    return _csv_response(_stream_csv(request, header, rows), filename)
+
+
 @router.get("/failures.csv")
 def failures_csv(request: Request) -> Response:
     me = signed_in(request)
-    if not me.may("export"):
-        raise Refused(403, f"role {me.role} may not export")
     pii = me.may("see_personal_data")
 
     def rows(session: Session) -> Iterator[list[object]]:
@@ -600,11 +614,7 @@ def failures_csv(request: Request) -> Response:
         "state",
         "reason",
     ]
-    with transaction(_factory(request)) as session:
-        audit.record(
-            session, "console.export", "export", "failures", actor=me.username, role=me.role
-        )
-    return _csv_response(_stream_csv(request, header, rows), "failures.csv")
+    return _export(request, me, header, rows, "failures", "failures.csv")
 
 
 @router.get("/recon-errors")
@@ -661,11 +671,7 @@ def recon_errors_csv(request: Request) -> Response:
         "acknowledged_by",
         "note",
     ]
-    with transaction(_factory(request)) as session:
-        audit.record(
-            session, "console.export", "export", "recon_errors", actor=me.username, role=me.role
-        )
-    return _csv_response(_stream_csv(request, header, rows), "reconciliation-errors.csv")
+    return _export(request, me, header, rows, "recon_errors", "reconciliation-errors.csv")
 
 
 @router.post("/recon-errors/{error_id}/acknowledge")

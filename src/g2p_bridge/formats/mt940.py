@@ -9,7 +9,8 @@ cope with what banks really send rather than with the standard alone. Accepted:
   (ABN AMRO's ``ABNANL2A``/``940``/``ABNANL2A``, Rabobank's ``:940:``, ``0000 ...`` lines, a
   file name or date) and page footers between messages; SOH/ETX/SUB framing characters.
 * Many messages per file, ended by ``-``, ``-}``, ``$``, the next ``:20:`` or the end of the
-  file (a final message needs no terminator); blank lines anywhere.
+  file (a final message needs no terminator); blank lines anywhere (inside a ``:86:`` they
+  keep their place, for layouts read by line number).
 * Lines: LF, CRLF, CR or a mix; trailing blanks; UTF-8 with or without BOM, Windows-1252,
   Latin-1, UTF-16 with BOM (see :func:`decode_statement_bytes`).
 * Fields: ``:28:`` or ``:28C:``, with or without a sequence number (``1``, ``00042/``,
@@ -101,12 +102,14 @@ __all__ = [
     "Balance",
     "Entry",
     "MT940Error",
+    "SixLineNarrative",
     "Statement",
     "decode_statement_bytes",
     "iter_statement_headers",
     "iter_statements",
     "parse_statements",
     "parse_subfields",
+    "six_line_narrative",
 ]
 
 
@@ -451,9 +454,13 @@ class _ParseState:
         line = raw.rstrip()
         if line and (line[0] in _FRAMING or line[-1] in _FRAMING or line[0] == "\ufeff"):
             line = line.strip(_FRAMING + "\ufeff").rstrip()
-        if not line:
-            return None
         builder = self.builder
+        if not line:
+            if builder is not None and builder.tag == "86":
+                # Kept for now: inside a narrative a blank line holds a place (OpenG2P's
+                # six-line layout has an empty fifth line); trailing ones are dropped at its end.
+                builder.lines.append(line)
+            return None
         first = line[0]
         if first == ":":
             match = _TAG.match(line)
@@ -651,6 +658,8 @@ class _StatementBuilder:
         self.tag = None
         self.lines = []
         if tag == "86":
+            while len(lines) > 1 and not lines[-1]:
+                lines.pop()
             if self.pending is not None and self.closing is None:
                 self.pending_details.extend(lines)
             else:
@@ -727,7 +736,7 @@ class _StatementBuilder:
         self.pending = None
         details = self.pending_details
         self.pending_details = []
-        if len(details) > 1 and not details[0]:
+        while len(details) > 1 and not details[0]:
             # ":86:" alone on its line with the text below: the empty first line carries nothing.
             del details[0]
         non_standard = ""
@@ -918,7 +927,8 @@ def parse_subfields(details: str) -> dict[str, str]:
     Exposed as a function as well as :meth:`Entry.subfields` so that statement information can
     be read the same way.
     """
-    lines = details.split("\n")
+    # Blank lines hold a place in a line-numbered layout; between subfields they carry nothing.
+    lines = [line for line in details.split("\n") if line] or [""]
     lines[0] = lines[0].lstrip()
     head = lines[0]
     german = _SUBFIELD_START.match(head)
@@ -946,6 +956,38 @@ def parse_subfields(details: str) -> dict[str, str]:
             result[code] = f"{result[code]} {value}" if code in result else value
         return result
     return {}
+
+
+SIX_LINE_LAYOUT = 6
+
+
+@dataclass(frozen=True, slots=True)
+class SixLineNarrative:
+    """OpenG2P's ``:86:`` layout, read by line number: narrative, program, cycle, beneficiary
+    id, an empty line, and the return reason (empty on a payment)."""
+
+    narrative: str
+    program: str
+    cycle: str
+    beneficiary_id: str
+    fifth: str
+    reason: str
+
+
+def six_line_narrative(details: str) -> SixLineNarrative | None:
+    """A :86: narrative read as OpenG2P's six-line layout, each line stripped; None when it has
+    more than six lines or structured subfields.
+
+    Fewer lines are the layout with empty last lines: the parser drops a field's trailing blank
+    lines (they cannot be told from blank lines between fields), so a payment's empty fifth and
+    sixth lines, or a return without a reason, arrive shorter. Whether a bank writes this
+    layout at all is for its connector to know: free text reads here as a narrative line.
+    """
+    lines = details.split("\n")
+    if len(lines) > SIX_LINE_LAYOUT or parse_subfields(details):
+        return None
+    lines += [""] * (SIX_LINE_LAYOUT - len(lines))
+    return SixLineNarrative(*(line.strip() for line in lines))
 
 
 _SUBFIELD_END = {sep: re.compile(re.escape(sep) + r"\d\d$") for sep in "?+~^"}

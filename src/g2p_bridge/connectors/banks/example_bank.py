@@ -15,7 +15,9 @@ from g2p_bridge.connectors.banks.base import (
     FundsCheck,
     PaymentBatchResult,
     PaymentInstruction,
+    StatementEntry,
 )
+from g2p_bridge.formats.mt940 import six_line_narrative
 from g2p_bridge.settings import BankConnectorSettings
 
 # Client errors that say "not now" rather than "never": the same request may succeed later, so
@@ -99,6 +101,17 @@ class ExampleBankConnector(BankConnector):
     def initiate_payment(self, payments: list[PaymentInstruction]) -> PaymentBatchResult:
         body = []
         for p in payments:
+            # OpenG2P's Example Bank stores these as non-null text: like the reference connector,
+            # send what the address has and an empty string for the rest, never null.
+            optional = {
+                "beneficiary_account": p.beneficiary_account,
+                "beneficiary_bank_code": p.beneficiary_bank_code,
+                "beneficiary_branch_code": p.beneficiary_branch_code,
+                "beneficiary_mobile_wallet_provider": p.beneficiary_mobile_wallet_provider,
+                "beneficiary_phone_no": p.beneficiary_phone,
+                "beneficiary_email": p.beneficiary_email,
+                "beneficiary_email_wallet_provider": p.beneficiary_email_wallet_provider,
+            }
             item: dict[str, Any] = {
                 "payment_reference_number": p.payment_reference,
                 "remitting_account": p.remitting_account,
@@ -106,19 +119,15 @@ class ExampleBankConnector(BankConnector):
                 "payment_amount": str(p.amount),
                 "funds_blocked_reference_number": p.block_reference,
                 "beneficiary_name": p.beneficiary_name,
-                "beneficiary_account": p.beneficiary_account,
                 "beneficiary_account_currency": p.remitting_currency,
                 "beneficiary_account_type": p.beneficiary_account_type,
-                "beneficiary_bank_code": p.beneficiary_bank_code,
-                "beneficiary_branch_code": p.beneficiary_branch_code,
-                "beneficiary_mobile_wallet_provider": p.beneficiary_mobile_wallet_provider,
-                "beneficiary_phone_no": p.beneficiary_phone,
-                "beneficiary_email": p.beneficiary_email,
-                "beneficiary_email_wallet_provider": p.beneficiary_email_wallet_provider,
+                **{name: value or "" for name, value in optional.items()},
                 "payment_date": p.payment_date.isoformat(),
             }
             for i in range(6):
-                item[f"narrative_{i + 1}"] = p.narratives[i] if i < len(p.narratives) else None
+                item[f"narrative_{i + 1}"] = (
+                    p.narratives[i] if i < len(p.narratives) else None
+                ) or ""
             body.append(item)
         data = self._post("/initiate_payment", body)
         duplicates = tuple(data.get("duplicate_payment_references") or ())
@@ -129,6 +138,16 @@ class ExampleBankConnector(BankConnector):
             detail=data.get("error_message") or "batch refused",
             duplicates=duplicates,
         )
+
+    def reversal_reason(self, entry: StatementEntry) -> str | None:
+        """The return reason in either layout an Example Bank writes: the ``RTRN`` subfield, or
+        line 6 of OpenG2P's six-line narrative, as OpenG2P's bridge reads it (never the whole
+        block). A one-line narrative without subfields is neither: read as any bank's."""
+        if "\n" in entry.details and not entry.subfields():
+            narrative = six_line_narrative(entry.details)
+            if narrative is not None:
+                return narrative.reason or None
+        return super().reversal_reason(entry)
 
     def close(self) -> None:
         self._client.close()
