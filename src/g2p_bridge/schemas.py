@@ -413,6 +413,24 @@ class EnvelopeStatusPayload(View):
     currency: str | None = Field(validation_alias=AliasPath("envelope", "currency"))
     cancelled: bool = Field(validation_alias=AliasPath("envelope", "cancelled"))
     disbursements_by_state: dict[str, int] = Field(validation_alias="by_state")
+    # Where the block went (core/release.py): blocked = spent + returned + released + held,
+    # and held is 0 once every disbursement is final and the rest was released.
+    funds_blocked_amount: Decimal = Field(validation_alias=AliasPath("funds", "blocked"))
+    funds_spent_amount: Decimal = Field(validation_alias=AliasPath("funds", "spent"))
+    funds_returned_amount: Decimal = Field(validation_alias=AliasPath("funds", "returned"))
+    funds_released_amount: Decimal = Field(validation_alias=AliasPath("funds", "released"))
+    funds_held_amount: Decimal = Field(validation_alias=AliasPath("funds", "held"))
+    funds_release_state: str | None = Field(validation_alias=AliasPath("funds", "release_state"))
+    funds_release_attempts: int = Field(validation_alias=AliasPath("funds", "release_attempts"))
+    funds_release_latest_error_code: str | None = Field(
+        validation_alias=AliasPath("funds", "release_error")
+    )
+    funds_release_reference_number: str | None = Field(
+        validation_alias=AliasPath("funds", "release_reference")
+    )
+    funds_released_timestamp: datetime | None = Field(
+        validation_alias=AliasPath("funds", "released_at")
+    )
 
 
 class ReconPayload(View):

@@ -57,6 +57,9 @@ CALLS: dict[str, Callable[[ExampleBankConnector], object]] = {
     "/check_funds": lambda c: c.check_funds("1000000001", "USD", Decimal("150.50")),
     "/block_funds": lambda c: c.block_funds("1000000001", "USD", Decimal("150.50"), "block-e1"),
     "/initiate_payment": lambda c: c.initiate_payment([PAYMENT]),
+    "/release_funds": lambda c: c.release_funds(
+        "1000000001", "USD", Decimal("20.25"), "blk-1", "release-e1"
+    ),
 }
 
 
