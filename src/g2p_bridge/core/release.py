@@ -107,8 +107,10 @@ def plan_releases(session: Session, now: datetime) -> int:
         r.created_at,
         r.updated_at,
     ]
-    result = session.execute(insert(r).from_select([c.key for c in columns], due))
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    planned = session.scalars(
+        insert(r).from_select([c.key for c in columns], due).returning(r.id)
+    ).all()
+    return len(planned)
 
 
 def release_funds(context: Context, envelope_id: str) -> bool:
