@@ -433,6 +433,37 @@ class EnvelopeStatusPayload(View):
     )
 
 
+class BatchStatusView(View):
+    """One mapper or bank batch of an envelope (``core.batches.BatchStatus``); the envelope's
+    currency comes in the context."""
+
+    kind: str
+    batch_id: str
+    state: str
+    stage: str
+    attempts: int
+    last_error: str | None
+    disbursement_count: int
+    total_amount: Decimal | None
+    destination: str | None
+    resolver: str | None
+    bank_response: str | None
+    created_at: datetime
+    updated_at: datetime
+    next_attempt_at: datetime | None
+    lease_until: datetime | None
+    sent_at: datetime | None
+
+
+class EnvelopeBatchesPage(WireModel):
+    disbursement_envelope_id: str
+    # Batches per state, per kind ("mapper", "bank"), over the whole envelope.
+    counts: dict[str, dict[str, int]]
+    items: list[BatchStatusView]
+    # Pass as ``after`` for the next page; null on the last one.
+    next_cursor: str | None
+
+
 class ReconPayload(View):
     """A stored ``DisbursementRecon``."""
 

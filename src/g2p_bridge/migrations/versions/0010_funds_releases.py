@@ -1,12 +1,14 @@
-"""funds releases: what an envelope's block did not spend, given back once at the bank
+"""funds releases: what an envelope's block did not spend, given back once at the bank;
+batch pages: the per-batch status reads an envelope's batches in id order
 
 Revision ID: 0010
 Revises: 0007
 Create Date: 2026-12-01 12:25:00
 
-A new table only. Envelopes settled before this revision are picked up by the next producer
-sweep like any other: their disbursements are final, their block has no release yet, so the
-release is planned and sent then, with the same idempotency key a later retry would use.
+A new table and two indexes. Envelopes settled before this revision are picked up by the next
+producer sweep like any other: their disbursements are final, their block has no release yet,
+so the release is planned and sent then, with the same idempotency key a retry would use.
+The two (envelope_id, id) indexes are built on the existing batch rows as they stand.
 """
 
 from collections.abc import Sequence
@@ -47,9 +49,15 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("funds_releases", schema=None) as batch_op:
         batch_op.create_index("ix_funds_releases_due", ["state", "next_attempt_at"], unique=False)
+    for table in ("mapper_batches", "bank_batches"):
+        with op.batch_alter_table(table, schema=None) as batch_op:
+            batch_op.create_index(f"ix_{table}_envelope_page", ["envelope_id", "id"], unique=False)
 
 
 def downgrade() -> None:
+    for table in ("bank_batches", "mapper_batches"):
+        with op.batch_alter_table(table, schema=None) as batch_op:
+            batch_op.drop_index(f"ix_{table}_envelope_page")
     with op.batch_alter_table("funds_releases", schema=None) as batch_op:
         batch_op.drop_index("ix_funds_releases_due")
     op.drop_table("funds_releases")
