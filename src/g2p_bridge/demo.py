@@ -287,7 +287,8 @@ def run_demo(
                 status["number_of_disbursements_reconciled"]
                 + status["number_of_disbursements_failed"]
             )
-            if settled >= count - status["number_of_disbursements_cancelled"]:
+            released = status.get("funds_release_state") in ("DONE", "FAILED")
+            if settled >= count - status["number_of_disbursements_cancelled"] and released:
                 break
             time.sleep(0.3)
         finished = time.monotonic()
@@ -358,6 +359,13 @@ def print_summary(summary: dict[str, Any]) -> None:
         ("reversed", status.get("number_of_disbursements_reversed")),
         ("failed", status.get("number_of_disbursements_failed")),
         ("cancelled", status.get("number_of_disbursements_cancelled")),
+        (
+            "funds",
+            f"blocked {status.get('funds_blocked_amount')} = spent "
+            f"{status.get('funds_spent_amount')} + returned {status.get('funds_returned_amount')}"
+            f" + released {status.get('funds_released_amount')} + held "
+            f"{status.get('funds_held_amount')}",
+        ),
     ]
     for label, value in rows:
         print(f"  {label:<16} {value}")

@@ -13,7 +13,7 @@ from test_pipeline import ACCOUNT, WorkerKilled, _plan, _time_passes, setup_enve
 from bridge_support import FakeBank, counters_match_rows, fake_context, mt940
 from g2p_bridge.api import views
 from g2p_bridge.connectors.banks.base import ReleaseResult
-from g2p_bridge.core import audit, disbursements, envelopes, funds, release
+from g2p_bridge.core import audit, disbursements, envelopes, funds, overview, release
 from g2p_bridge.core.context import Context
 from g2p_bridge.db import transaction
 from g2p_bridge.embedded import EmbeddedRunner
@@ -94,6 +94,17 @@ def test_after_settlement_exactly_the_unspent_rest_is_released_once(session_fact
     # Amounts on the wire carry the currency's two decimals.
     dumped = status.model_dump(mode="json")
     assert dumped["funds_released_amount"] == "20.00" and dumped["funds_held_amount"] == "0.00"
+    # The console's envelope page: its "paid" includes the returned ones.
+    with transaction(session_factory) as session:
+        detail = overview.envelope_detail(session, "env-1")
+        assert detail is not None
+        shown = {k: detail.amounts[k] for k in ("blocked", "paid", "released", "held")}
+    assert shown == {
+        "blocked": Decimal("100.00"),
+        "paid": Decimal("80.00"),
+        "released": Decimal("20.00"),
+        "held": Decimal("0.00"),
+    }
     # More ticks, more producers: nothing is released again.
     assert runner.run_until_idle(timeout=30)
     assert bank.release_calls == 1
