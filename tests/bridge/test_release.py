@@ -4,6 +4,7 @@ PostgreSQL and on the embedded SQLite."""
 
 from __future__ import annotations
 
+import threading
 from decimal import Decimal
 
 import pytest
@@ -324,3 +325,31 @@ def test_the_producer_plans_each_release_once_and_only_when_final(session_factor
     assert [w.key for w in work] == ["env-1"]
     # Woken: the next tick does not send it again while its message may still be on its way.
     assert [w for w in find_due_work(context) if w.task == "release_funds"] == []
+
+
+def test_the_same_task_delivered_to_four_workers_at_once_calls_the_bank_once(
+    session_factory,
+) -> None:
+    bank = FakeBank()
+    context = fake_context(session_factory, bank)
+    setup_envelope(context, 2)
+    _plan(context)
+    with transaction(session_factory) as session:
+        envelopes.cancel_envelope(session, "env-1")
+    with transaction(session_factory) as session:
+        release.plan_releases(session, utcnow())
+    barrier = threading.Barrier(4)
+    results: list[bool] = []
+
+    def worker() -> None:
+        barrier.wait()
+        results.append(release.release_funds(context, "env-1"))
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sorted(results) == [False, False, False, True]
+    assert bank.release_calls == 1
+    assert figures(context).funds_released_amount == Decimal("20.00")
