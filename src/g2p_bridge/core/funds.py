@@ -36,7 +36,8 @@ def block_key(envelope_id: str) -> str:
 
 def due_envelopes(session: Session, settings: Settings, now: datetime, today: date) -> list[str]:
     """Complete, uncancelled envelopes whose schedule date has come and whose funds are not yet
-    blocked; marks them woken so the next ticks do not wake them again unless still unclaimed."""
+    blocked, and cancelled ones whose block is still unanswered; marks them woken so the next
+    ticks do not wake them again unless still unclaimed."""
     may_start = [
         DisbursementEnvelope.cancelled.is_(False),
         EnvelopeStatus.received_count == DisbursementEnvelope.number_of_disbursements,
