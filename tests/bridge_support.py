@@ -18,6 +18,7 @@ from g2p_bridge.connectors.banks.base import (
     FundsCheck,
     PaymentBatchResult,
     PaymentInstruction,
+    ReleaseResult,
 )
 from g2p_bridge.core.context import Context
 from g2p_bridge.db import transaction
@@ -145,6 +146,11 @@ class FakeBank(BankConnector):
     fail_next: int = 0
     timeout_after_processing: int = 0
     reject_payments: bool = False
+    # Releases by idempotency key: (block reference, amount, release reference).
+    releases: dict[str, tuple[str, Decimal, str]] = field(default_factory=dict)
+    release_calls: int = 0
+    refuse_releases: int = 0
+    release_timeout_after_processing: int = 0
     group_payments_by: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -169,6 +175,28 @@ class FakeBank(BankConnector):
             self.block_calls += 1
             reference = self.blocks.setdefault(idempotency_key, f"BLK-{len(self.blocks) + 1}")
             return BlockResult(blocked=True, reference=reference)
+
+    def release_funds(
+        self,
+        account_number: str,
+        currency: str,
+        amount: Decimal,
+        block_reference: str,
+        idempotency_key: str,
+    ) -> ReleaseResult:
+        with self.lock:
+            self.release_calls += 1
+            self._maybe_fail()
+            if self.refuse_releases > 0:
+                self.refuse_releases -= 1
+                return ReleaseResult(False, None, "simulated: more than the block holds")
+            if idempotency_key not in self.releases:
+                reference = f"REL-{len(self.releases) + 1}"
+                self.releases[idempotency_key] = (block_reference, amount, reference)
+            if self.release_timeout_after_processing > 0:
+                self.release_timeout_after_processing -= 1
+                raise BankUnavailable("simulated: read timeout after the bank released")
+            return ReleaseResult(True, self.releases[idempotency_key][2])
 
     def initiate_payment(self, payments: list[PaymentInstruction]) -> PaymentBatchResult:
         with self.lock:

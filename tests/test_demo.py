@@ -41,6 +41,16 @@ def test_demo_settles_every_disbursement(tmp_path) -> None:
     returned = [r for r in reasons if r is not None]
     assert len(returned) == states["REVERSED"]
     assert set(returned) <= set(FAILURE_REASONS), set(returned)
+    # What the block did not spend went back: nothing stays held at the bank.
+    assert account["blocked_amount"] == "0.00"
+    assert status["funds_release_state"] == "DONE"
+    assert status["funds_held_amount"] == "0.00"
+    assert Decimal(status["funds_released_amount"]) > 0  # the two unresolved ones at least
+    assert (
+        Decimal(status["funds_blocked_amount"])
+        == Decimal(summary["total_amount"])
+        == sum(Decimal(status[f"funds_{k}_amount"]) for k in ("spent", "returned", "released"))
+    )
 
 
 @pytest.mark.slow

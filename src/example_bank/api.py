@@ -1,9 +1,10 @@
 """HTTP API of the Example Bank, compatible with the OpenG2P Example Bank contract.
 
-Bank-contract endpoints (``/check_funds``, ``/block_funds``, ``/initiate_payment``,
-``/generate_account_statement``) always answer with their contract body; a refusal has
-``status: "failure"`` and an ``error_message``, with HTTP 200 for business outcomes
-(insufficient funds) and 4xx when the request names unknown or mismatched things.
+Bank-contract endpoints (``/check_funds``, ``/block_funds``, ``/release_funds``,
+``/initiate_payment``, ``/generate_account_statement``) always answer with their contract
+body; a refusal has ``status: "failure"`` and an ``error_message``, with HTTP 200 for
+business outcomes (insufficient funds, releasing more than a block holds) and 4xx when the
+request names unknown or mismatched things.
 Malformed input gets FastAPI's 422. Amounts go out as JSON strings and are accepted as
 strings or numbers; request bodies are parsed with ``Decimal`` for numbers (``_DecimalRoute``),
 so ``100.10`` is never rounded through a float.
@@ -113,6 +114,22 @@ class BlockFundsRequest(_In):
 class BlockFundsResponse(BaseModel):
     status: Literal["success", "failure"]
     block_reference_no: str | None = None
+    error_message: str | None = None
+
+
+class ReleaseFundsRequest(_In):
+    account_number: NonEmpty
+    block_reference_no: NonEmpty
+    currency: Currency
+    amount: PositiveAmount
+    idempotency_key: Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class ReleaseFundsResponse(BaseModel):
+    status: Literal["success", "failure"]
+    release_reference_no: str | None = None
+    released_amount: Decimal | None = None
+    remaining_amount: Decimal | None = None
     error_message: str | None = None
 
 
@@ -389,6 +406,42 @@ def block_funds(body: BlockFundsRequest, factory: Factory) -> JSONResponse:
     return _json(
         200, BlockFundsResponse(status="success", block_reference_no=result.block_reference)
     )
+
+
+@router.post("/release_funds", response_model=ReleaseFundsResponse)
+def release_funds(body: ReleaseFundsRequest, factory: Factory) -> JSONResponse:
+    """Gives part of a block back; a refusal (more than remains) is a 200 failure body, like an
+    insufficient balance on ``/block_funds``."""
+    try:
+        result = _with_retry_on_conflict(
+            factory,
+            lambda s: services.release_funds(
+                s,
+                body.account_number,
+                body.block_reference_no,
+                body.currency,
+                body.amount,
+                body.idempotency_key,
+            ),
+        )
+    except services.BankError as exc:
+        return _json(
+            exc.status_code, ReleaseFundsResponse(status="failure", error_message=exc.message)
+        )
+    if result.release_reference is None:
+        answer = ReleaseFundsResponse(
+            status="failure",
+            remaining_amount=result.remaining,
+            error_message=result.error_message,
+        )
+        return _json(200, answer)
+    answer = ReleaseFundsResponse(
+        status="success",
+        release_reference_no=result.release_reference,
+        released_amount=result.released,
+        remaining_amount=result.remaining,
+    )
+    return _json(200, answer)
 
 
 @router.post("/initiate_payment", response_model=InitiatePaymentResponse)

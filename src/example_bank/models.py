@@ -171,6 +171,22 @@ class FundBlock(Base):
     __table_args__ = (CheckConstraint("remaining >= 0", name="remaining_not_negative"),)
 
 
+class FundRelease(Base):
+    """Part of a block given back to the account's available balance. Not a ledger entry: no
+    money moves, the book balance stays; the block's remaining and the account's blocked amount
+    go down together. The idempotency key makes a repeated request the same release."""
+
+    __tablename__ = "fund_releases"
+
+    release_reference: Mapped[str] = mapped_column(String(40), primary_key=True)
+    block_reference: Mapped[str] = mapped_column(
+        ForeignKey("fund_blocks.block_reference"), index=True
+    )
+    amount: Mapped[Decimal] = mapped_column(MONEY)
+    idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
 class PaymentBatch(Base):
     __tablename__ = "payment_batches"
 

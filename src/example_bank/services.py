@@ -28,6 +28,7 @@ from example_bank.models import (
     RECEIVED,
     Account,
     FundBlock,
+    FundRelease,
     Payment,
     PaymentBatch,
     accounts_table,
@@ -329,6 +330,85 @@ def block_funds(
     account.blocked_amount = account.blocked_amount + amount
     session.flush()
     return BlockResult(block.block_reference)
+
+
+@dataclass
+class ReleaseResult:
+    release_reference: str | None
+    released: Decimal = ZERO
+    remaining: Decimal = ZERO
+    error_message: str | None = None
+
+
+def release_funds(
+    session: Session,
+    account_number: str,
+    block_reference: str,
+    currency: str,
+    amount: Decimal,
+    idempotency_key: str,
+) -> ReleaseResult:
+    """Give ``amount`` of a block back to the account's available balance.
+
+    The same ``idempotency_key`` always answers with the same release and never releases twice;
+    the key used for another block or amount is a conflict. What remains is the block's
+    remaining less the payments accepted against it and not yet paid (they still need it): more
+    than that is refused, nothing changed."""
+    if amount <= 0:
+        raise Invalid("amount must be positive")
+    if not idempotency_key:
+        raise Invalid("idempotency_key is required")
+    currency = currency.upper()
+    existing = session.scalars(
+        select(FundRelease).where(FundRelease.idempotency_key == idempotency_key)
+    ).one_or_none()
+    if existing is not None:
+        if (existing.block_reference, existing.amount) != (block_reference, amount):
+            raise Conflict(
+                f"idempotency key {idempotency_key} was used for a different release "
+                f"({existing.block_reference} {existing.amount})"
+            )
+        block = session.get(FundBlock, block_reference)
+        left = block.remaining if block is not None else ZERO
+        return ReleaseResult(existing.release_reference, existing.amount, left)
+    found = session.get(FundBlock, block_reference)
+    if found is None:
+        raise NotFound(f"funds block {block_reference} not found")
+    if found.account_number != account_number:
+        raise Invalid(f"account {account_number} does not own block {block_reference}")
+    # Account first, then the block: the order payment processing takes them in, so a release
+    # and a batch being paid never wait on each other in a cycle.
+    account = get_account(session, found.account_number, lock=True)
+    block = session.scalars(
+        select(FundBlock)
+        .where(FundBlock.block_reference == block_reference)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
+    if block.currency != currency:
+        raise Invalid(f"currency {currency} does not match block {block_reference} currency")
+    releasable = block.remaining - _pending_per_block(session, [block_reference]).get(
+        block_reference, ZERO
+    )
+    if amount > releasable:
+        return ReleaseResult(
+            None,
+            remaining=block.remaining,
+            error_message=(
+                f"cannot release {amount} from block {block_reference}: {releasable} remains"
+            ),
+        )
+    release = FundRelease(
+        release_reference=new_reference("REL"),
+        block_reference=block_reference,
+        amount=amount,
+        idempotency_key=idempotency_key,
+    )
+    session.add(release)
+    block.remaining = block.remaining - amount
+    account.blocked_amount = account.blocked_amount - amount
+    session.flush()
+    return ReleaseResult(release.release_reference, amount, block.remaining)
 
 
 # Fields of an incoming payment instruction stored as-is on the payment row.

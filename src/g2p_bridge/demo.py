@@ -262,7 +262,11 @@ def run_demo(
             )
 
         status = pbms.wait_settled(
-            envelope_id, count, timeout=max(120.0, count / 50), on_change=progress
+            envelope_id,
+            count,
+            timeout=max(120.0, count / 50),
+            on_change=progress,
+            until_released=True,
         )
         finished = time.monotonic()
         account = bank.get(f"/accounts/{PROGRAM_ACCOUNT}").json()
@@ -309,6 +313,13 @@ def print_summary(summary: dict[str, Any]) -> None:
         ("reversed", status.get("number_of_disbursements_reversed")),
         ("failed", status.get("number_of_disbursements_failed")),
         ("cancelled", status.get("number_of_disbursements_cancelled")),
+        (
+            "funds",
+            f"blocked {status.get('funds_blocked_amount')} = spent "
+            f"{status.get('funds_spent_amount')} + returned {status.get('funds_returned_amount')}"
+            f" + released {status.get('funds_released_amount')} + held "
+            f"{status.get('funds_held_amount')}",
+        ),
     ]
     for label, value in rows:
         print(f"  {label:<16} {value}")

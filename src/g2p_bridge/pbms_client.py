@@ -258,6 +258,12 @@ class EnvelopeStatus:
     by_state: dict[str, int]
     raw: dict[str, Any] = field(repr=False)  # the message as the bridge sent it
 
+    @property
+    def release_final(self) -> bool:
+        """The release of the unspent block is done or parked (it never starts before every
+        disbursement is final)."""
+        return self.raw.get("funds_release_state") in ("DONE", "FAILED")
+
     @classmethod
     def of(cls, m: dict[str, Any]) -> EnvelopeStatus:
         return cls(
@@ -430,9 +436,11 @@ class PbmsClient:
         timeout: float,
         poll: float = 0.3,
         on_change: Callable[[EnvelopeStatus], None] | None = None,
+        until_released: bool = False,
     ) -> EnvelopeStatus:
-        """Polls the envelope until ``count`` disbursements are settled or ``timeout`` passes;
-        returns the last status either way (``settled(count)`` tells which)."""
+        """Polls the envelope until ``count`` disbursements are settled (and, with
+        ``until_released``, the rest of its funds block released or parked) or ``timeout``
+        passes; returns the last status either way (``settled(count)`` tells which)."""
         deadline = time.monotonic() + timeout
         last: EnvelopeStatus | None = None
         while True:
@@ -440,7 +448,8 @@ class PbmsClient:
             if on_change is not None and (last is None or status.raw != last.raw):
                 on_change(status)
             last = status
-            if status.settled(count) or time.monotonic() >= deadline:
+            done = status.settled(count) and (not until_released or status.release_final)
+            if done or time.monotonic() >= deadline:
                 return status
             time.sleep(poll)
 

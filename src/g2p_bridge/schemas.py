@@ -383,6 +383,55 @@ class EnvelopeStatusPayload(View):
     currency: str | None = _read("envelope", "currency")
     cancelled: bool = _read("envelope", "cancelled")
     disbursements_by_state: dict[str, int] = Field(validation_alias="by_state")
+    # Where the block went (core/release.py): blocked = spent + returned + released + held,
+    # and held is 0 once every disbursement is final and the rest was released.
+    funds_blocked_amount: Decimal = Field(validation_alias=AliasPath("funds", "blocked"))
+    funds_spent_amount: Decimal = Field(validation_alias=AliasPath("funds", "spent"))
+    funds_returned_amount: Decimal = Field(validation_alias=AliasPath("funds", "returned"))
+    funds_released_amount: Decimal = Field(validation_alias=AliasPath("funds", "released"))
+    funds_held_amount: Decimal = Field(validation_alias=AliasPath("funds", "held"))
+    funds_release_state: str | None = Field(validation_alias=AliasPath("funds", "release_state"))
+    funds_release_attempts: int = Field(validation_alias=AliasPath("funds", "release_attempts"))
+    funds_release_latest_error_code: str | None = Field(
+        validation_alias=AliasPath("funds", "release_error")
+    )
+    funds_release_reference_number: str | None = Field(
+        validation_alias=AliasPath("funds", "release_reference")
+    )
+    funds_released_timestamp: datetime | None = Field(
+        validation_alias=AliasPath("funds", "released_at")
+    )
+
+
+class BatchStatusView(View):
+    """One mapper or bank batch of an envelope (``core.batches.BatchStatus``); the envelope's
+    currency comes in the context."""
+
+    kind: str
+    batch_id: str
+    state: str
+    stage: str
+    attempts: int
+    last_error: str | None
+    disbursement_count: int
+    total_amount: Decimal | None
+    destination: str | None
+    resolver: str | None
+    bank_response: str | None
+    created_at: datetime
+    updated_at: datetime
+    next_attempt_at: datetime | None
+    lease_until: datetime | None
+    sent_at: datetime | None
+
+
+class EnvelopeBatchesPage(WireModel):
+    disbursement_envelope_id: str
+    # Batches per state, per kind ("mapper", "bank"), over the whole envelope.
+    counts: dict[str, dict[str, int]]
+    items: list[BatchStatusView]
+    # Pass as ``after`` for the next page; null on the last one.
+    next_cursor: str | None
 
 
 class ReconPayload(View):

@@ -27,6 +27,7 @@ from g2p_bridge.connectors.banks.base import (
     FundsCheck,
     PaymentBatchResult,
     PaymentInstruction,
+    ReleaseResult,
 )
 from g2p_bridge.connectors.banks.example_bank import ExampleBankConnector
 from g2p_bridge.settings import BankConnectorSettings
@@ -57,6 +58,9 @@ CALLS: dict[str, Callable[[ExampleBankConnector], object]] = {
     "/check_funds": lambda c: c.check_funds("1000000001", "USD", Decimal("150.50")),
     "/block_funds": lambda c: c.block_funds("1000000001", "USD", Decimal("150.50"), "block-e1"),
     "/initiate_payment": lambda c: c.initiate_payment([PAYMENT]),
+    "/release_funds": lambda c: c.release_funds(
+        "1000000001", "USD", Decimal("20.25"), "blk-1", "release-e1"
+    ),
 }
 
 
@@ -238,6 +242,32 @@ def test_block_answers() -> None:
     # "success" without a reference is not a block the bridge could later point to.
     assert call("/block_funds", answer(200, {"status": "success"})) == BlockResult(
         False, None, "block refused"
+    )
+
+
+def test_release_answers_and_request() -> None:
+    seen: list[dict[str, object]] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(json.loads(request.content))
+        return httpx.Response(200, json={"status": "success", "release_reference_no": "REL1"})
+
+    assert call("/release_funds", handle) == ReleaseResult(True, "REL1")
+    assert seen == [
+        {
+            "account_number": "1000000001",
+            "block_reference_no": "blk-1",
+            "currency": "USD",
+            "amount": "20.25",
+            "idempotency_key": "release-e1",
+        }
+    ]
+    refused = {"status": "failure", "error_message": "cannot release 20.25: 3.00 remains"}
+    assert call("/release_funds", answer(200, refused)) == ReleaseResult(
+        False, None, "cannot release 20.25: 3.00 remains"
+    )
+    assert call("/release_funds", answer(200, {"status": "success"})) == ReleaseResult(
+        False, None, "release refused"
     )
 
 

@@ -87,6 +87,9 @@ def test_celery_is_configured_for_money(postgres_context) -> None:
         "statements",
     }
     assert conf.task_routes["g2p.send_bank_batch"]["routing_key"] == "dispatch"
+    # The release is a bank call on the envelope's funds: beside the block, on their queue.
+    assert conf.task_routes["g2p.release_funds"]["routing_key"] == "funds"
+    assert OperationalError in app.tasks["g2p.release_funds"].autoretry_for
     # A lost database connection is retried soon, not left to the sweep's lease.
     assert OperationalError in app.tasks["g2p.send_bank_batch"].autoretry_for
     # Each queue has its own exchange and key, so a task lands in one queue only.

@@ -176,6 +176,7 @@ def _requests_on_prog1(envelope_id: str, ids: list[str]) -> list[tuple[str, str,
         ),
         ("GET", "/envelopes?program=PROG1", None),
         ("GET", f"/envelopes/{envelope_id}/status", None),
+        ("GET", f"/envelopes/{envelope_id}/batches", None),
         ("GET", f"/envelopes/{envelope_id}/disbursements", None),
         ("POST", "/cancel_disbursement_envelope", cancel),
     ]

@@ -25,7 +25,7 @@ def test_migrations_match_the_models_and_are_idempotent(database_url: str) -> No
             context = MigrationContext.configure(
                 conn, opts={"compare_type": conn.dialect.name != "sqlite"}
             )
-            assert context.get_current_revision() == "0001"
+            assert context.get_current_revision() == "0002"
             diff = compare_metadata(context, Base.metadata)
             tables = set(inspect(conn).get_table_names())
     finally:

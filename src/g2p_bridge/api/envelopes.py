@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query
+from typing import Literal
+
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
@@ -11,10 +13,18 @@ from g2p_bridge.api.access import envelope_programs
 from g2p_bridge.api.g2p_connect import Caller, G2PRoute, PbmsCall, UnitOfWork
 from g2p_bridge.api.wire import success_header
 from g2p_bridge.auth import Principal
-from g2p_bridge.core import audit, envelopes
+from g2p_bridge.core import audit, batches, envelopes
 from g2p_bridge.core.errors import ErrorCode, Forbidden
 from g2p_bridge.models.base import utcnow
-from g2p_bridge.schemas import INT32_MAX, EnvelopeStatusPayload, EnvelopeView, Page
+from g2p_bridge.schemas import (
+    INT32_MAX,
+    SAFE_ID_PATTERN,
+    BatchStatusView,
+    EnvelopeBatchesPage,
+    EnvelopeStatusPayload,
+    EnvelopeView,
+    Page,
+)
 from g2p_bridge.schemas import (
     DisbursementEnvelopeAmendRequest as EnvelopeAmendRequest,
 )
@@ -158,3 +168,26 @@ def envelope_status(
 ) -> EnvelopeStatusPayload:
     require_envelope(principal, session, envelope_id)
     return views.envelope_status(session, envelope_id)
+
+
+@router.get("/envelopes/{envelope_id}/batches", response_model=EnvelopeBatchesPage)
+def envelope_batches(
+    principal: Caller,
+    session: UnitOfWork,
+    envelope_id: str = Path(max_length=64, pattern=SAFE_ID_PATTERN),
+    kind: Literal["mapper", "bank"] | None = Query(None),
+    after: str | None = Query(None, max_length=80),
+    limit: int = Query(100, ge=1, le=1000),
+) -> EnvelopeBatchesPage:
+    """Each mapper and bank batch of the envelope with its stage, attempts, last error and
+    timestamps, mapper batches first, paged by ``after`` (the previous page's cursor)."""
+    require_envelope(principal, session, envelope_id)
+    envelope = envelopes.get_envelope(session, envelope_id)
+    page = batches.envelope_batches(session, envelope.id, after, limit, kind)
+    context = {"currency": envelope.currency}
+    return EnvelopeBatchesPage(
+        disbursement_envelope_id=envelope.id,
+        counts=page.counts,
+        items=[BatchStatusView.model_validate(i, context=context) for i in page.items],
+        next_cursor=page.next_cursor,
+    )

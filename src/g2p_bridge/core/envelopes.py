@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from g2p_bridge.core import approvals
 from g2p_bridge.core.errors import BridgeError, Conflict, ErrorCode, InvalidRequest, NotFound
+from g2p_bridge.core.release import FundsFigures, funds_figures
 from g2p_bridge.models import (
     BankBatch,
     BenefitProgram,
@@ -355,6 +356,7 @@ class EnvelopeFigures:
     status: EnvelopeStatus
     program: BenefitProgram
     by_state: dict[str, int]
+    funds: FundsFigures
 
 
 def envelope_figures(session: Session, envelope_id: str | None) -> EnvelopeFigures:
@@ -363,15 +365,16 @@ def envelope_figures(session: Session, envelope_id: str | None) -> EnvelopeFigur
     program = session.get(BenefitProgram, envelope.program_mnemonic)
     if status is None or program is None:
         raise BridgeError(ErrorCode.DISBURSEMENT_ENVELOPE_NOT_FOUND, "envelope has no status")
-    by_state = {
-        state: count
-        for state, count in session.execute(
-            select(Disbursement.state, func.count())
-            .where(Disbursement.envelope_id == envelope.id)
-            .group_by(Disbursement.state)
-        ).all()
-    }
-    return EnvelopeFigures(envelope, status, program, by_state)
+    by_state: dict[str, int] = {}
+    amounts: dict[str, Decimal] = {}
+    for state, count, amount in session.execute(
+        select(Disbursement.state, func.count(), func.sum(Disbursement.amount))
+        .where(Disbursement.envelope_id == envelope.id)
+        .group_by(Disbursement.state)
+    ).all():
+        by_state[state], amounts[state] = count, Decimal(amount or 0)
+    funds = funds_figures(session, envelope, status, amounts)
+    return EnvelopeFigures(envelope, status, program, by_state, funds)
 
 
 def list_envelopes(

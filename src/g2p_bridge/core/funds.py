@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from g2p_bridge.connectors.banks.base import BankConnector, BankRejected, BankUnavailable
@@ -36,20 +36,26 @@ def block_key(envelope_id: str) -> str:
 
 def due_envelopes(session: Session, settings: Settings, now: datetime, today: date) -> list[str]:
     """Complete, uncancelled envelopes whose schedule date has come and whose funds are not yet
-    blocked; marks them woken so the next ticks do not wake them again unless still unclaimed."""
-    conditions = [
-        EnvelopeStatus.funds_blocked_state.in_(_OPEN_BLOCK_STATES),
-        EnvelopeStatus.next_attempt_at <= now,
-        or_(EnvelopeStatus.lease_until.is_(None), EnvelopeStatus.lease_until < now),
-        EnvelopeStatus.funds_available_attempts < settings.max_attempts,
-        EnvelopeStatus.funds_blocked_attempts < settings.max_attempts,
+    blocked, and cancelled ones whose block is still unanswered; marks them woken so the next
+    ticks do not wake them again unless still unclaimed."""
+    may_start = [
         DisbursementEnvelope.cancelled.is_(False),
         EnvelopeStatus.received_count == DisbursementEnvelope.number_of_disbursements,
         EnvelopeStatus.received_amount == DisbursementEnvelope.total_disbursement_amount,
         approvals.funds_may_proceed(),  # four-eyes: held until a second person approved
     ]
     if not settings.allow_future_schedule_dates:
-        conditions.append(DisbursementEnvelope.schedule_date <= today)
+        may_start.append(DisbursementEnvelope.schedule_date <= today)
+    conditions = [
+        EnvelopeStatus.funds_blocked_state.in_(_OPEN_BLOCK_STATES),
+        EnvelopeStatus.next_attempt_at <= now,
+        or_(EnvelopeStatus.lease_until.is_(None), EnvelopeStatus.lease_until < now),
+        EnvelopeStatus.funds_available_attempts < settings.max_attempts,
+        EnvelopeStatus.funds_blocked_attempts < settings.max_attempts,
+        # A block whose answer was lost is asked for again even after the envelope was
+        # cancelled: the bank may hold it, and only a known block can be released.
+        or_(and_(*may_start), _resuming_cancelled_block()),
+    ]
     query = (
         select(EnvelopeStatus.envelope_id)
         .join(DisbursementEnvelope, DisbursementEnvelope.id == EnvelopeStatus.envelope_id)
@@ -67,6 +73,15 @@ def due_envelopes(session: Session, settings: Settings, now: datetime, today: da
             .execution_options(synchronize_session=False)
         )
     return ids
+
+
+def _resuming_cancelled_block() -> ColumnElement[bool]:
+    """A cancelled envelope whose block was asked for and not answered: the block step goes on
+    (same key, so at most the one block) so that its release can follow."""
+    return and_(
+        DisbursementEnvelope.cancelled.is_(True),
+        EnvelopeStatus.funds_blocked_state == FundsBlocked.BLOCKING,
+    )
 
 
 def _claim(
@@ -108,17 +123,18 @@ def secure_funds(context: Context, envelope_id: str) -> bool:
         envelope = get_required(session, DisbursementEnvelope, envelope_id)
         status = get_required(session, EnvelopeStatus, envelope_id)
         program = get_required(session, BenefitProgram, envelope.program_mnemonic)
-        if envelope.cancelled:
+        blocking = status.funds_blocked_state == FundsBlocked.BLOCKING
+        if envelope.cancelled and not blocking:
             status.lease_until = None
             return False
-        if (status.received_count, status.received_amount) != (
+        if not envelope.cancelled and (status.received_count, status.received_amount) != (
             envelope.number_of_disbursements,
             envelope.total_disbursement_amount,
         ):
             # An amendment raised the declared figures after the sweep found it complete.
             status.lease_until = None
             return False
-        if not approvals.may_block_funds(session, envelope):
+        if not envelope.cancelled and not approvals.may_block_funds(session, envelope):
             # An amendment voided the approval after the sweep picked the envelope.
             status.lease_until = None
             return False
@@ -126,7 +142,6 @@ def secure_funds(context: Context, envelope_id: str) -> bool:
         bank_code = program.sponsor_bank_code
         currency = envelope.currency
         total = envelope.total_disbursement_amount
-        blocking = status.funds_blocked_state == FundsBlocked.BLOCKING
     lease = Lease(context.session_factory, settings, EnvelopeStatus.envelope_id, envelope_id, token)
     with lease:
         return _check_and_block(

@@ -28,6 +28,7 @@ from g2p_bridge.models import (
     DisbursementRecon,
     EnvelopeApproval,
     EnvelopeStatus,
+    FundsRelease,
     MapperBatch,
     ReconError,
     ReconErrorAck,
@@ -389,6 +390,12 @@ def envelope_detail(session: Session, envelope_id: str) -> EnvelopeDetail | None
         "in_progress": total("RECEIVED", "RESOLVING", "RESOLVED", "BATCHED", "DISPATCHING")
         + total("SHIPPED"),
     }
+    # The rest of the block given back once the envelope was final (core/release.py); what the
+    # block still holds is then 0.
+    release = session.get(FundsRelease, envelope.id)
+    released = release.amount if release is not None and release.state == WorkState.DONE else 0
+    amounts["released"] = Decimal(released)
+    amounts["held"] = blocked - amounts["paid"] - amounts["released"] if blocked else Decimal(0)
     decision = session.get(EnvelopeApproval, envelope.id)
 
     def batches(model: Any) -> tuple[list[Any], dict[str, int]]:

@@ -9,6 +9,7 @@ from g2p_bridge.core.context import Context
 from g2p_bridge.core.dispatch import send_bank_batch
 from g2p_bridge.core.funds import secure_funds
 from g2p_bridge.core.mapper_resolution import resolve_mapper_batch
+from g2p_bridge.core.release import release_funds
 from g2p_bridge.core.statements import process_statement
 from g2p_bridge.observability import instrument_step
 
@@ -18,6 +19,7 @@ STEPS: dict[str, Callable[[Context, str], bool]] = {
         "resolve_mapper_batch": resolve_mapper_batch,
         "secure_funds": secure_funds,
         "send_bank_batch": send_bank_batch,
+        "release_funds": release_funds,
         "process_statement": process_statement,
         "poll_bank_outbox": poll_bank_outbox,
     }.items()
@@ -28,6 +30,7 @@ QUEUES = {
     "resolve_mapper_batch": "mapper",
     "secure_funds": "funds",
     "send_bank_batch": "dispatch",
+    "release_funds": "funds",
     "process_statement": "statements",
     # Talks to the bank's file server, as dispatch talks to its API.
     "poll_bank_outbox": "dispatch",

@@ -18,6 +18,7 @@ from g2p_bridge.models.disbursement import (
 )
 from g2p_bridge.models.envelope import DisbursementEnvelope, EnvelopeStatus
 from g2p_bridge.models.program import BenefitProgram
+from g2p_bridge.models.release import FundsRelease
 from g2p_bridge.models.statement import (
     AccountStatement,
     DisbursementRecon,
@@ -43,6 +44,7 @@ __all__ = [
     "DisbursementRecon",
     "EnvelopeApproval",
     "EnvelopeStatus",
+    "FundsRelease",
     "MapperBatch",
     "ProcessedRequest",
     "ReconError",

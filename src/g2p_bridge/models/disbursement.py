@@ -60,7 +60,11 @@ class MapperBatch(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
-    __table_args__ = (Index("ix_mapper_batches_due", "state", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_mapper_batches_due", "state", "next_attempt_at"),
+        # The per-batch status pages an envelope's batches by id (core/batches.py).
+        Index("ix_mapper_batches_envelope_page", "envelope_id", "id"),
+    )
 
 
 class ResolvedAddress(Base):
@@ -102,7 +106,10 @@ class BankBatch(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
-    __table_args__ = (Index("ix_bank_batches_due", "state", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_bank_batches_due", "state", "next_attempt_at"),
+        Index("ix_bank_batches_envelope_page", "envelope_id", "id"),
+    )
 
 
 class BeneficiaryAddress(Base):

@@ -13,9 +13,16 @@ from g2p_bridge.core.context import Context
 from g2p_bridge.core.dispatch import plan_bank_batches
 from g2p_bridge.core.funds import due_envelopes
 from g2p_bridge.core.mapper_resolution import plan_mapper_batches
+from g2p_bridge.core.release import plan_releases
 from g2p_bridge.core.work import Work, sweep
 from g2p_bridge.db import is_postgres, transaction
-from g2p_bridge.models import AccountStatement, BankBatch, BankOutboxPoll, MapperBatch
+from g2p_bridge.models import (
+    AccountStatement,
+    BankBatch,
+    BankOutboxPoll,
+    FundsRelease,
+    MapperBatch,
+)
 from g2p_bridge.models.base import utcnow
 
 # Any constant will do; it names "the producer tick" among PostgreSQL advisory locks.
@@ -46,6 +53,11 @@ def find_due_work(context: Context) -> list[Work]:
         work += [
             Work("send_bank_batch", i)
             for i in sweep(session, BankBatch, settings, now, SWEEP_LIMIT)
+        ]
+        plan_releases(session, now)
+        work += [
+            Work("release_funds", i)
+            for i in sweep(session, FundsRelease, settings, now, SWEEP_LIMIT)
         ]
         work += [
             Work("process_statement", i)

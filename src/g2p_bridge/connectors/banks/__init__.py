@@ -8,6 +8,7 @@ from g2p_bridge.connectors.banks.base import (
     FundsCheck,
     PaymentBatchResult,
     PaymentInstruction,
+    ReleaseResult,
     load_bank_connector,
 )
 
@@ -19,5 +20,6 @@ __all__ = [
     "FundsCheck",
     "PaymentBatchResult",
     "PaymentInstruction",
+    "ReleaseResult",
     "load_bank_connector",
 ]

@@ -38,6 +38,13 @@ class BlockResult:
 
 
 @dataclass(frozen=True, slots=True)
+class ReleaseResult:
+    released: bool
+    reference: str | None
+    detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class PaymentInstruction:
     # The disbursement id: the bank's de-duplication key, so a re-sent batch never pays twice.
     payment_reference: str
@@ -127,6 +134,19 @@ class BankConnector(ABC):
     def block_funds(
         self, account_number: str, currency: str, amount: Decimal, idempotency_key: str
     ) -> BlockResult: ...
+
+    @abstractmethod
+    def release_funds(
+        self,
+        account_number: str,
+        currency: str,
+        amount: Decimal,
+        block_reference: str,
+        idempotency_key: str,
+    ) -> ReleaseResult:
+        """Gives ``amount`` of a block back to the account. The same key must answer with the
+        same release and never release twice: a retry after a lost answer re-sends it. A bank
+        that refuses (more than the block still holds) answers ``released=False``."""
 
     @abstractmethod
     def initiate_payment(self, payments: list[PaymentInstruction]) -> PaymentBatchResult: ...

@@ -15,6 +15,7 @@ from g2p_bridge.connectors.banks.base import (
     FundsCheck,
     PaymentBatchResult,
     PaymentInstruction,
+    ReleaseResult,
     StatementEntry,
 )
 from g2p_bridge.formats.mt940 import six_line_narrative
@@ -96,6 +97,30 @@ class ExampleBankConnector(BankConnector):
             return BlockResult(blocked=True, reference=str(data["block_reference_no"]))
         return BlockResult(
             blocked=False, reference=None, detail=data.get("error_message") or "block refused"
+        )
+
+    def release_funds(
+        self,
+        account_number: str,
+        currency: str,
+        amount: Decimal,
+        block_reference: str,
+        idempotency_key: str,
+    ) -> ReleaseResult:
+        data = self._post(
+            "/release_funds",
+            {
+                "account_number": account_number,
+                "block_reference_no": block_reference,
+                "currency": currency,
+                "amount": str(amount),
+                "idempotency_key": idempotency_key,
+            },
+        )
+        if data.get("status") == "success" and data.get("release_reference_no"):
+            return ReleaseResult(released=True, reference=str(data["release_reference_no"]))
+        return ReleaseResult(
+            released=False, reference=None, detail=data.get("error_message") or "release refused"
         )
 
     def initiate_payment(self, payments: list[PaymentInstruction]) -> PaymentBatchResult:
