@@ -41,7 +41,15 @@ PG_BASE = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
 # Children first; DELETE is much cheaper than TRUNCATE on the small tables of a test.
-TABLES = ("statements", "ledger_entries", "payments", "payment_batches", "fund_blocks", "accounts")
+TABLES = (
+    "payment_files",
+    "statements",
+    "ledger_entries",
+    "payments",
+    "payment_batches",
+    "fund_blocks",
+    "accounts",
+)
 
 
 @pytest.fixture(scope="session")
