@@ -317,7 +317,8 @@ class PaymentFile(Base):
     file_name: Mapped[str] = mapped_column(String(100))
     content_sha256: Mapped[str] = mapped_column(String(64))
     message_name: Mapped[str | None] = mapped_column(String(35))
-    # The pain.002 group status: ACCP, PART or RJCT.
+    # ACCP, PART, RJCT (the file refused) as in the pain.002; TXRJ: every transaction rejected
+    # on its own (the pain.002 then has no group status).
     group_status: Mapped[str] = mapped_column(String(4))
     batch_id: Mapped[int | None] = mapped_column(ForeignKey("payment_batches.id"))
     transaction_count: Mapped[int] = mapped_column(Integer, default=0)

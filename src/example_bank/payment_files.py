@@ -7,12 +7,20 @@ refusing a whole request, each transaction gets its own status, as banks answer 
 
 * ``AC01`` the beneficiary account is said to be at this bank, which has no such account (in
   the currency); the JSON channel would pay it into suspense and return it;
-* ``AM04`` the funds block named for it does not exist, is not the debtor account's, or has
-  too little left (transactions are taken in file order until the block is used up);
+* ``AM04`` the funds block named for it is not the debtor account's or has too little left,
+  or, for funds arranged beforehand, the account's available balance is used up
+  (transactions are taken in file order until the money runs out);
 * ``AM03`` its currency is not the funds block's; ``AM12`` its amount has more decimals than
   the bank books;
 * a transaction whose end-to-end id this bank already received (from another file) is
   reported accepted, with a note, and is not paid again.
+
+Funds: ``InstrForDbtrAgt`` names the block to pay from, as blocked through ``/block_funds``.
+A reference this bank never issued (the bridge's ``funds=prearranged`` profile writes its own
+key, ``block-<envelope id>``) means the funds were arranged beforehand: the accepted
+transactions are blocked on the debtor account's available balance when the file is taken in
+(one block per file, its idempotency key the message id), so they are paid by the same
+processing, from money that is really there.
 
 A file that cannot be read, or whose declared totals are wrong, is refused whole (group
 ``RJCT`` with ``FF01``, ``AM18``, ``AM10`` or ``AM05``) and nothing of it is kept but the answer.
@@ -39,6 +47,7 @@ from example_bank.services import (
     ZERO,
     _pending_per_block,
     accept_payments,
+    block_funds,
     existing_references,
     matching,
 )
@@ -67,6 +76,7 @@ PAIN002_SUFFIX = ".pain002.xml"
 ACCEPTED = "ACCP"
 PARTIAL = "PART"
 REJECTED = "RJCT"
+EVERY_ONE_REJECTED = "TXRJ"  # recorded as such; the pain.002 has no group status then
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +172,7 @@ def receive_payment_file(session: Session, path: Path, settings: BankSettings) -
                 f"the file has {len(blocks)} payment information blocks; this bank takes one"
             )
         block = blocks[0]
-        statuses, instructions = _decide(session, settings, block, transactions)
+        statuses, instructions = _decide(session, settings, message_id, block, transactions)
         if instructions:
             batch_id = accept_payments(session, instructions).batch_id
     except Pain001Refused as refused:
@@ -173,7 +183,12 @@ def receive_payment_file(session: Session, path: Path, settings: BankSettings) -
         claim.message_name = header.message_name if header is not None else None
     else:
         rejected = sum(1 for s in statuses if s.status == REJECTED)
-        group = ACCEPTED if rejected == 0 else (REJECTED if rejected == len(statuses) else PARTIAL)
+        # Every transaction refused on its own: no group status, so that the reader fails each
+        # with its own reason instead of refusing the batch as a whole (a group RJCT).
+        if rejected == 0:
+            group = ACCEPTED
+        else:
+            group = EVERY_ONE_REJECTED if rejected == len(statuses) else PARTIAL
         reasons = ()
         claim.message_name = header.message_name
     answer = _pain002(message_id, header, block, group, reasons, statuses)
@@ -238,6 +253,7 @@ def _instruction(
     code = (agent.member_id or agent.other_id or agent.bic or agent.name) if agent else None
     account = transfer.creditor_account
     wallet = isinstance(account, MobileWallet)
+    email = isinstance(account, OtherAccount) and account.scheme_proprietary == "EMAIL"
     when = block.requested_execution_date
     return {
         "payment_reference_number": transfer.end_to_end_id,
@@ -248,11 +264,15 @@ def _instruction(
         "beneficiary_name": transfer.creditor_name[:200] or None,
         "beneficiary_account": _account_number(account)[:64],
         "beneficiary_account_currency": transfer.currency,
-        "beneficiary_account_type": "MOBILE_WALLET" if wallet else "BANK_ACCOUNT",
-        "beneficiary_bank_code": None if wallet else code,
+        "beneficiary_account_type": (
+            "MOBILE_WALLET" if wallet else "EMAIL_WALLET" if email else "BANK_ACCOUNT"
+        ),
+        "beneficiary_bank_code": None if wallet or email else code,
         "beneficiary_branch_code": agent.branch_id if agent else None,
         "beneficiary_mobile_wallet_provider": code if wallet else None,
         "beneficiary_phone_no": account.msisdn[:32] if isinstance(account, MobileWallet) else None,
+        "beneficiary_email": _account_number(account)[:200] if email else None,
+        "beneficiary_email_wallet_provider": code if email else None,
         "narrative_1": transfer.remittance[:200] if transfer.remittance else None,
         "payment_date": when.isoformat() if when else None,
     }
@@ -261,6 +281,7 @@ def _instruction(
 def _decide(
     session: Session,
     settings: BankSettings,
+    message_id: str,
     block: Pain001PaymentInformation,
     transactions: list[Pain001Transaction],
 ) -> tuple[list[TransactionStatusLine], list[dict[str, Any]]]:
@@ -281,6 +302,18 @@ def _decide(
     for reference, funds in blocks.items():
         left[reference] = funds.remaining - pending.get(reference, ZERO)
     own_accounts = _own_accounts(session, instructions, own_code)
+    # Funds arranged beforehand (a block reference this bank never issued): what the debtor
+    # account has available, locked so that two files cannot both spend it.
+    prearranged = any(i["funds_blocked_reference_number"] not in blocks for i in instructions)
+    debtor_account = (
+        session.scalars(
+            select(Account).where(Account.account_number == debtor).with_for_update()
+        ).one_or_none()
+        if prearranged
+        else None
+    )
+    if debtor_account is not None:
+        left[_PREARRANGED] = debtor_account.book_balance - debtor_account.blocked_amount
 
     statuses: list[TransactionStatusLine] = []
     accepted: list[dict[str, Any]] = []
@@ -295,14 +328,35 @@ def _decide(
                 )
             )
             continue
-        reason = _refusal(instruction, blocks, left, debtor, own_code, own_accounts)
+        reason = _refusal(instruction, blocks, left, debtor, debtor_account, own_code, own_accounts)
         if reason is not None:
             statuses.append(TransactionStatusLine(reference, REJECTED, (reason,)))
             continue
-        left[instruction["funds_blocked_reference_number"]] -= instruction["payment_amount"]
+        funds_reference = instruction["funds_blocked_reference_number"]
+        if funds_reference not in blocks:
+            funds_reference = _PREARRANGED
+        left[funds_reference] -= instruction["payment_amount"]
         statuses.append(TransactionStatusLine(reference, ACCEPTED))
         accepted.append(instruction)
+    arranged = [i for i in accepted if i["funds_blocked_reference_number"] not in blocks]
+    if arranged and debtor_account is not None:
+        total = sum((i["payment_amount"] for i in arranged), ZERO)
+        result = block_funds(
+            session,
+            debtor,
+            debtor_account.currency,
+            total,
+            idempotency_key=f"pain001:{message_id}",
+        )
+        if result.block_reference is None:  # checked above under the account's lock
+            raise RuntimeError(f"file {message_id}: {result.error_message}")
+        for instruction in arranged:
+            instruction["funds_blocked_reference_number"] = result.block_reference
     return statuses, accepted
+
+
+# The key under which the available balance of prearranged funds is counted down.
+_PREARRANGED = "\x00prearranged"
 
 
 def _refusal(
@@ -310,6 +364,7 @@ def _refusal(
     blocks: dict[str, FundBlock],
     left: dict[str, Decimal],
     debtor: str,
+    debtor_account: Account | None,
     own_code: str,
     own_accounts: dict[str, str],
 ) -> StatusReason | None:
@@ -319,11 +374,15 @@ def _refusal(
         return StatusReason("AM12", f"amount {amount} has more decimals than this bank books")
     reference = instruction["funds_blocked_reference_number"]
     funds = blocks.get(reference) if reference else None
-    if funds is None or funds.account_number != debtor:
-        return StatusReason(
-            "AM04", f"no funds earmarked under block {reference} for account {debtor}"
-        )
-    if funds.currency != currency:
+    if funds is None:
+        if debtor_account is None:
+            return StatusReason("AC01", f"no account {debtor} at this bank")
+        if debtor_account.currency != currency:
+            return StatusReason("AM03", f"account {debtor} is not in {currency}")
+        reference = _PREARRANGED
+    elif funds.account_number != debtor:
+        return StatusReason("AM04", f"block {reference} does not earmark funds of {debtor}")
+    elif funds.currency != currency:
         return StatusReason("AM03", f"currency {currency} is not block {reference}'s")
     if (instruction["beneficiary_bank_code"] or "").upper() == own_code and own_accounts.get(
         instruction["beneficiary_account"]
@@ -332,7 +391,8 @@ def _refusal(
             "AC01", f"no {currency} account {instruction['beneficiary_account']} at this bank"
         )
     if amount > left[reference]:
-        return StatusReason("AM04", f"insufficient funds left in block {reference}")
+        where = f"account {debtor}" if reference == _PREARRANGED else f"block {reference}"
+        return StatusReason("AM04", f"insufficient funds left in {where}")
     return None
 
 
@@ -371,7 +431,7 @@ def _pain002(
             created_at=utcnow(),
             original_message_id=message_id,
             original_message_name=header.message_name if header is not None else "pain.001",
-            group_status=group,
+            group_status=None if group == EVERY_ONE_REJECTED else group,
             group_reasons=reasons,
             original_number_of_transactions=(
                 header.number_of_transactions if header is not None else None
@@ -380,7 +440,9 @@ def _pain002(
             original_payment_information_id=(
                 block.payment_information_id if block is not None else None
             ),
-            payment_information_status=group if block is not None else None,
+            payment_information_status=(
+                group if block is not None and group != EVERY_ONE_REJECTED else None
+            ),
         ),
         statuses,
     )

@@ -479,3 +479,51 @@ def test_a_wrongly_named_inbox_file_is_set_aside(
     assert client.listing("inbox") == [] and client.listing("outbox") == []
     assert list(channel.directories.unreadable.iterdir())
     assert count(sessions, PaymentFile) == 0
+
+
+def test_prearranged_funds_are_blocked_from_the_available_balance_when_the_file_comes_in(
+    client: Client, channel: FileChannelWorker, bank: Bank, sessions: sessionmaker[Session]
+) -> None:
+    # The bridge's funds=prearranged profile names its own key, which this bank never issued.
+    bank.account("PROG-1", "100.00")
+    bank.block("PROG-1", "30.00")  # earmarked for something else: not available to the file
+    transfers = [transfer("p-1", "40.00"), transfer("p-2", "40.00"), transfer("p-3", "30.00")]
+    client.upload("batch-p", pain001("batch-p", "block-env-1", transfers))
+    channel.run_once()
+    group, statuses = report(client, "batch-p")
+    assert group.status == "PART"
+    assert [statuses[r].status for r in ("p-1", "p-2", "p-3")] == ["ACCP", "RJCT", "ACCP"]
+    assert statuses["p-2"].reasons[0].code == "AM04"
+    assert bank.balances("PROG-1") == (Decimal("100.00"), Decimal("100.00"))
+    bank.process_all()
+    assert bank.balances("PROG-1") == (Decimal("30.00"), Decimal("30.00"))
+    # The same file again changes nothing, the block included.
+    client.upload("batch-p", pain001("batch-p", "block-env-1", transfers))
+    channel.run_once()
+    assert bank.balances("PROG-1") == (Decimal("30.00"), Decimal("30.00"))
+    bank.assert_invariants()
+
+
+def test_every_transaction_rejected_is_answered_per_transaction_without_a_group_status(
+    client: Client, channel: FileChannelWorker, funded: str, sessions: sessionmaker[Session]
+) -> None:
+    transfers = [
+        transfer("x-1", "500.00"),
+        transfer("x-2", "1.00", "NO-SUCH-ACCOUNT", THIS_BANK),
+    ]
+    client.upload("batch-x", pain001("batch-x", funded, transfers))
+    channel.run_once()
+    group, statuses = report(client, "batch-x")
+    # No group RJCT: the bridge would refuse the batch whole instead of failing each one.
+    assert group.status is None and not group.is_rejected
+    assert {r: s.reasons[0].code for r, s in statuses.items()} == {"x-1": "AM04", "x-2": "AC01"}
+    assert count(sessions, Payment) == 0 and count(sessions, PaymentBatch) == 0
+
+
+def test_an_unknown_debtor_account_is_rejected_per_transaction(
+    client: Client, channel: FileChannelWorker, bank: Bank
+) -> None:
+    client.upload("batch-u", pain001("batch-u", "block-env-1", [transfer("u-1", "1.00")]))
+    channel.run_once()
+    _, statuses = report(client, "batch-u")
+    assert statuses["u-1"].status == "RJCT" and statuses["u-1"].reasons[0].code == "AC01"

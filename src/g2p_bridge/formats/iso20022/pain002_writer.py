@@ -45,7 +45,7 @@ class StatusReportHeader:
     created_at: datetime  # timezone-aware
     original_message_id: str  # the pain.001's MsgId: our batch id
     original_message_name: str  # "pain.001.001.09"
-    group_status: str
+    group_status: str | None  # None: the report speaks only of the transactions
     group_reasons: tuple[StatusReason, ...] = ()
     original_number_of_transactions: int | None = None
     original_control_sum: Decimal | None = None
@@ -82,7 +82,7 @@ def write_pain002(
     text = _Text(latin_only=False)
     if header.created_at.tzinfo is None or header.created_at.utcoffset() is None:
         raise ISO20022Error("creation time must be timezone-aware")
-    if header.group_status not in _GROUP_STATUSES:
+    if header.group_status is not None and header.group_status not in _GROUP_STATUSES:
         raise ISO20022Error(f"group status {header.group_status!r} is not a pain.002 status")
     created = header.created_at.replace(microsecond=0).isoformat()
     parts = [
@@ -102,7 +102,8 @@ def write_pain002(
         parts.append(f"<OrgnlNbOfTxs>{header.original_number_of_transactions}</OrgnlNbOfTxs>")
     if header.original_control_sum is not None:
         parts.append(f"<OrgnlCtrlSum>{_decimal(header.original_control_sum)}</OrgnlCtrlSum>")
-    parts.append(f"<GrpSts>{header.group_status}</GrpSts>")
+    if header.group_status is not None:
+        parts.append(f"<GrpSts>{header.group_status}</GrpSts>")
     parts.extend(_reason(reason, text) for reason in header.group_reasons)
     parts.append("</OrgnlGrpInfAndSts>")
     count = 0
