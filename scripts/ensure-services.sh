@@ -18,6 +18,9 @@
 #        pg_dropcluster --stop VERSION g2p_test; rm "$STATE_FILE"
 # Redis: started on 127.0.0.1:6379 (installed if missing) when nothing answers there.
 # Chromium: installed from Debian's packages when /usr/bin/chromium is missing.
+# OpenSSH: Debian's openssh-server installed when /usr/sbin/sshd is missing; nothing is started
+#   or configured system-wide (the SFTP channel's tests run their own sshd on a free loopback
+#   port, with a configuration, host key and authorized key of their own).
 set -euo pipefail
 
 STATE_HOME=${XDG_STATE_HOME:-${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}/.local/state}
@@ -155,5 +158,19 @@ if [ ! -x /usr/bin/chromium ]; then
   say "installing Chromium from Debian's packages (the console's browser tests)"
   apt_install --no-install-recommends chromium
 fi
+
+# --------------------------------------------------------------------------- OpenSSH
+
+# The ISO 20022-over-SFTP channel is tested against Debian's own sshd (tests/bridge/
+# test_sftp_openssh.py). Installing the package starts nothing here: there is no init system in
+# a container, and the tests start sshd themselves. The package's policy-rc.d-less postinst may
+# try to start the service and fail without systemd, which is harmless.
+if [ ! -x /usr/sbin/sshd ]; then
+  say "installing OpenSSH's server from Debian's packages (the SFTP channel's tests)"
+  apt_install --no-install-recommends openssh-server openssh-client || [ -x /usr/sbin/sshd ]
+fi
+# sshd refuses to start without its privilege-separation directory, which systemd's tmpfiles
+# would create on a full system.
+[ -d /run/sshd ] || as_root mkdir -p -m 0755 /run/sshd
 
 if [ $# -gt 0 ]; then exec "$@"; fi

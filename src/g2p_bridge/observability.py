@@ -104,7 +104,7 @@ def instrument_step(name: str, step: Callable[[Any, str], bool]) -> Callable[[An
 class InstrumentedBank:
     """Wraps a bank connector: latency and errors of each call; everything else passes through."""
 
-    _CALLS = frozenset({"check_funds", "block_funds", "initiate_payment"})
+    _CALLS = frozenset({"check_funds", "block_funds", "initiate_payment", "initiate_batch"})
 
     def __init__(self, bank_code: str, connector: Any) -> None:
         self._bank_code = bank_code

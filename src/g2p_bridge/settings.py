@@ -3,19 +3,88 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-class BankConnectorSettings(BaseSettings):
-    """How to reach one sponsor bank (``G2P_BRIDGE_BANK_CONNECTORS__<CODE>__BASE_URL``...)."""
+class SftpSettings(BaseModel):
+    """Where a bank's SFTP server is and how the bridge proves who it is and who the server is.
 
+    Keys and known-hosts entries come from secrets: a file path (a mounted Kubernetes secret)
+    or the text itself (``..._PRIVATE_KEY`` from a secret-backed environment variable). The
+    server's host key must match a known-hosts entry: an unknown or changed key is refused,
+    never learnt."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=22, ge=1, le=65535)
+    username: str = "g2p-bridge"
+    private_key_file: str | None = None
+    private_key: SecretStr | None = None
+    private_key_passphrase: SecretStr | None = None
+    known_hosts_file: str | None = None
+    known_hosts: str | None = None  # known_hosts lines, as ssh-keyscan prints them
+    connect_timeout_seconds: float = Field(default=15.0, gt=0)
+    # A read or write that waits longer than this on the server counts as a dropped connection.
+    io_timeout_seconds: float = Field(default=60.0, gt=0)
+    inbox_dir: str = "inbox"
+    outbox_dir: str = "outbox"
+    archive_dir: str = "archive"
+    # Outbox files larger than this are recorded as refused and archived, never downloaded.
+    max_file_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
+
+
+class BankConnectorSettings(BaseSettings):
+    """One sponsor bank's profile (``G2P_BRIDGE_BANK_CONNECTORS__<CODE>__CHANNEL``...): which
+    channel reaches it and, for a file channel, the formats and conventions it expects."""
+
+    # Profiles are read from the bridge's variables (G2P_BRIDGE_BANK_CONNECTORS__<CODE>__...)
+    # by Settings. Without a prefix of its own, building one would also read unprefixed
+    # variables such as CHANNEL or BASE_URL from whatever environment the process has.
+    model_config = SettingsConfigDict(env_prefix="G2P_BRIDGE_BANK_PROFILE_DEFAULT_")
+
+    # The connector: "example-bank" (the Example Bank's JSON API), "iso20022-sftp" (pain.001
+    # out, pain.002/camt.053/camt.054/MT940 back, over SFTP), or any installed connector's
+    # entry-point name. None: the connector registered under the bank's code, as before.
+    channel: str | None = None
     base_url: str = "http://127.0.0.1:8003"
     api_key: SecretStr | None = None
     timeout_seconds: float = 30.0
     verify_tls: bool = True
+
+    # ISO 20022 over SFTP.
+    sftp: SftpSettings = Field(default_factory=SftpSettings)
+    pain001_version: Literal["pain.001.001.09", "pain.001.001.03"] = "pain.001.001.09"
+    # Banks that take only the SEPA Latin character set: other text is refused, not mangled.
+    latin_only: bool = False
+    charge_bearer: str | None = None
+    # How account numbers are identified: "BBAN" or another ISO code goes in Othr/SchmeNm/Cd,
+    # "IBAN" writes them as IBANs.
+    account_scheme: str = "BBAN"
+    batch_booking: bool | None = None  # None: the bank's default
+    # The payment file's name in the inbox; {batch_id} is required (a resend is recognised by
+    # it) and the name must end in .xml.
+    payment_file_name: str = "{batch_id}.pain001.xml"
+    initiating_party_name: str = "G2P Bridge"
+    # The sponsor bank as the debtor agent: its BIC, else its clearing/member code.
+    bank_bic: str | None = None
+    bank_member_id: str | None = None
+    poll_interval_seconds: float = Field(default=60.0, gt=0)
+    # Funds over a file channel: "prearranged" (the program account is funded for the payroll
+    # beforehand, as treasury does; the bank refuses a file it cannot cover with AM04 in
+    # pain.002) or "example-bank-api" (check and block through the bank's JSON API at base_url).
+    funds: Literal["prearranged", "example-bank-api"] = "prearranged"
+    # File- or group-level pain.002 rejection reasons a resend of the same file can cure (a
+    # cut-off time missed); any other reason parks the batch for an operator.
+    resend_on_reasons: tuple[str, ...] = ("TM01",)
+
+    @field_validator("payment_file_name")
+    @classmethod
+    def _file_name_has_batch_id(cls, value: str) -> str:
+        if "{batch_id}" not in value or not value.endswith(".xml") or "/" in value:
+            raise ValueError("payment_file_name must hold {batch_id}, end in .xml, and no '/'")
+        return value
 
 
 class Settings(BaseSettings):

@@ -14,7 +14,12 @@ from decimal import Decimal
 from sqlalchemy import case, insert, select, update
 from sqlalchemy.orm import Session
 
-from g2p_bridge.connectors.banks.base import BankRejected, BankUnavailable, PaymentInstruction
+from g2p_bridge.connectors.banks.base import (
+    BankRejected,
+    BankUnavailable,
+    PaymentBatchInfo,
+    PaymentInstruction,
+)
 from g2p_bridge.core import audit
 from g2p_bridge.core.context import Context
 from g2p_bridge.core.envelopes import bump_counters, lock_status
@@ -198,6 +203,17 @@ def send_bank_batch(context: Context, batch_id: str) -> bool:
         block_reference = status.funds_block_reference
         bank_code, program_mnemonic = program.sponsor_bank_code, program.mnemonic
         envelope_id = envelope.id
+        # From stored rows only, so a file channel's resend after a crash is the same file.
+        info = PaymentBatchInfo(
+            batch_id=batch_id,
+            created_at=batch.created_at,
+            execution_date=max(envelope.schedule_date, batch.created_at.date()),
+            debtor_name=program.benefit_program_name or program.mnemonic,
+            debtor_account=program.sponsor_bank_account_number,
+            debtor_branch_code=program.sponsor_bank_branch_code,
+            currency=envelope.currency,
+            block_reference=block_reference,
+        )
     with Lease(context.session_factory, settings, BankBatch.id, batch_id, token) as lease:
         # Read after the commit that releases the envelope's status row (every step of the
         # envelope waits for it): DISPATCHING rows no longer change until the bank has answered.
@@ -205,7 +221,7 @@ def send_bank_batch(context: Context, batch_id: str) -> bool:
             program = get_required(session, BenefitProgram, program_mnemonic)
             envelope = get_required(session, DisbursementEnvelope, envelope_id)
             payments = _instructions(session, batch_id, block_reference, program, envelope, now)
-        return _send(context, lease, batch_id, envelope_id, bank_code, payments)
+        return _send(context, lease, info, envelope_id, bank_code, payments)
 
 
 def _claimable(batch: BankBatch, now: datetime) -> bool:
@@ -219,22 +235,27 @@ def _claimable(batch: BankBatch, now: datetime) -> bool:
 def _send(
     context: Context,
     lease: Lease,
-    batch_id: str,
+    info: PaymentBatchInfo,
     envelope_id: str,
     bank_code: str,
     payments: list[PaymentInstruction],
 ) -> bool:
     settings = context.settings
+    batch_id = info.batch_id
     error: str | None = None
+    delivery: str | None = None
     accepted = False
     rejected = False
     duplicates: tuple[str, ...] = ()
     if payments:
         try:
-            result = context.bank(bank_code).initiate_payment(payments)
+            result = context.bank(bank_code).initiate_batch(info, payments)
             accepted, duplicates = result.accepted, result.duplicates
             rejected = not result.accepted
-            error = result.detail
+            if accepted:
+                delivery = result.detail  # e.g. which file a file channel delivered
+            else:
+                error = result.detail
         except BankUnavailable as exc:
             error = str(exc)
         except BankRejected as exc:
@@ -257,7 +278,7 @@ def _send(
                 f"accepted; {len(duplicates)} already known to the bank"
                 if duplicates
                 else "accepted"
-            )
+            ) + (f": {delivery}" if delivery else "")
             # One rewrite per row: a row a statement already reconciled keeps its state and
             # has its shipped_at from then, so it is neither changed nor counted again.
             shipped = session.execute(

@@ -1,6 +1,7 @@
 """The bridge's tables. Importing this package registers every table on ``Base.metadata``."""
 
 from g2p_bridge.models.audit import AuditEvent
+from g2p_bridge.models.bank_file import BankFile, BankOutboxPoll
 from g2p_bridge.models.base import Base
 from g2p_bridge.models.console import (
     ConsoleSession,
@@ -30,6 +31,8 @@ __all__ = [
     "AccountStatement",
     "AuditEvent",
     "BankBatch",
+    "BankFile",
+    "BankOutboxPoll",
     "Base",
     "BeneficiaryAddress",
     "BenefitProgram",

@@ -8,13 +8,14 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from g2p_bridge.core.bank_files import plan_outbox_polls
 from g2p_bridge.core.context import Context
 from g2p_bridge.core.dispatch import plan_bank_batches
 from g2p_bridge.core.funds import due_envelopes
 from g2p_bridge.core.mapper_resolution import plan_mapper_batches
 from g2p_bridge.core.work import Work, sweep
 from g2p_bridge.db import is_postgres, transaction
-from g2p_bridge.models import AccountStatement, BankBatch, MapperBatch
+from g2p_bridge.models import AccountStatement, BankBatch, BankOutboxPoll, MapperBatch
 from g2p_bridge.models.base import utcnow
 
 # Any constant will do; it names "the producer tick" among PostgreSQL advisory locks.
@@ -49,5 +50,10 @@ def find_due_work(context: Context) -> list[Work]:
         work += [
             Work("process_statement", i)
             for i in sweep(session, AccountStatement, settings, now, SWEEP_LIMIT)
+        ]
+        plan_outbox_polls(context, session, now)
+        work += [
+            Work("poll_bank_outbox", i)
+            for i in sweep(session, BankOutboxPoll, settings, now, SWEEP_LIMIT)
         ]
     return work

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from functools import cache
 from importlib.metadata import entry_points
@@ -58,6 +59,38 @@ class PaymentInstruction:
 
 
 @dataclass(frozen=True, slots=True)
+class PaymentBatchInfo:
+    """The batch a set of payments travels in, for channels that send it as one file: every
+    value comes from stored rows, so a resend after a crash writes the very same file."""
+
+    batch_id: str
+    created_at: datetime
+    execution_date: date
+    debtor_name: str
+    debtor_account: str
+    debtor_branch_code: str | None
+    currency: str
+    block_reference: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteFile:
+    name: str
+    size: int
+
+
+class Outbox(Protocol):
+    """A file channel's outbox, open for one poll: list it, read a file, move it to the
+    archive once what it said is committed."""
+
+    def list(self) -> list[RemoteFile]: ...
+
+    def read(self, name: str) -> bytes: ...
+
+    def archive(self, name: str, content_sha256: str) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
 class PaymentBatchResult:
     accepted: bool
     detail: str | None = None
@@ -98,6 +131,20 @@ class BankConnector(ABC):
     @abstractmethod
     def initiate_payment(self, payments: list[PaymentInstruction]) -> PaymentBatchResult: ...
 
+    def initiate_batch(
+        self, batch: PaymentBatchInfo, payments: list[PaymentInstruction]
+    ) -> PaymentBatchResult:
+        """Sends one bank batch. API connectors send its payments; a file channel writes the
+        batch as one file named by its id."""
+        return self.initiate_payment(payments)
+
+    # A file channel also answers through files (status reports, statements) that the bridge
+    # fetches; connectors without an outbox keep these defaults.
+    poll_interval_seconds: float | None = None
+
+    def open_outbox(self) -> AbstractContextManager[Outbox]:
+        raise NotImplementedError(f"{type(self).__name__} has no outbox to poll")
+
     # Reading a statement entry: where this bank puts our ids and its reasons.
     def disbursement_id(self, entry: StatementEntry) -> str | None:
         return entry.customer_reference or None
@@ -119,9 +166,13 @@ def _registered() -> dict[str, type[BankConnector]]:
 
 
 def load_bank_connector(bank_code: str, settings: BankConnectorSettings) -> BankConnector:
-    connector_class = _registered().get(bank_code)
+    """The connector a bank's profile names as its channel, else the one registered under the
+    bank's code: the configuration chooses, never a switch on bank codes."""
+    name = settings.channel or bank_code
+    connector_class = _registered().get(name)
     if connector_class is None:
         raise LookupError(
-            f"no bank connector for sponsor bank {bank_code!r}; installed: {sorted(_registered())}"
+            f"no bank connector {name!r} for sponsor bank {bank_code!r}; "
+            f"installed: {sorted(_registered())}"
         )
     return connector_class(settings)
