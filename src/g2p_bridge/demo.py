@@ -111,9 +111,11 @@ def run_demo(
     workdir: Path,
     quiet: bool = False,
     keep_serving: Callable[[str, sessionmaker[Session]], None] | None = None,
+    channel: str = "example-bank",
 ) -> dict[str, Any]:
     """``keep_serving``, when given, is called with the bridge's URL once every disbursement has
-    settled, while the services still run (``demo --serve``: the console stays up)."""
+    settled, while the services still run (``demo --serve``: the console stays up).
+    ``channel`` "iso20022-sftp" reaches the bank with files over SFTP (g2p_bridge.demo_sftp)."""
     from example_bank.api import create_app as create_bank_app
     from example_bank.db import migrate as migrate_bank
     from example_bank.settings import BankSettings
@@ -121,6 +123,7 @@ def run_demo(
     from g2p_bridge.auth import issue_token
     from g2p_bridge.connectors.mappers.local import load_mapping_csv
     from g2p_bridge.db import make_engine, make_session_factory, transaction
+    from g2p_bridge.demo_sftp import CHANNELS, sftp_channel
     from g2p_bridge.migrations import upgrade
 
     def say(text: str) -> None:
@@ -129,17 +132,22 @@ def run_demo(
 
     if count < 1:
         raise ValueError("the demo needs at least one disbursement")
+    if channel not in CHANNELS:
+        raise ValueError(f"channel {channel!r} is not one of {', '.join(CHANNELS)}")
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     bridge_sock, bank_sock = _free_socket(), _free_socket()
     bridge_url = f"http://127.0.0.1:{bridge_sock.getsockname()[1]}"
     bank_url = f"http://127.0.0.1:{bank_sock.getsockname()[1]}"
+    files = sftp_channel(workdir, bank_url, "EXAMPLE") if channel == "iso20022-sftp" else None
     settings = Settings(
         database_url=f"sqlite:///{workdir / 'bridge.db'}",
         broker_url=None,
         beat_interval_seconds=0.2,
         retry_backoff_seconds=0.5,
-        bank_connectors={"EXAMPLE": BankConnectorSettings(base_url=bank_url)},
+        bank_connectors={
+            "EXAMPLE": files.bridge if files else BankConnectorSettings(base_url=bank_url)
+        },
     )
     # The embedded key file signs these: an operator, the program's MIS, and the bank.
     admin_token = issue_token(settings, "demo-admin", "admin")
@@ -154,6 +162,7 @@ def run_demo(
         bridge_statement_url=f"{bridge_url}/upload_mt940",
         processing_interval_seconds=0.2,
         delivery_retry_seconds=0.5,
+        **(files.bank if files else {}),
     )
     upgrade(settings.database_url)
     migrate_bank(bank_settings.database_url)
@@ -335,6 +344,7 @@ def run_demo(
             "ingest_to_settled": round(finished - ingested, 2),
         },
         "workdir": str(workdir),
+        "channel": channel,
     }
 
 
