@@ -379,12 +379,10 @@ def _transaction(p: Paths, found: Index, block: _Block, position: int) -> Pain00
     amount = parse_amount(amount_element.text, f"{where} InstdAmt")
     if amount <= 0:
         raise Pain001Refused(f"{where}: the amount {amount} is not positive")
-    account_element = found.element("CdtrAcct")
-    if account_element is None:
+    if found.element("CdtrAcct") is None:
         raise Pain001Refused(f"{where}: no CdtrAcct")
-    account = _account(p.index(account_element), f"{where} CdtrAcct")
-    agent_element = found.element("CdtrAgt")
-    agent = _agent(p.index(agent_element)) if agent_element is not None else None
+    account = _account(found.below("CdtrAcct"), f"{where} CdtrAcct")
+    agent = _agent(found.below("CdtrAgt")) if found.element("CdtrAgt") is not None else None
     remittance = " ".join(found.texts("RmtInf/Ustrd")) or None
     transfer = CreditTransfer(
         end_to_end_id=end_to_end,
