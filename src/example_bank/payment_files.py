@@ -11,7 +11,7 @@ refusing a whole request, each transaction gets its own status, as banks answer 
   or, for funds arranged beforehand, the account's available balance is used up
   (transactions are taken in file order until the money runs out);
 * ``AM03`` its currency is not the funds block's; ``AM12`` its amount has more decimals than
-  the bank books;
+  the bank books; ``AM02`` it is a quadrillion or more;
 * a transaction whose end-to-end id this bank already received (from another file) is
   reported accepted, with a note, and is not paid again.
 
@@ -72,6 +72,10 @@ from g2p_bridge.formats.iso20022 import (
 # and length of an ISO 20022 Max35Text identifier that is also a safe file name.
 PAYMENT_FILE = re.compile(r"(?P<id>[A-Za-z0-9][A-Za-z0-9._-]{0,34})\.pain001\.xml")
 PAIN002_SUFFIX = ".pain002.xml"
+
+# Above this a payment is refused (AM02): the embedded SQLite ledger keeps integer cents, and
+# sums of amounts this large would leave 64 bits.
+LARGEST_AMOUNT = Decimal(10) ** 15
 
 ACCEPTED = "ACCP"
 PARTIAL = "PART"
@@ -372,6 +376,8 @@ def _refusal(
     currency: str = instruction["remitting_account_currency"]
     if amount != amount.quantize(CENT):
         return StatusReason("AM12", f"amount {amount} has more decimals than this bank books")
+    if amount >= LARGEST_AMOUNT:
+        return StatusReason("AM02", f"amount {amount} is above what this bank pays at once")
     reference = instruction["funds_blocked_reference_number"]
     funds = blocks.get(reference) if reference else None
     if funds is None:

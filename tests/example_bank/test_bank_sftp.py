@@ -527,3 +527,14 @@ def test_an_unknown_debtor_account_is_rejected_per_transaction(
     channel.run_once()
     _, statuses = report(client, "batch-u")
     assert statuses["u-1"].status == "RJCT" and statuses["u-1"].reasons[0].code == "AC01"
+
+
+def test_an_amount_beyond_what_the_ledger_holds_is_rejected(
+    client: Client, channel: FileChannelWorker, funded: str
+) -> None:
+    # More than the bridge's writer would ever write (it stops at 10^14): written by hand.
+    data = pain001("batch-big", funded, [transfer("big-1", "1.00")])
+    client.upload("batch-big", data.replace(b">1.00<", b">1000000000000000.00<"))
+    channel.run_once()
+    _, statuses = report(client, "batch-big")
+    assert statuses["big-1"].reasons[0].code == "AM02"
