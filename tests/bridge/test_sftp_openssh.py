@@ -308,6 +308,7 @@ def pain002(
     group: str,
     transactions: tuple[tuple[str, str, str | None], ...] = (),
     group_reason: str | None = None,
+    block: tuple[str, str] | None = None,
 ) -> bytes:
     """A pain.002.001.03 as a bank writes it, checked against the official XSD."""
     reason = f"<StsRsnInf><Rsn><Cd>{group_reason}</Cd></Rsn></StsRsnInf>" if group_reason else ""
@@ -317,9 +318,15 @@ def pain002(
         + "</TxInfAndSts>"
         for e2e, status, code in transactions
     )
-    block = (
-        f"<OrgnlPmtInfAndSts><OrgnlPmtInfId>{batch_id}</OrgnlPmtInfId>{txs}</OrgnlPmtInfAndSts>"
-        if txs
+    block_status = (
+        f"<PmtInfSts>{block[0]}</PmtInfSts><StsRsnInf><Rsn><Cd>{block[1]}</Cd></Rsn></StsRsnInf>"
+        if block
+        else ""
+    )
+    payment_information = (
+        f"<OrgnlPmtInfAndSts><OrgnlPmtInfId>{batch_id}</OrgnlPmtInfId>{block_status}{txs}"
+        "</OrgnlPmtInfAndSts>"
+        if txs or block
         else ""
     )
     document = (
@@ -329,7 +336,7 @@ def pain002(
         "</GrpHdr>"
         f"<OrgnlGrpInfAndSts><OrgnlMsgId>{batch_id}</OrgnlMsgId>"
         f"<OrgnlMsgNmId>pain.001.001.09</OrgnlMsgNmId><GrpSts>{group}</GrpSts>{reason}"
-        f"</OrgnlGrpInfAndSts>{block}</CstmrPmtStsRpt></Document>"
+        f"</OrgnlGrpInfAndSts>{payment_information}</CstmrPmtStsRpt></Document>"
     ).encode()
     assert_valid("pain.002.001.03", document)
     return document
@@ -478,12 +485,19 @@ def test_a_worker_killed_after_its_upload_resends_and_the_bank_gets_one_file(
 def test_statements_from_the_outbox_obey_the_upload_trust_rule(
     session_factory: Any, sshd: OpenSshServer
 ) -> None:
-    context = sftp_context(session_factory, sshd)
+    context = sftp_context(
+        session_factory,
+        sshd,
+        bank_connectors={BANK: profile(sshd, sftp={"max_file_bytes": 4000})},
+    )
     setup_envelope(context, count=1)
     outbox = sshd.root / "outbox"
     foreign = camt("camt.053.001.08", Stmt("9999999999", (debit(Tx("x-1", Decimal("5.00"))),)))
     (outbox / "foreign.camt053.xml").write_bytes(foreign)
     (outbox / "broken.camt054.xml").write_bytes(b"<Document><oops")
+    (outbox / "huge.camt053.xml").write_bytes(b"<" + b"x" * 5000)
+    (outbox / "..hidden.pain002.xml").write_bytes(b"<x/>")
+    (outbox / "a name.pain002.xml").write_bytes(b"<x/>")
 
     # The producer gives the bank its poll row and wakes it; the embedded worker polls.
     assert EmbeddedRunner(context).run_until_idle(timeout=60)
@@ -494,9 +508,12 @@ def test_statements_from_the_outbox_obey_the_upload_trust_rule(
     assert {n: f.outcome for n, f in recorded.items()} == {
         "foreign.camt053.xml": "refused",
         "broken.camt054.xml": "refused",
+        "huge.camt053.xml": "refused",
     }
     assert "9999999999" in (recorded["foreign.camt053.xml"].detail or "")
-    assert names(outbox) == []
+    assert recorded["huge.camt053.xml"].detail == "larger than the 4000-byte limit"
+    # Names outside the safe set are not ours to touch: left where they are.
+    assert names(outbox) == ["..hidden.pain002.xml", "a name.pain002.xml"]
 
 
 def test_a_rejected_file_parks_its_batch_with_the_reason(
@@ -518,6 +535,27 @@ def test_a_rejected_file_parks_its_batch_with_the_reason(
         row = disbursement(context, disbursement_id)
         assert row.state == DisbursementState.FAILED
         assert row.state_reason == "payment file rejected by the bank: FF01 invalid file format"
+    counters_match_rows(context.session_factory)
+
+
+def test_a_payment_block_the_bank_cannot_cover_parks_the_batch(
+    session_factory: Any, sshd: OpenSshServer
+) -> None:
+    # Funds pre-arranged: the bank's own refusal (AM04 on the payment information block, the
+    # group only "partly" accepted) is what stops the payroll.
+    context = sftp_context(session_factory, sshd)
+    ids = setup_envelope(context, count=2)
+    batch, _ = delivered(context, sshd)
+    (sshd.root / "outbox" / "r.pain002.xml").write_bytes(
+        pain002(batch.id, "PART", block=("RJCT", "AM04"))
+    )
+
+    assert poll_bank_outbox(context, BANK)
+
+    assert only_batch(context).state == WorkState.FAILED
+    assert {disbursement(context, i).state_reason for i in ids} == {
+        "payment file rejected by the bank: AM04 insufficient funds"
+    }
     counters_match_rows(context.session_factory)
 
 
