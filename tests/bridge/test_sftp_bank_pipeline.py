@@ -1,7 +1,7 @@
 """The whole pipeline through ISO 20022 files over SFTP against the Example Bank itself.
 
-The bridge (on PostgreSQL and on SQLite, its embedded runner) pays through its iso20022-sftp
-connector into the Example Bank's in-process SFTP endpoint; the bank (embedded SQLite) takes the
+The bridge (its embedded runner) pays through its iso20022-sftp connector into the Example
+Bank's in-process SFTP endpoint, both on PostgreSQL and both on SQLite; the bank takes the
 pain.001 in, answers pain.002, pays, and drops camt.053 statements that the bridge polls and
 reconciles. Each side is stepped in turn, so every hand-over is asserted: a pain.002 rejecting
 one transaction (AC01), a payment returned in camt.053 with its ISO reason, a file delivered
@@ -10,13 +10,16 @@ twice, an upload cut mid-way, and a statement lost on the way (a sequence gap)."
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
+import uuid
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import asyncssh
+import psycopg
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -47,6 +50,9 @@ from g2p_bridge.settings import BankConnectorSettings, Settings, SftpSettings
 BANK = "EXAMPLE"
 ACCOUNT = "PROG-0001"
 RATE = 0.5
+POSTGRES_ADMIN_URL = os.environ.get(
+    "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
 
 
 class Bank:
@@ -91,12 +97,27 @@ OTHER = [f"d-other-{i}" for i in range(4)]
 
 
 @pytest.fixture
-def bank(tmp_path: Path) -> Iterator[Bank]:
+def bank_database_url(database_url: str, tmp_path: Path) -> Iterator[str]:
+    """The bank's own database on the bridge's kind: PostgreSQL beside PostgreSQL, else SQLite."""
+    if not database_url.startswith("postgresql"):
+        yield f"sqlite:///{tmp_path / 'bank.db'}"
+        return
+    name = f"example_bank_pipeline_{uuid.uuid4().hex[:8]}"
+    admin = POSTGRES_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def bank(tmp_path: Path, bank_database_url: str) -> Iterator[Bank]:
     client = asyncssh.generate_private_key("ssh-ed25519")
     (tmp_path / "bridge_key").write_bytes(client.export_private_key())
     (tmp_path / "authorized_keys").write_bytes(client.export_public_key())
     settings = BankSettings(
-        database_url=f"sqlite:///{tmp_path / 'bank.db'}",
+        database_url=bank_database_url,
         broker_url=None,
         failure_rate=RATE,
         seed=_seed_with_one_failure(OTHER),
