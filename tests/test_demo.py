@@ -53,6 +53,30 @@ def test_demo_settles_every_disbursement(tmp_path) -> None:
     )
 
 
+def test_demo_over_sftp_settles_every_disbursement_through_files(tmp_path) -> None:
+    summary = run_demo(150, Decimal("0.05"), tmp_path / "demo", quiet=True, channel="iso20022-sftp")
+    assert summary["complete"], summary
+    assert summary["channel"] == "iso20022-sftp"
+    states = summary["disbursements_by_state"]
+    assert sum(states.values()) == 150
+    assert states.get("UNRESOLVED") == 1  # one beneficiary in a hundred has no known address
+    assert states.get("RECONCILED", 0) + states.get("REVERSED", 0) == 149
+    assert states.get("REVERSED", 0) > 0
+    assert all(
+        s["state"] == "PROCESSED" and not s["balance_problems"] and not s["sequence_gaps"]
+        for s in summary["statements"]
+    )
+    # Everything went through files: the payment file was taken in, its answer and the camt.053
+    # statements were fetched and archived by the bridge.
+    root = tmp_path / "demo" / "bank-sftp"
+    archived = sorted(p.name for p in (root / "archive").iterdir())
+    assert any(n.endswith(".pain002.xml") for n in archived)
+    assert any(n.endswith(".camt053.xml") for n in archived)
+    assert list((root / "inbox").iterdir()) == [] and list((root / "outbox").iterdir()) == []
+    account = summary["program_account"]
+    assert Decimal(account["blocked_amount"]) == 0
+
+
 @pytest.mark.slow
 def test_demo_command_prints_json(tmp_path) -> None:
     result = subprocess.run(

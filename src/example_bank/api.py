@@ -33,6 +33,7 @@ from example_bank.embedded import InProcessProcessor
 from example_bank.models import INTERNAL_TYPES, Account, LedgerEntry
 from example_bank.processing import write_statements
 from example_bank.settings import BankSettings
+from example_bank.sftp import SftpEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -302,6 +303,7 @@ def create_app(
     if start_processor is None:
         start_processor = settings.broker_url is None
     processor = InProcessProcessor(settings, factory) if start_processor else None
+    sftp = SftpEndpoint(settings, factory) if settings.sftp_port is not None else None
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -309,9 +311,13 @@ def create_app(
             migrate(settings.database_url)
         if processor is not None:
             processor.start()
+        if sftp is not None:
+            sftp.start()
         try:
             yield
         finally:
+            if sftp is not None:
+                sftp.stop()
             if processor is not None:
                 processor.stop()
             if engine is not None:
@@ -321,6 +327,7 @@ def create_app(
     app.state.settings = settings
     app.state.session_factory = factory
     app.state.processor = processor
+    app.state.sftp = sftp
     app.include_router(router)
     app.add_exception_handler(services.BankError, _admin_refusal)  # type: ignore[arg-type]
     if settings.fault_mode is not None:

@@ -1,7 +1,8 @@
-"""Command line of the Example Bank: ``example-bank api|worker|migrate|accounts``."""
+"""Command line of the Example Bank: ``example-bank api|worker|sftp|migrate|accounts``."""
 
 from __future__ import annotations
 
+import contextlib
 from decimal import Decimal, InvalidOperation
 
 import click
@@ -82,6 +83,30 @@ def worker(concurrency: int, loglevel: str) -> None:
     celery_app.worker_main(
         ["worker", "-B", "-Q", QUEUE, "-c", str(concurrency), f"--loglevel={loglevel}"]
     )
+
+
+@main.command()
+def sftp() -> None:
+    """Run only the SFTP endpoint (EXAMPLE_BANK_SFTP_*), beside an API or worker on one database."""
+    import signal
+    import threading
+
+    from example_bank.sftp import SftpEndpoint
+
+    settings = BankSettings()
+    _setup_logging(settings)
+    engine = _engine(settings)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        with SftpEndpoint(settings, make_session_factory(engine)) as endpoint:
+            click.echo(f"SFTP endpoint listening on {settings.sftp_host}:{endpoint.port}")
+            with contextlib.suppress(KeyboardInterrupt):
+                stop.wait()
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    finally:
+        engine.dispose()
 
 
 @main.command(name="migrate")

@@ -148,6 +148,8 @@ class InProcessProcessor:
             return len(write_due_statements(session, self.settings))
 
     def _deliver(self) -> int:
+        if self.settings.statement_channel == "sftp":
+            return 0  # the file channel drops statements in the SFTP outbox instead
         if self._client is None:
             self._client = httpx.Client()
         report = deliver_pending_statements(self._factory, self.settings, self._client)

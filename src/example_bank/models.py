@@ -319,6 +319,31 @@ class LedgerEntry(Base):
     )
 
 
+class PaymentFile(Base):
+    """A pain.001 payment file taken in over SFTP, and the pain.002 that answered it.
+
+    The message id (the bridge's batch id, also the file's name) is the key: a file delivered
+    again is answered with the stored report and never paid twice. Inserting the row is the
+    claim, so two pollers that pick up one file cannot both accept it.
+    """
+
+    __tablename__ = "payment_files"
+
+    message_id: Mapped[str] = mapped_column(String(35), primary_key=True)
+    file_name: Mapped[str] = mapped_column(String(100))
+    content_sha256: Mapped[str] = mapped_column(String(64))
+    message_name: Mapped[str | None] = mapped_column(String(35))
+    # ACCP, PART, RJCT (the file refused) as in the pain.002; TXRJ: every transaction rejected
+    # on its own (the pain.002 then has no group status).
+    group_status: Mapped[str] = mapped_column(String(4))
+    batch_id: Mapped[int | None] = mapped_column(ForeignKey("payment_batches.id"))
+    transaction_count: Mapped[int] = mapped_column(Integer, default=0)
+    accepted_count: Mapped[int] = mapped_column(Integer, default=0)
+    report_id: Mapped[str] = mapped_column(String(35))
+    pain002: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
 # Typed handles on the tables for Core (bulk) statements.
 accounts_table = cast(Table, Account.__table__)
 fund_blocks_table = cast(Table, FundBlock.__table__)

@@ -9,6 +9,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from example_bank.mt940_writer import NarrativeLayout
 
+StatementFormat = Literal["camt053", "mt940"]
+
 
 class BankSettings(BaseSettings):
     """All knobs of the simulated bank. Defaults give the embedded (single-process) mode."""
@@ -46,6 +48,27 @@ class BankSettings(BaseSettings):
     batch_lease_seconds: float = Field(default=300.0, gt=0.0)
     # A batch that raised this many times is parked as FAILED (visible, not retried).
     batch_max_attempts: int = Field(default=5, ge=1)
+
+    # Where statements go: "http" posts MT940 to bridge_statement_url; "sftp" drops them in the
+    # SFTP outbox (example_bank.file_channel) for the bridge to fetch, in sftp_statement_formats.
+    statement_channel: Literal["http", "sftp"] = "http"
+    # The SFTP endpoint (example_bank.sftp): off unless a port is given (0 picks a free one).
+    # Key-based authentication only: the bridge's public key(s) in sftp_authorized_keys_file.
+    # The host key is read from sftp_host_key_file, and written there (mode 0600) on first start
+    # when the file does not exist, so the bridge can pin it in its known-hosts entry.
+    sftp_port: int | None = Field(default=None, ge=0, le=65535)
+    sftp_host: str = "127.0.0.1"
+    sftp_username: str = "g2p-bridge"
+    sftp_root: str = "example_bank_sftp"
+    sftp_host_key_file: str = "example_bank_sftp_host_key"
+    sftp_authorized_keys_file: str | None = None
+    sftp_statement_formats: list[StatementFormat] = Field(
+        default_factory=lambda: list[StatementFormat](["camt053"]), min_length=1
+    )
+    sftp_poll_seconds: float = Field(default=1.0, gt=0.0)
+    # A payment file larger than this is refused unread (FF01). It is read whole before it is
+    # answered (its totals come last): about 1 KB of memory per transaction, 440 bytes a file.
+    sftp_max_file_bytes: int = Field(default=128 * 1024 * 1024, ge=1)
 
     # TEST ONLY, never in a real deployment: fault injection for the bridge's fault tests (see
     # example_bank.faults). "slow" does the work and holds the answer for fault_delay_seconds;

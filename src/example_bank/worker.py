@@ -95,7 +95,8 @@ def deliver_statements() -> None:
     settings = _settings()
     with _sessions()() as session, session.begin():
         write_due_statements(session, settings)
-    deliver_pending_statements(_sessions(), settings, _http())
+    if settings.statement_channel == "http":  # else the SFTP file channel delivers them
+        deliver_pending_statements(_sessions(), settings, _http())
 
 
 @celery_app.task(name="example_bank.sweep")

@@ -539,7 +539,16 @@ def audit_command(
 @click.option(
     "--serve", is_flag=True, help="keep the services (and the console) running until Ctrl-C"
 )
-def demo(count: int, failure_rate: str, workdir: Path, as_json: bool, serve: bool) -> None:
+@click.option(
+    "--channel",
+    type=click.Choice(["example-bank", "iso20022-sftp"]),
+    default="example-bank",
+    show_default=True,
+    help="how the bridge reaches the bank: its JSON API, or ISO 20022 files over SFTP",
+)
+def demo(
+    count: int, failure_rate: str, workdir: Path, as_json: bool, serve: bool, channel: str
+) -> None:
     """Run the whole flow on the embedded default, with the Example Bank, and summarise it."""
     import threading
 
@@ -563,6 +572,7 @@ def demo(count: int, failure_rate: str, workdir: Path, as_json: bool, serve: boo
         workdir,
         quiet=as_json,
         keep_serving=keep_serving if serve else None,
+        channel=channel,
     )
     if as_json:
         click.echo(json.dumps(summary, indent=2, default=str))

@@ -144,24 +144,29 @@ class _Services:
             yield
 
 
-def _prepare(workdir: Path, failure_rate: Decimal) -> _Services:
-    """Fresh SQLite databases for both, each migrated, and the three callers' tokens."""
+def _prepare(workdir: Path, failure_rate: Decimal, channel: str) -> _Services:
+    """Fresh SQLite databases for both, each migrated, and the three callers' tokens; with
+    ``channel`` "iso20022-sftp" the bank is reached through files over SFTP."""
     from example_bank.db import migrate as migrate_bank
     from example_bank.settings import BankSettings
     from g2p_bridge.auth import issue_token
     from g2p_bridge.db import make_engine, make_session_factory
+    from g2p_bridge.demo_sftp import sftp_channel
     from g2p_bridge.migrations import upgrade
 
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     sockets = (_free_socket(), _free_socket())
     bank_url = f"http://127.0.0.1:{sockets[1].getsockname()[1]}"
+    files = sftp_channel(workdir, bank_url, "EXAMPLE") if channel == "iso20022-sftp" else None
     settings = Settings(
         database_url=f"sqlite:///{workdir / 'bridge.db'}",
         broker_url=None,
         beat_interval_seconds=0.2,
         retry_backoff_seconds=0.5,
-        bank_connectors={"EXAMPLE": BankConnectorSettings(base_url=bank_url)},
+        bank_connectors={
+            "EXAMPLE": files.bridge if files else BankConnectorSettings(base_url=bank_url)
+        },
     )
     # The embedded key file signs these: an operator, the program's MIS, and the bank.
     day = 86400
@@ -174,6 +179,7 @@ def _prepare(workdir: Path, failure_rate: Decimal) -> _Services:
         bridge_statement_url=f"http://127.0.0.1:{sockets[0].getsockname()[1]}/upload_mt940",
         processing_interval_seconds=0.2,
         delivery_retry_seconds=0.5,
+        **(files.bank if files else {}),
     )
     upgrade(settings.database_url)
     migrate_bank(bank_settings.database_url)
@@ -194,11 +200,14 @@ def run_demo(
     workdir: Path,
     quiet: bool = False,
     keep_serving: Callable[[str, sessionmaker[Session]], None] | None = None,
+    channel: str = "example-bank",
 ) -> dict[str, Any]:
     """``keep_serving``, when given, is called with the bridge's URL once every disbursement has
-    settled, while the services still run (``demo --serve``: the console stays up)."""
+    settled, while the services still run (``demo --serve``: the console stays up).
+    ``channel`` "iso20022-sftp" reaches the bank with files over SFTP (g2p_bridge.demo_sftp)."""
     from g2p_bridge.connectors.mappers.local import load_mapping_csv
     from g2p_bridge.db import transaction
+    from g2p_bridge.demo_sftp import CHANNELS
 
     def say(text: str) -> None:
         if not quiet:
@@ -206,7 +215,9 @@ def run_demo(
 
     if count < 1:
         raise ValueError("the demo needs at least one disbursement")
-    services = _prepare(workdir, failure_rate)
+    if channel not in CHANNELS:
+        raise ValueError(f"channel {channel!r} is not one of {', '.join(CHANNELS)}")
+    services = _prepare(workdir, failure_rate, channel)
     bridge_url, bank_url = services.bridge_url, services.bank_url
     session_factory = services.session_factory
     workload = demo_workload(count)
@@ -290,6 +301,7 @@ def run_demo(
             "ingest_to_settled": round(finished - ingested, 2),
         },
         "workdir": str(workdir),
+        "channel": channel,
     }
 
 

@@ -42,6 +42,7 @@ PG_BASE = os.environ.get(
 )
 # Children first; DELETE is much cheaper than TRUNCATE on the small tables of a test.
 TABLES = (
+    "payment_files",
     "statements",
     "ledger_entries",
     "payments",

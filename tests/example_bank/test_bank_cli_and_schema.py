@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from click.testing import CliRunner
 from sqlalchemy import inspect
 
 from example_bank.cli import main
-from example_bank.db import make_engine, migrate
+from example_bank.db import alembic_config, make_engine, migrate
 from example_bank.models import Base
 
 
@@ -25,7 +26,8 @@ def test_migrations_match_the_models_and_are_idempotent(database_url: str) -> No
             context = MigrationContext.configure(
                 conn, opts={"compare_type": conn.dialect.name != "sqlite"}
             )
-            assert context.get_current_revision() == "0002"
+            head = ScriptDirectory.from_config(alembic_config(database_url)).get_current_head()
+            assert head == "0003" and context.get_current_revision() == head
             diff = compare_metadata(context, Base.metadata)
             tables = set(inspect(conn).get_table_names())
     finally:

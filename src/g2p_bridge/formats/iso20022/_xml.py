@@ -307,3 +307,10 @@ class Index:
 
     def texts(self, path: str) -> list[str]:
         return [t.strip() for e in self._found.get(path, ()) if (t := e.text) and t.strip()]
+
+    def below(self, path: str) -> Index:
+        """What lies under ``path``, by paths relative to it: a subtree's fields without
+        walking the subtree again."""
+        prefix = path + "/"
+        cut = len(prefix)
+        return Index({k[cut:]: v for k, v in self._found.items() if k.startswith(prefix)})
