@@ -1,4 +1,4 @@
-"""Example Bank migration 0002 (payment files) carries a database holding a paid batch forward,
+"""Example Bank migration 0003 (payment files) carries a database holding a paid batch forward,
 keeps a payment file's message id unique, and goes back down leaving the batch as it was."""
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ FILE = (
 )
 
 
-def test_0002_upgrades_a_database_holding_data_and_downgrades(database_url: str) -> None:
+def test_0003_upgrades_a_database_holding_data_and_downgrades(database_url: str) -> None:
     engine = make_engine(database_url)
     try:
-        # The fixture built head: go back to 0001 with a batch in it, then forward again.
-        command.downgrade(alembic_config(database_url), "0001")
+        # The fixture built head: go back to 0002 with a batch in it, then forward again.
+        command.downgrade(alembic_config(database_url), "0002")
         assert "payment_files" not in inspect(engine).get_table_names()
         with engine.begin() as conn:
             conn.execute(text(BATCH))
@@ -39,7 +39,7 @@ def test_0002_upgrades_a_database_holding_data_and_downgrades(database_url: str)
             conn.execute(text(FILE), {"sha": "b" * 64})
         with engine.begin() as conn:
             conn.execute(text("DELETE FROM payment_files"))
-        command.downgrade(alembic_config(database_url), "0001")
+        command.downgrade(alembic_config(database_url), "0002")
         with engine.begin() as conn:
             assert conn.execute(text("SELECT count(*) FROM payment_batches")).scalar_one() == 1
             conn.execute(text("DELETE FROM payment_batches"))
