@@ -355,6 +355,8 @@ class EnvelopeFigures:
     status: EnvelopeStatus
     program: BenefitProgram
     by_state: dict[str, int]
+    # Four-eyes approval (core/approvals.py): NOT_REQUIRED, REQUIRED, AWAITING_APPROVAL...
+    approval: str
 
 
 def envelope_figures(session: Session, envelope_id: str | None) -> EnvelopeFigures:
@@ -371,7 +373,8 @@ def envelope_figures(session: Session, envelope_id: str | None) -> EnvelopeFigur
             .group_by(Disbursement.state)
         ).all()
     }
-    return EnvelopeFigures(envelope, status, program, by_state)
+    approval = approvals.approval_state(session, envelope, status).value
+    return EnvelopeFigures(envelope, status, program, by_state, approval)
 
 
 def list_envelopes(

@@ -16,6 +16,7 @@ from g2p_bridge.models.disbursement import (
     ResolvedAddress,
 )
 from g2p_bridge.models.envelope import DisbursementEnvelope, EnvelopeStatus
+from g2p_bridge.models.payroll import PayrollFile
 from g2p_bridge.models.program import BenefitProgram
 from g2p_bridge.models.statement import (
     AccountStatement,
@@ -41,6 +42,7 @@ __all__ = [
     "EnvelopeApproval",
     "EnvelopeStatus",
     "MapperBatch",
+    "PayrollFile",
     "ProcessedRequest",
     "ReconError",
     "ReconErrorAck",
