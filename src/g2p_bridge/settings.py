@@ -64,8 +64,9 @@ class Settings(BaseSettings):
     max_string_length: int = 1024
     max_program_request_bytes: int = 64 * 1024
     # Payroll files (core/payroll_files.py): spooled to a temporary file past 1 MiB, read
-    # streaming, so memory stays flat whatever the size up to these.
-    max_payroll_file_bytes: int = 256 * 1024 * 1024
+    # streaming, so memory stays flat whatever the size up to these. The bytes are those of
+    # max_request_bytes and of the Helm chart's Ingress body limit (64m): raise them together.
+    max_payroll_file_bytes: int = 64 * 1024 * 1024
     max_payroll_file_rows: int = 1_000_000
 
     # Authentication: bearer JWTs checked against a JWKS URL or one static key. With none of the

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import tracemalloc
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -334,3 +335,36 @@ def test_the_console_form_shows_each_faulty_line_then_takes_the_clean_file(
     viewer = TestClient(app_client.app, base_url="https://testserver")
     assert sign_in(viewer, "victor") == 303
     assert viewer.get("/console/payroll-files").status_code == 403
+
+
+def test_memory_stays_flat_as_the_file_grows(
+    session_factory,  # type: ignore[no-untyped-def]
+    program: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Chunks of 200: a file five times longer must not take five times the memory (the file
+    # itself is allocated before tracing starts, as a spooled upload sits on disk).
+    monkeypatch.setattr(payroll_files, "CHUNK", 200)
+
+    def peak(lines: int, tag: str) -> int:
+        text = "beneficiary_id,beneficiary_name,amount,narrative\n" + "".join(
+            f"NID-{tag}-{n},Name {n},{n % 90 + 1}.25,December transfer\n" for n in range(lines)
+        )
+        data = text.encode()
+        source = io.BytesIO(data)
+        fields = payroll_files.EnvelopeFields("FILES", f"c-{tag}", utcnow().date())
+        tracemalloc.start()
+        try:
+            with transaction(session_factory) as session:
+                submitted = payroll_files.submit(
+                    session, source, hashlib.sha256(data).hexdigest(), len(data), None,
+                    fields, "clerk-1", utcnow().date(), 10**6,
+                )  # fmt: skip
+            _, highest = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert submitted.row_count == lines
+        return highest
+
+    small, large = peak(600, "s"), peak(3000, "l")
+    assert large < small * 1.5, (small, large)
