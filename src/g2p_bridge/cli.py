@@ -437,6 +437,118 @@ def auth_token(
 
 
 @main.group()
+def envelopes() -> None:
+    """Envelopes without a PBMS: payroll files (docs/console/payroll-files.md)."""
+
+
+@envelopes.command("submit")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--program", required=True, help="the benefit program's mnemonic")
+@click.option("--cycle", "cycle_code", required=True, help="the cycle code, e.g. 2026-12")
+@click.option("--schedule-date", default=None, help="YYYY-MM-DD; today if left out")
+@click.option("--frequency", default="OnDemand", show_default=True)
+@click.option("--envelope-id", default=None, help="the envelope's id; generated if left out")
+@click.option("--expected-count", type=click.IntRange(1), default=None, help="control total")
+@click.option("--expected-total", default=None, help="control total, e.g. 125000.00")
+@click.option(
+    "--api-url", envvar="G2P_BRIDGE_API_URL", default="http://127.0.0.1:8000", show_default=True
+)
+@click.option("--token", envvar="G2P_BRIDGE_API_TOKEN", default=None, help="a bearer token")
+@click.option("--wait/--no-wait", default=True, help="follow the pipeline until settled")
+@click.option("--timeout", type=click.FloatRange(0), default=600.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="print the final answer as JSON")
+def envelopes_submit(
+    file: Path,
+    program: str,
+    cycle_code: str,
+    schedule_date: str | None,
+    frequency: str,
+    envelope_id: str | None,
+    expected_count: int | None,
+    expected_total: str | None,
+    api_url: str,
+    token: str | None,
+    wait: bool,
+    timeout: float,
+    as_json: bool,
+) -> None:
+    """Submit FILE (CSV or XLSX) as one envelope through a running bridge, showing the upload
+    and then the pipeline's stages on stderr. Exit 0 once settled (or accepted, with
+    --no-wait), 1 if refused (each faulty line printed), 3 if --timeout passed first."""
+    import time
+    from datetime import UTC, datetime
+
+    import httpx
+
+    from g2p_bridge.cli_http import ApiRefused, BridgeApi
+    from g2p_bridge.cli_progress import FINAL_STAGES, ProgressLine, bar, describe, size, stage_of
+
+    params = {
+        "program": program,
+        "cycle_code": cycle_code,
+        "schedule_date": schedule_date or datetime.now(UTC).date().isoformat(),
+        "frequency": frequency,
+    }
+    for key, value in (
+        ("envelope_id", envelope_id),
+        ("expected_count", str(expected_count) if expected_count else None),
+        ("expected_total", expected_total),
+    ):
+        if value:
+            params[key] = value
+    api = BridgeApi(api_url.rstrip("/"), token)
+    line = ProgressLine()
+    total = file.stat().st_size
+
+    def sent(done: int) -> None:
+        line.show(f"uploading {file.name} {bar(done, total)} {size(done)} of {size(total)}")
+
+    try:
+        answer = api.submit_payroll_file(file, params, sent)
+        line.show(f"uploaded {file.name}, {size(total)}: checked")
+        line.done()
+        summary = (
+            f"envelope {answer['disbursement_envelope_id']}: "
+            f"{answer['number_of_disbursements']} disbursements, "
+            f"{answer['total_disbursement_amount']} {answer['currency']}"
+        )
+        if answer.get("resubmitted"):
+            click.echo(f"this file was submitted before; {summary}", err=True)
+        else:
+            click.echo(f"accepted; {summary}; it waits for a second person's approval", err=True)
+        status: dict[str, Any] = {}
+        stage = "SUBMITTED"
+        if wait:
+            deadline = time.monotonic() + timeout
+            while True:
+                status = api.envelope_status(answer["disbursement_envelope_id"])
+                stage = stage_of(status)
+                line.show(describe(status))
+                if stage in FINAL_STAGES or time.monotonic() >= deadline:
+                    break
+                time.sleep(1.0)  # a poll interval, not a wait for a condition: each poll checks
+            line.done()
+    except ApiRefused as refused:
+        line.done()
+        click.echo(f"refused (HTTP {refused.status}): {refused.message}", err=True)
+        for fault in refused.lines:
+            where = f"line {fault.get('line')}" if fault.get("line") else "file"
+            column = f", {fault['column']}" if fault.get("column") else ""
+            click.echo(f"  {where}{column}: {fault.get('reason')}", err=True)
+        sys.exit(1)
+    except httpx.HTTPError as exc:
+        line.done()
+        raise click.ClickException(f"cannot reach the bridge at {api_url}: {exc}") from exc
+    if as_json:
+        click.echo(json.dumps({**answer, "stage": stage, "status": status}, indent=2))
+    else:
+        click.echo(f"{answer['disbursement_envelope_id']} {stage}")
+    if wait and stage not in FINAL_STAGES:
+        click.echo(f"still {stage} after {timeout:.0f} s; the envelope goes on", err=True)
+        sys.exit(3)
+
+
+@main.group()
 def users() -> None:
     """People who sign in to the console (/console)."""
 

@@ -47,6 +47,15 @@ def column_length(column: Any) -> int:
 SAFE_ID_CHARACTERS = "A-Z a-z 0-9 . _ : -"
 SAFE_ID_PATTERN = r"^[A-Za-z0-9._:-]+$"
 INT32_MAX = 2**31 - 1
+# No identifier or text of a request holds these: control characters (NUL above all, which
+# PostgreSQL's text cannot hold), lone surrogates, and the Unicode line separators.
+_FORBIDDEN_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029]")
+
+
+def forbidden_character(value: str) -> str | None:
+    """The first character of ``value`` that no identifier or text of a request may hold."""
+    match = _FORBIDDEN_CHARACTERS.search(value)
+    return None if match is None else f"U+{ord(match.group()):04X}"
 
 
 def _safe_id(column: Any) -> StringConstraints:
@@ -401,6 +410,13 @@ class EnvelopeStatusPayload(View):
     funds_released_timestamp: datetime | None = Field(
         validation_alias=AliasPath("funds", "released_at")
     )
+
+    # Ours, beside the reference's fields rather than in them: an envelope held for four-eyes
+    # approval still says funds_blocked_with_bank PENDING_CHECK (the reference's enum has no
+    # room for it, and an OpenG2P client validating that enum must keep working); this field,
+    # which such a client ignores, says why it is not moving: NOT_REQUIRED, REQUIRED (not all
+    # disbursements arrived yet), AWAITING_APPROVAL, APPROVED or REJECTED.
+    approval_status: str = Field(validation_alias="approval")
 
 
 class BatchStatusView(View):

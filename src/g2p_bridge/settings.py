@@ -132,6 +132,11 @@ class Settings(BaseSettings):
     # Any single string in a G2P Connect request body, and the program configuration body.
     max_string_length: int = 1024
     max_program_request_bytes: int = 64 * 1024
+    # Payroll files (core/payroll_files.py): spooled to a temporary file past 1 MiB, read
+    # streaming, so memory stays flat whatever the size up to these. The bytes are those of
+    # max_request_bytes and of the Helm chart's Ingress body limit (64m): raise them together.
+    max_payroll_file_bytes: int = 64 * 1024 * 1024
+    max_payroll_file_rows: int = 1_000_000
 
     # Authentication: bearer JWTs checked against a JWKS URL or one static key. With none of the
     # three set, the embedded SQLite default generates a key file next to the database; any other
@@ -146,6 +151,43 @@ class Settings(BaseSettings):
     auth_leeway_seconds: int = 30
     auth_disabled: bool = False
     auth_key_file: str | None = None
+
+    # Console sign-in through the organisation's OpenID Connect provider (console/oidc.py):
+    # on when a client id is set. The issuer is the API's (auth_issuer) unless given here; its
+    # discovery document names the endpoints and the JWKS. Roles come from the claim named
+    # here (a list or a space-separated string; a dotted path reaches into an object, as
+    # Keycloak's realm_access.roles), each mapped by console_oidc_role_map to viewer,
+    # operator, approver or admin; programs from the claim the API reads ("programs").
+    console_oidc_client_id: str | None = None
+    console_oidc_client_secret: SecretStr | None = None
+    console_oidc_issuer: str | None = None
+    # Unset: this host's /console/oidc/callback, as the browser reached it.
+    console_oidc_redirect_url: str | None = None
+    console_oidc_scopes: str = "openid profile"
+    console_oidc_username_claim: str = "preferred_username"
+    console_oidc_roles_claim: str = "roles"
+    console_oidc_role_map: dict[str, str] = Field(
+        default_factory=lambda: {r: r for r in ("viewer", "operator", "approver", "admin")}
+    )
+    console_oidc_programs_claim: str = "programs"
+    console_oidc_timeout_seconds: float = 10.0
+    # Local (password) users: unset means on for the embedded default and wherever no OpenID
+    # Connect provider is configured, off otherwise.
+    console_local_sign_in: bool | None = None
+
+    @property
+    def console_oidc_enabled(self) -> bool:
+        return bool(self.console_oidc_client_id)
+
+    @property
+    def console_oidc_issuer_url(self) -> str:
+        return (self.console_oidc_issuer or self.auth_issuer).rstrip("/")
+
+    @property
+    def console_local_sign_in_enabled(self) -> bool:
+        if self.console_local_sign_in is not None:
+            return self.console_local_sign_in
+        return self.embedded or not self.console_oidc_enabled
 
     # Observability.
     log_format: str = "text"
@@ -211,6 +253,18 @@ class Settings(BaseSettings):
             raise ValueError("max_string_length must be at least 1")
         if self.log_format not in ("text", "json"):
             raise ValueError("log_format must be text or json")
+        unknown = set(self.console_oidc_role_map.values()) - {
+            "viewer",
+            "operator",
+            "approver",
+            "admin",
+        }
+        if unknown:
+            raise ValueError(f"console_oidc_role_map maps to unknown roles {sorted(unknown)}")
+        if self.console_oidc_enabled and not self.console_oidc_issuer_url.startswith(
+            ("https://", "http://127.0.0.1", "http://localhost")
+        ):
+            raise ValueError("the OpenID Connect issuer must be an https:// URL")
         return self
 
 

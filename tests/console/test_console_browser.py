@@ -10,6 +10,7 @@ hostile names and narratives render as text. The screenshots in docs/console/ co
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import time
@@ -22,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 from console_support import PASSWORD, make_program, make_user
+from PIL import Image
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from bridge_support import FakeBank, dumps, envelope_request, header, mt940
@@ -153,9 +155,14 @@ def _role(username: str) -> str:
 
 
 def screenshot(page: Page, where: Path, name: str) -> None:
+    """A PNG quantised to a small palette (flat UI colours survive it, text stays crisp), so
+    the README's pictures stay under 40 KB each."""
     target = where / name
-    page.screenshot(path=str(target))
-    assert target.stat().st_size < 250_000
+    shot = Image.open(io.BytesIO(page.screenshot(scale="css")))
+    shot.convert("RGB").quantize(colors=24, method=Image.Quantize.MEDIANCUT).save(
+        target, optimize=True
+    )
+    assert target.stat().st_size < 40_000, f"{target.name}: {target.stat().st_size} bytes"
 
 
 def submit(bridge: Bridge, envelope_id: str, program: str, items: list[dict[str, Any]]) -> None:
@@ -342,3 +349,66 @@ def test_a_parked_batch_is_requeued_and_a_viewer_cannot_act(
     assert shipped == 2
     assert {f"{envelope}-d1", f"{envelope}-d2"} <= set(bridge.bank.payments)
     operator.close()
+
+
+PAYROLL_HEADER = (
+    "beneficiary_id,beneficiary_name,amount,narrative,financial_address,disbursement_id"
+)
+
+
+def test_a_payroll_file_is_checked_line_by_line_then_approved_by_a_second_person(
+    browser: Browser, bridge: Bridge, shots: Path
+) -> None:
+    # PLAIN needs no approval of its own: an envelope from a file needs it all the same.
+    make_user(bridge.factory, "pat", "approver", ["PLAIN"])
+    lines = [
+        "NID-F1,Rehema,35.00,December transfer,account:1000101@NORTHBANK.BR01,file-d1",
+        "NID-F2,<script>window.__owned = 3</script>Tumaini,12.345,December transfer,,file-d2",
+        "NID-F3,,20.00,December transfer,account:1000103@NORTHBANK.BR01,file-d3",
+    ]
+    operator, page = signed_in(browser, bridge, "olive")
+    page.get_by_role("link", name="Submit a file").click()
+    page.get_by_test_id("payroll-program").select_option("PLAIN")
+    page.get_by_test_id("payroll-cycle").fill("2026-12")
+
+    def choose(text: str) -> None:
+        page.get_by_test_id("payroll-file").set_input_files(
+            {"name": "december.csv", "mimeType": "text/csv", "buffer": text.encode()}
+        )
+
+    choose("\n".join([PAYROLL_HEADER, *lines]) + "\n")
+    page.get_by_test_id("payroll-submit").click()
+    errors = page.get_by_test_id("payroll-errors")
+    expect(errors.locator("tbody tr")).to_have_count(2)
+    expect(errors.locator("tr", has_text="amount")).to_contain_text("3")
+    expect(errors.locator("tr", has_text="beneficiary_name")).to_contain_text("4")
+    expect(page.get_by_test_id("payroll-message")).to_contain_text("nothing was stored")
+    assert page.evaluate("window.__owned") is None
+    screenshot(page, shots, "payroll-file-errors.png")
+    with transaction(bridge.factory) as session:
+        assert session.get(Disbursement, "file-d1") is None
+
+    # Fixed; the form kept its fields, only the file is chosen again.
+    expect(page.get_by_test_id("payroll-cycle")).to_have_value("2026-12")
+    fixed = [
+        lines[0],
+        "NID-F2,Tumaini,12.35,December transfer,account:1000102@NORTHBANK.BR01,file-d2",
+        "NID-F3,Baraka,20.00,December transfer,account:1000103@NORTHBANK.BR01,file-d3",
+    ]
+    choose("\n".join([PAYROLL_HEADER, *fixed]) + "\n")
+    page.get_by_test_id("payroll-submit").click()
+    expect(page.get_by_test_id("approval")).to_have_text("AWAITING_APPROVAL")
+    expect(page.get_by_test_id("maker-note")).to_be_visible()
+    expect(page.get_by_test_id("approve")).to_have_count(0)
+    envelope = page.url.split("/console/envelopes/")[1].split("?")[0]
+    operator.close()
+
+    checker, page = signed_in(browser, bridge, "pat")
+    page.goto(f"/console/envelopes/{envelope}")
+    page.get_by_label("Note").fill("matches the ministry's list")
+    page.get_by_test_id("approve").click()
+    expect(page.get_by_test_id("approval")).to_have_text("APPROVED")
+    expect(page.get_by_test_id("count-SHIPPED")).to_have_text("3")
+    expect(page.get_by_test_id("timeline")).to_contain_text("envelope.submit_file ok by olive")
+    expect(page.get_by_test_id("timeline")).to_contain_text("envelope.approve ok by pat")
+    checker.close()

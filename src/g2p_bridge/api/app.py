@@ -19,6 +19,7 @@ from g2p_bridge.api import (
     audit_events,
     disbursements,
     envelopes,
+    payroll_files,
     programs,
     statements,
 )
@@ -92,7 +93,15 @@ def create_app(
     app.state.disbursement_states = DisbursementStates(
         session_factory, settings.metrics_state_cache_seconds
     )
-    for module in (envelopes, disbursements, statements, programs, audit_events, approvals):
+    for module in (
+        envelopes,
+        disbursements,
+        statements,
+        programs,
+        audit_events,
+        approvals,
+        payroll_files,
+    ):
         app.include_router(module.router, dependencies=[Depends(authenticate)], responses=REFUSALS)
     # The operators' console: its own sign-in (cookie sessions), not the API's bearer tokens.
     mount_console(app)

@@ -14,7 +14,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from g2p_bridge.api.wire import forbidden_character, refusal
+from g2p_bridge.api.wire import refusal
 from g2p_bridge.auth import ANONYMOUS_ADMIN, Authenticator, Principal
 from g2p_bridge.core import audit
 from g2p_bridge.core.errors import BridgeError, ErrorCode, InvalidRequest, Unauthenticated
@@ -29,6 +29,7 @@ from g2p_bridge.observability import (
     request_id_var,
     role_var,
 )
+from g2p_bridge.schemas import forbidden_character
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,13 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 
 from g2p_bridge.core.errors import BridgeError, ErrorCode, InvalidRequest
-from g2p_bridge.schemas import NonPlainNumber, RequestHeader, ResponseHeader, Status
+from g2p_bridge.schemas import (
+    NonPlainNumber,
+    RequestHeader,
+    ResponseHeader,
+    Status,
+    forbidden_character,
+)
 
 # The reference's reason codes, for the refusals it has one for.
 _REASON_CODES = {
@@ -92,16 +98,9 @@ def parse_json(body: bytes) -> Any:
 # C0 and C1 controls (line breaks, NUL, escape), lone surrogates (not text at all; PostgreSQL
 # and UTF-8 refuse them) and the Unicode line and paragraph separators. Each of them can end a
 # line in a bank file or a log, or break the database's text type.
-_FORBIDDEN_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029]")
 
 
 _ITEM = re.compile(r"message\[(\d+)\]")
-
-
-def forbidden_character(value: str) -> str | None:
-    """The first character of ``value`` that no identifier or text of a request may hold."""
-    match = _FORBIDDEN_CHARACTERS.search(value)
-    return None if match is None else f"U+{ord(match.group()):04X}"
 
 
 def check_strings(data: Any, limit: int) -> None:

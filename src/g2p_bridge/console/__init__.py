@@ -7,9 +7,12 @@ from fastapi import FastAPI
 
 
 def mount_console(app: FastAPI) -> None:
+    from g2p_bridge.console import oidc, payroll
     from g2p_bridge.console.routes import install
 
     install(app)
+    payroll.install(app)
+    oidc.install(app)
 
 
 __all__ = ["mount_console"]

@@ -207,10 +207,17 @@ def _cookie_secure(request: Request) -> bool:
     return not (settings.embedded and settings.is_sqlite)
 
 
+def _sign_in_ways(request: Request) -> dict[str, bool]:
+    settings = _settings(request)
+    return {"oidc": settings.console_oidc_enabled, "local": settings.console_local_sign_in_enabled}
+
+
 @router.get("/login")
 def login_page(request: Request, error: str | None = None) -> Response:
     nonce = secrets.token_urlsafe(24)
-    response = _page(request, "login.html", None, nonce=nonce, error=error)
+    response = _page(
+        request, "login.html", None, nonce=nonce, error=error, **_sign_in_ways(request)
+    )
     # Login CSRF: the form's nonce must match this cookie, which another site cannot set.
     response.set_cookie(
         LOGIN_COOKIE,
@@ -232,6 +239,8 @@ def login(
     nonce: str = Form("", max_length=64),
 ) -> Response:
     _same_origin(request)
+    if not _settings(request).console_local_sign_in_enabled:
+        raise Refused(403, "sign in with your organisation's account")
     address = request.client.host if request.client else "unknown"
     attempts: _Attempts = request.app.state.console_attempts
     if not attempts.allow(address):
@@ -242,6 +251,7 @@ def login(
             status=429,
             nonce=nonce,
             error="Too many sign-in attempts; wait a minute.",
+            **_sign_in_ways(request),
         )
     cookie = request.cookies.get(LOGIN_COOKIE, "")
     if not nonce or not hmac.compare_digest(nonce.encode(), cookie.encode()):
@@ -282,8 +292,15 @@ def login(
             status=401,
             nonce=nonce,
             error="Wrong user name or password, or the account is locked for a while.",
+            **_sign_in_ways(request),
         )
     response = _redirect(ROLE_HOME)
+    set_session_cookie(request, response, token)
+    response.delete_cookie(LOGIN_COOKIE, path="/console")
+    return response
+
+
+def set_session_cookie(request: Request, response: Response, token: str) -> None:
     response.set_cookie(
         COOKIE,
         token,
@@ -293,8 +310,6 @@ def login(
         path="/console",
         max_age=int(users.SESSION_TTL.total_seconds()),
     )
-    response.delete_cookie(LOGIN_COOKIE, path="/console")
-    return response
 
 
 @router.post("/logout")

@@ -105,6 +105,44 @@ def add_user(
     return user
 
 
+# The password hash of a user who signs in through the OpenID Connect provider: no password
+# verifies against it (argon2 refuses it as a hash), so the local form never signs them in.
+OIDC_PASSWORD_HASH = "!oidc"  # noqa: S105 (a marker no password matches, not a secret)
+_ROLE_RANK = {"viewer": 0, "operator": 1, "approver": 2, "admin": 3}
+
+
+def strongest_role(roles: set[str]) -> str | None:
+    """One console role for a person the provider gave several: the highest of them."""
+    return max(roles, key=_ROLE_RANK.__getitem__) if roles else None
+
+
+def upsert_oidc_user(
+    session: Session, username: str, role: str, programs: frozenset[str]
+) -> ConsoleUser:
+    """The console's row for a person the provider vouched for, with the role and programs of
+    this sign-in (the provider is the source of truth: a role taken away there is gone here at
+    the next sign-in). A local user of the same name is not taken over."""
+    user = session.get(ConsoleUser, username, with_for_update=True)
+    if user is None:
+        user = ConsoleUser(
+            username=username,
+            password_hash=OIDC_PASSWORD_HASH,
+            role=role,
+            programs=" ".join(sorted(programs)),
+            disabled=False,
+            failed_logins=0,
+        )
+        session.add(user)
+    elif user.password_hash != OIDC_PASSWORD_HASH:
+        raise SignInRefused("a local user has this name")
+    elif user.disabled:
+        raise SignInRefused("disabled")
+    else:
+        user.role, user.programs = role, " ".join(sorted(programs))
+    session.flush()
+    return user
+
+
 class SignInRefused(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)

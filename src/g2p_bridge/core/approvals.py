@@ -1,7 +1,9 @@
 """Four-eyes approval (maker-checker) of an envelope before its funds are blocked.
 
 A program with ``approval_required`` holds every envelope whose declared total is at least its
-``approval_threshold`` (0: every envelope) until a second person decides:
+``approval_threshold`` (0: every envelope), and every envelope submitted as a payroll file
+(core/payroll_files.py: no PBMS checked its figures) is held whatever its program says, until a
+second person decides:
 
 - *awaiting approval*: every declared disbursement has arrived, nobody has decided yet; the
   funds sweep (``funds.due_envelopes``, through ``funds_may_proceed``) passes it by;
@@ -34,6 +36,7 @@ from g2p_bridge.models import (
     DisbursementEnvelope,
     EnvelopeApproval,
     EnvelopeStatus,
+    PayrollFile,
 )
 from g2p_bridge.models.base import utcnow
 from g2p_bridge.models.enums import FundsBlocked
@@ -52,13 +55,19 @@ class ApprovalState(StrEnum):
 
 
 def _needs_clause() -> ColumnElement[bool]:
-    """SQL: the envelope's program holds it for approval (correlated on the envelope row)."""
-    return exists(
-        select(BenefitProgram.mnemonic).where(
-            BenefitProgram.mnemonic == DisbursementEnvelope.program_mnemonic,
-            BenefitProgram.approval_required.is_(True),
-            DisbursementEnvelope.total_disbursement_amount >= BenefitProgram.approval_threshold,
-        )
+    """SQL: the envelope's program holds it for approval, or it came as a payroll file
+    (correlated on the envelope row)."""
+    return or_(
+        exists(
+            select(BenefitProgram.mnemonic).where(
+                BenefitProgram.mnemonic == DisbursementEnvelope.program_mnemonic,
+                BenefitProgram.approval_required.is_(True),
+                DisbursementEnvelope.total_disbursement_amount >= BenefitProgram.approval_threshold,
+            )
+        ),
+        exists(
+            select(PayrollFile.sha256).where(PayrollFile.envelope_id == DisbursementEnvelope.id)
+        ),
     )
 
 
@@ -94,17 +103,33 @@ def awaiting_clause() -> ColumnElement[bool]:
 
 
 def needs_approval(program: BenefitProgram, envelope: DisbursementEnvelope) -> bool:
+    """The program's rule (a payroll file's envelope needs approval whatever it says: see
+    ``envelope_needs_approval``)."""
     return bool(program.approval_required) and (
         envelope.total_disbursement_amount >= (program.approval_threshold or Decimal(0))
     )
+
+
+def from_payroll_file(session: Session, envelope_id: str) -> bool:
+    return (
+        session.scalar(select(PayrollFile.sha256).where(PayrollFile.envelope_id == envelope_id))
+        is not None
+    )
+
+
+def envelope_needs_approval(session: Session, envelope: DisbursementEnvelope) -> bool:
+    """The same rule as ``_needs_clause``, for one envelope in hand."""
+    program = session.get(BenefitProgram, envelope.program_mnemonic)
+    if program is not None and needs_approval(program, envelope):
+        return True
+    return from_payroll_file(session, envelope.id)
 
 
 def may_block_funds(session: Session, envelope: DisbursementEnvelope) -> bool:
     """The same rule as ``funds_may_proceed``, for one envelope already in hand (the funds step
     checks it again under its claim: an amendment may have voided the approval since the
     sweep)."""
-    program = session.get(BenefitProgram, envelope.program_mnemonic)
-    if program is None or not needs_approval(program, envelope):
+    if not envelope_needs_approval(session, envelope):
         return True
     decision = session.get(EnvelopeApproval, envelope.id, populate_existing=True)
     return decision is not None and decision.decision == APPROVED
@@ -116,8 +141,7 @@ def approval_state(
     decision = session.get(EnvelopeApproval, envelope.id)
     if decision is not None:
         return ApprovalState(decision.decision)
-    program = session.get(BenefitProgram, envelope.program_mnemonic)
-    if program is None or not needs_approval(program, envelope):
+    if not envelope_needs_approval(session, envelope):
         return ApprovalState.NOT_REQUIRED
     if status.received_count < envelope.number_of_disbursements:
         return ApprovalState.REQUIRED

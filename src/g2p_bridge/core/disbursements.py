@@ -73,6 +73,39 @@ def _refuse_beyond_declared(
         )
 
 
+# Which field of a disbursement each item error code is about (a payroll file's column).
+ERROR_FIELDS: dict[str, str] = {
+    ErrorCode.INVALID_DISBURSEMENT_AMOUNT: "disbursement_amount",
+    ErrorCode.INVALID_BENEFICIARY_ID: "beneficiary_id",
+    ErrorCode.INVALID_BENEFICIARY_NAME: "beneficiary_name",
+    ErrorCode.INVALID_NARRATIVE: "narrative",
+    ErrorCode.INVALID_DISBURSEMENT_ID: "disbursement_id",
+    ErrorCode.DUPLICATE_DISBURSEMENT: "disbursement_id",
+}
+
+
+def item_errors(item: DisbursementPayload, currency: str) -> list[str]:
+    """What is wrong with one disbursement on its own (no database): the rules every item of
+    ``create_disbursements`` and every line of a payroll file is held to."""
+    codes: list[str] = []
+    amount = item.disbursement_amount
+    if amount is None or amount <= 0 or not has_valid_minor_units(amount, currency):
+        codes.append(ErrorCode.INVALID_DISBURSEMENT_AMOUNT)
+    for field, code in (
+        ("beneficiary_id", ErrorCode.INVALID_BENEFICIARY_ID),
+        ("beneficiary_name", ErrorCode.INVALID_BENEFICIARY_NAME),
+        ("narrative", ErrorCode.INVALID_NARRATIVE),
+    ):
+        value = getattr(item, field)
+        if not value or len(value) > _TEXT_LIMITS[field]:
+            codes.append(code)
+    if item.disbursement_id is not None and (
+        not item.disbursement_id or len(item.disbursement_id) > _ID_LIMIT
+    ):
+        codes.append(ErrorCode.INVALID_DISBURSEMENT_ID)
+    return codes
+
+
 def create_disbursements(
     session: Session, items: Sequence[DisbursementPayload], max_items: int
 ) -> list[DisbursementPayload]:
@@ -100,24 +133,16 @@ def create_disbursements(
     total = Decimal(0)
     for index, item in enumerate(items):
         codes = errors[index]
-        amount = item.disbursement_amount
-        if amount is None or amount <= 0 or not has_valid_minor_units(amount, envelope.currency):
-            codes.append(ErrorCode.INVALID_DISBURSEMENT_AMOUNT)
-        else:
-            total += amount
-        for field, code in (
-            ("beneficiary_id", ErrorCode.INVALID_BENEFICIARY_ID),
-            ("beneficiary_name", ErrorCode.INVALID_BENEFICIARY_NAME),
-            ("narrative", ErrorCode.INVALID_NARRATIVE),
+        codes.extend(item_errors(item, envelope.currency))
+        if ErrorCode.INVALID_DISBURSEMENT_AMOUNT not in codes and item.disbursement_amount:
+            total += item.disbursement_amount
+        given = item.disbursement_id
+        if (
+            given
+            and ErrorCode.INVALID_DISBURSEMENT_ID not in codes
+            and (seen[given] > 1 or given in taken)
         ):
-            value = getattr(item, field)
-            if not value or len(value) > _TEXT_LIMITS[field]:
-                codes.append(code)
-        if item.disbursement_id is not None:
-            if not item.disbursement_id or len(item.disbursement_id) > _ID_LIMIT:
-                codes.append(ErrorCode.INVALID_DISBURSEMENT_ID)
-            elif seen[item.disbursement_id] > 1 or item.disbursement_id in taken:
-                codes.append(ErrorCode.DUPLICATE_DISBURSEMENT)
+            codes.append(ErrorCode.DUPLICATE_DISBURSEMENT)
     errors = {i: c for i, c in errors.items() if c}
     if errors:
         _reject(items, errors, f"{len(errors)} of {len(items)} disbursements are invalid")

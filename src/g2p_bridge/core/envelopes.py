@@ -357,6 +357,8 @@ class EnvelopeFigures:
     program: BenefitProgram
     by_state: dict[str, int]
     funds: FundsFigures
+    # Four-eyes approval (core/approvals.py): NOT_REQUIRED, REQUIRED, AWAITING_APPROVAL...
+    approval: str
 
 
 def envelope_figures(session: Session, envelope_id: str | None) -> EnvelopeFigures:
@@ -374,7 +376,8 @@ def envelope_figures(session: Session, envelope_id: str | None) -> EnvelopeFigur
     ).all():
         by_state[state], amounts[state] = count, Decimal(amount or 0)
     funds = funds_figures(session, envelope, status, amounts)
-    return EnvelopeFigures(envelope, status, program, by_state, funds)
+    approval = approvals.approval_state(session, envelope, status).value
+    return EnvelopeFigures(envelope, status, program, by_state, funds, approval)
 
 
 def list_envelopes(

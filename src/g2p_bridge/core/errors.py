@@ -80,6 +80,9 @@ class ErrorCode(StrEnum):
     # Operator actions of the console.
     BATCH_NOT_PARKED = "BATCH_NOT_PARKED"
     RECON_ERROR_NOT_FOUND = "RECON_ERROR_NOT_FOUND"
+    # Payroll files (core/payroll_files.py): a file with faulty lines, one over the size limit.
+    PAYROLL_FILE_INVALID = "PAYROLL_FILE_INVALID"
+    PAYROLL_FILE_TOO_LARGE = "PAYROLL_FILE_TOO_LARGE"
     # The bridge itself: its database is away (stopped, restarting, unreachable).
     SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
 

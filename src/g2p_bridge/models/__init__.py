@@ -17,6 +17,7 @@ from g2p_bridge.models.disbursement import (
     ResolvedAddress,
 )
 from g2p_bridge.models.envelope import DisbursementEnvelope, EnvelopeStatus
+from g2p_bridge.models.payroll import PayrollFile
 from g2p_bridge.models.program import BenefitProgram
 from g2p_bridge.models.release import FundsRelease
 from g2p_bridge.models.statement import (
@@ -46,6 +47,7 @@ __all__ = [
     "EnvelopeStatus",
     "FundsRelease",
     "MapperBatch",
+    "PayrollFile",
     "ProcessedRequest",
     "ReconError",
     "ReconErrorAck",

@@ -152,6 +152,7 @@ API's routes from the app's own route table and checks this list against it, bot
 - {path: /cancel_disbursements, pathType: Exact}
 - {path: /get_disbursement_status, pathType: Exact}
 - {path: /upload_mt940, pathType: Exact}
+- {path: /payroll_files, pathType: Exact}
 - {path: /create_benefit_program_configuration, pathType: Exact}
 - {path: /envelopes, pathType: Prefix}
 - {path: /statements, pathType: Prefix}
