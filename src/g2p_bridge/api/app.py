@@ -17,6 +17,7 @@ from g2p_bridge import __version__
 from g2p_bridge.api import (
     approvals,
     audit_events,
+    callbacks,
     disbursements,
     envelopes,
     programs,
@@ -92,8 +93,17 @@ def create_app(
     app.state.disbursement_states = DisbursementStates(
         session_factory, settings.metrics_state_cache_seconds
     )
-    for module in (envelopes, disbursements, statements, programs, audit_events, approvals):
+    for module in (
+        envelopes,
+        disbursements,
+        statements,
+        programs,
+        audit_events,
+        approvals,
+        callbacks,
+    ):
         app.include_router(module.router, dependencies=[Depends(authenticate)], responses=REFUSALS)
+    app.include_router(callbacks.public_router)
     # The operators' console: its own sign-in (cookie sessions), not the API's bearer tokens.
     mount_console(app)
     app.add_middleware(RefuseControlCharactersMiddleware)

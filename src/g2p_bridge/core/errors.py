@@ -80,6 +80,9 @@ class ErrorCode(StrEnum):
     # Operator actions of the console.
     BATCH_NOT_PARKED = "BATCH_NOT_PARKED"
     RECON_ERROR_NOT_FOUND = "RECON_ERROR_NOT_FOUND"
+    # Callbacks to the PBMS.
+    INVALID_CALLBACK_URL = "INVALID_CALLBACK_URL"
+    CALLBACK_STREAM_NOT_FOUND = "CALLBACK_STREAM_NOT_FOUND"
     # The bridge itself: its database is away (stopped, restarting, unreachable).
     SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from g2p_bridge.core.callbacks import deliver_callbacks
 from g2p_bridge.core.context import Context
 from g2p_bridge.core.dispatch import send_bank_batch
 from g2p_bridge.core.funds import secure_funds
@@ -18,6 +19,7 @@ STEPS: dict[str, Callable[[Context, str], bool]] = {
         "secure_funds": secure_funds,
         "send_bank_batch": send_bank_batch,
         "process_statement": process_statement,
+        "deliver_callbacks": deliver_callbacks,
     }.items()
 }
 
@@ -27,4 +29,6 @@ QUEUES = {
     "secure_funds": "funds",
     "send_bank_batch": "dispatch",
     "process_statement": "statements",
+    # POSTs to the PBMS: apart, so a slow or absent PBMS never holds up the payments.
+    "deliver_callbacks": "callbacks",
 }

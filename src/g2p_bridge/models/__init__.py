@@ -2,6 +2,7 @@
 
 from g2p_bridge.models.audit import AuditEvent
 from g2p_bridge.models.base import Base
+from g2p_bridge.models.callback import CallbackEvent, CallbackStream, CallbackSubscription
 from g2p_bridge.models.console import (
     ConsoleSession,
     ConsoleUser,
@@ -33,6 +34,9 @@ __all__ = [
     "Base",
     "BeneficiaryAddress",
     "BenefitProgram",
+    "CallbackEvent",
+    "CallbackStream",
+    "CallbackSubscription",
     "ConsoleSession",
     "ConsoleUser",
     "Disbursement",

@@ -14,7 +14,7 @@ from g2p_bridge.core.funds import due_envelopes
 from g2p_bridge.core.mapper_resolution import plan_mapper_batches
 from g2p_bridge.core.work import Work, sweep
 from g2p_bridge.db import is_postgres, transaction
-from g2p_bridge.models import AccountStatement, BankBatch, MapperBatch
+from g2p_bridge.models import AccountStatement, BankBatch, CallbackStream, MapperBatch
 from g2p_bridge.models.base import utcnow
 
 # Any constant will do; it names "the producer tick" among PostgreSQL advisory locks.
@@ -49,5 +49,9 @@ def find_due_work(context: Context) -> list[Work]:
         work += [
             Work("process_statement", i)
             for i in sweep(session, AccountStatement, settings, now, SWEEP_LIMIT)
+        ]
+        work += [
+            Work("deliver_callbacks", i)
+            for i in sweep(session, CallbackStream, settings, now, SWEEP_LIMIT)
         ]
     return work
