@@ -32,6 +32,10 @@ def test_demo_settles_every_disbursement(tmp_path) -> None:
     assert Decimal(account["available_balance"]) == (
         Decimal(account["book_balance"]) - Decimal(account["blocked_amount"])
     )
+    # The demo's PBMS got a signed result for every disbursement, in batched callbacks.
+    received = summary["callbacks"]
+    assert received["disbursements"] == 250 and received["bad_signatures"] == 0
+    assert 0 < received["callbacks"] < received["results"]
 
 
 @pytest.mark.slow

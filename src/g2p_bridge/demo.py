@@ -121,6 +121,7 @@ def run_demo(
     from g2p_bridge.auth import issue_token
     from g2p_bridge.connectors.mappers.local import load_mapping_csv
     from g2p_bridge.db import make_engine, make_session_factory, transaction
+    from g2p_bridge.demo_callbacks import callbacks_received, receiving_pbms, subscribe
     from g2p_bridge.migrations import upgrade
 
     def say(text: str) -> None:
@@ -164,6 +165,7 @@ def run_demo(
     with (
         _serve(create_bank_app(bank_settings), bank_sock),
         _serve(create_app(settings, session_factory, run_pipeline=True), bridge_sock),
+        receiving_pbms(settings) as pbms,
         httpx.Client() as http,
     ):
         say(f"Example Bank on {bank_url}, bridge on {bridge_url}; data in {workdir}/")
@@ -218,6 +220,7 @@ def run_demo(
                     handle.write(f"NID-{i:08d},{address}\n")
         with transaction(session_factory) as session:
             mapped = load_mapping_csv(session, mapping)
+        subscribe(http, PROGRAM, pbms.url, admin_token)
         say(f"bridge: program {PROGRAM} configured; {mapped} ID mappings loaded")
 
         envelope = _post(
@@ -291,6 +294,7 @@ def run_demo(
                 break
             time.sleep(0.3)
         finished = time.monotonic()
+        callbacks = callbacks_received(pbms, session_factory, envelope_id)
         account = http.get(f"{bank_url}/accounts/{PROGRAM_ACCOUNT}").json()
         statements = http.get(
             "/statements", headers={"Authorization": f"Bearer {admin_token}"}
@@ -335,6 +339,7 @@ def run_demo(
             "ingest_to_settled": round(finished - ingested, 2),
         },
         "workdir": str(workdir),
+        "callbacks": callbacks,
     }
 
 
@@ -377,6 +382,9 @@ def print_summary(summary: dict[str, Any]) -> None:
         f"Program account {account['account_number']}: book {account['book_balance']}, "
         f"blocked {account['blocked_amount']}, available {account['available_balance']}"
     )
+    from g2p_bridge.demo_callbacks import describe
+
+    print(describe(summary["callbacks"]) + ".")
     seconds = summary["seconds"]
     print(f"Ingest took {seconds['ingest']} s; ingest to settled {seconds['ingest_to_settled']} s.")
     print(

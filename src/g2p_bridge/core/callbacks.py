@@ -30,7 +30,7 @@ from g2p_bridge.core import audit
 from g2p_bridge.core.context import Context
 from g2p_bridge.core.errors import ErrorCode, InvalidRequest, NotFound
 from g2p_bridge.core.work import Lease, claim, retry_later
-from g2p_bridge.db import bulk_insert, get_required, is_postgres, one_of, transaction
+from g2p_bridge.db import bulk_insert, get_required, is_postgres, transaction
 from g2p_bridge.models import (
     BenefitProgram,
     CallbackEvent,
@@ -221,14 +221,13 @@ def _matching_ids(
     session: Session, envelope_id: str, conditions: tuple[ColumnElement[bool], ...]
 ) -> list[str]:
     d, r = Disbursement, DisbursementRecon
-    return list(
-        session.scalars(
-            select(d.id)
-            .outerjoin(r, r.disbursement_id == d.id)
-            .where(d.envelope_id == envelope_id, *conditions)
-            .order_by(d.id)
-        )
+    query = (
+        select(d.id)
+        .outerjoin(r, r.disbursement_id == d.id)
+        .where(d.envelope_id == envelope_id, *conditions)
+        .order_by(d.id)
     )
+    return list(session.connection().execute(query).scalars())
 
 
 def _results(
@@ -236,6 +235,7 @@ def _results(
     envelope: DisbursementEnvelope,
     event_type: str,
     ids: list[str],
+    conditions: tuple[ColumnElement[bool], ...],
     now: datetime,
     reason: str | None,
 ) -> list[dict[str, Any]]:
@@ -259,37 +259,53 @@ def _results(
             r.reversal_reason,
         )
         .outerjoin(r, r.disbursement_id == d.id)
-        .where(one_of(session, d.id, ids))
+        # The chunk is a run of the matching ids in the database's own order: its bounds and
+        # the same conditions select it again, without a thousand parameters.
+        .where(d.envelope_id == envelope.id, d.id.between(ids[0], ids[-1]), *conditions)
         .order_by(d.id)
     )
     currency = envelope.currency
     timestamp = now.isoformat()
+    paid = event_type in (RECONCILED, REVERSED)
     items: list[dict[str, Any]] = []
-    for row in session.execute(query):
+    for (
+        disbursement_id,
+        amount,
+        beneficiary_id,
+        state_reason,
+        shipped_at,
+        bank_batch_id,
+        bank_reference,
+        entry_date,
+        value_date,
+        statement_number,
+        reversal_date,
+        reversal_reason,
+    ) in session.connection().execute(query):  # Core: no ORM row loading
         if event_type == REVERSED:
-            message = f"reversed by the bank: {row.reversal_reason or 'no reason given'}"
+            message = f"reversed by the bank: {reversal_reason or 'no reason given'}"
         else:
-            message = reason or row.state_reason or ""
+            message = reason or state_reason or ""
         item: dict[str, Any] = {
-            "reference_id": row.id,
+            "reference_id": disbursement_id,
             "timestamp": timestamp,
             "status": outcome.status,
             "status_reason_code": outcome.reason_code,
             "status_reason_message": message,
-            "beneficiary_id": row.beneficiary_id,
-            "amount": format_amount(row.amount, currency),
+            "beneficiary_id": beneficiary_id,
+            "amount": format_amount(amount, currency),
             "currency_code": currency,
-            "bank_batch_id": row.bank_batch_id,
-            "shipped_at": _iso(row.shipped_at),
+            "bank_batch_id": bank_batch_id,
+            "shipped_at": _iso(shipped_at),
         }
-        if event_type in (RECONCILED, REVERSED):
-            item["bank_reference"] = row.remittance_reference_number
-            item["bank_statement_number"] = row.remittance_statement_number
-            item["remittance_entry_date"] = _iso(row.remittance_entry_date)
-            item["remittance_value_date"] = _iso(row.remittance_value_date)
+        if paid:
+            item["bank_reference"] = bank_reference
+            item["bank_statement_number"] = statement_number
+            item["remittance_entry_date"] = _iso(entry_date)
+            item["remittance_value_date"] = _iso(value_date)
         if event_type == REVERSED:
-            item["reversal_entry_date"] = _iso(row.reversal_entry_date)
-            item["reversal_reason"] = row.reversal_reason
+            item["reversal_entry_date"] = _iso(reversal_date)
+            item["reversal_reason"] = reversal_reason
         items.append(item)
     return items
 
@@ -339,7 +355,7 @@ def record_results(
     first = _allocate(session, stream, len(chunks), now)
     session.flush()
     for offset, chunk in enumerate(chunks):
-        items = _results(session, envelope, event_type, chunk, now, reason)
+        items = _results(session, envelope, event_type, chunk, conditions, now, reason)
         message = {"disbursements_status": items}
         row = _event_row(envelope_id, first + offset, event_type, len(items), message, now)
         bulk_insert(session, CallbackEvent, [row])
@@ -620,14 +636,20 @@ def deliver_callbacks(context: Context, envelope_id: str) -> bool:
     with Lease(context.session_factory, settings, CallbackStream.id, envelope_id, token) as lease:
         while True:
             with transaction(context.session_factory) as session:
-                pending = _next_event(session, envelope_id)
-                if pending is None or sent >= settings.callback_events_per_run:
-                    lease.stop()
+                pending = None
+                if sent < settings.callback_events_per_run:
+                    pending = _next_event(session, envelope_id)
+                if pending is not None:
+                    event, envelope, url = pending
+                    body = body_of(event, envelope)
+                    event_id, sequence, count = event.id, event.sequence, event.result_count
+            if pending is None:
+                # Stopped outside any transaction: on SQLite a renewal in flight waits for the
+                # database's one write lock, which a transaction open here would hold.
+                lease.stop()
+                with transaction(context.session_factory) as session:
                     _finish(session, lease, envelope_id)
-                    return sent > 0
-                event, envelope, url = pending
-                body = body_of(event, envelope)
-                event_id, sequence, count = event.id, event.sequence, event.result_count
+                return sent > 0
             if url is None:
                 error: str | None = "the program has no callback URL"
             else:
