@@ -432,7 +432,9 @@ def callbacks_set_url(program: str, url: str | None, remove: bool) -> None:
 
     if (url is None) != remove:
         raise click.UsageError("give a URL, or --remove")
-    _callbacks_admin(lambda session, settings: service.set_callback_url(session, program, url, settings))
+    _callbacks_admin(
+        lambda session, settings: service.set_callback_url(session, program, url, settings)
+    )
     shown = service.display_url(url) if url else "none"
     click.echo(f"program {program}: callback URL {shown}")
 

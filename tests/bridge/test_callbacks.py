@@ -420,7 +420,7 @@ def test_signatures_verify_against_the_published_key_only() -> None:
     signer = CallbackSigner(key)  # type: ignore[arg-type]
     body = b'{"header":{},"message":{}}'
     signature = signer.sign(body)
-    protected, payload, _ = signature.split(".")
+    _protected, payload, _ = signature.split(".")
     assert payload == ""  # detached
     assert verify(signature, body, signer.jwks())
     assert not verify(signature, body + b" ", signer.jwks())

@@ -16,12 +16,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import httpx
 import orjson
-from sqlalchemy import ColumnElement, case, func, select, update
+from sqlalchemy import ColumnElement, Table, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -190,7 +190,7 @@ def _lock_stream(session: Session, envelope_id: str, now: datetime) -> CallbackS
         "created_at": now,
         "updated_at": now,
     }
-    table = CallbackStream.__table__
+    table = cast(Table, CallbackStream.__table__)
     insert = pg_insert(table) if is_postgres(session) else sqlite_insert(table)
     session.execute(insert.values(values).on_conflict_do_nothing())
     return session.scalars(
@@ -374,7 +374,9 @@ def record_envelope(
     stream = _lock_stream(session, envelope_id, now)
     sequence = _allocate(session, stream, 1, now)
     session.flush()
-    bulk_insert(session, CallbackEvent, [_event_row(envelope_id, sequence, event_type, 0, message, now)])
+    bulk_insert(
+        session, CallbackEvent, [_event_row(envelope_id, sequence, event_type, 0, message, now)]
+    )
     return 1
 
 
@@ -390,7 +392,9 @@ def _summary_if_settled(
     stream.summary_written = True
     sequence = _allocate(session, stream, 1, now)
     session.flush()
-    bulk_insert(session, CallbackEvent, [_event_row(envelope.id, sequence, SETTLED, 0, summary, now)])
+    bulk_insert(
+        session, CallbackEvent, [_event_row(envelope.id, sequence, SETTLED, 0, summary, now)]
+    )
     return 1
 
 
