@@ -145,7 +145,7 @@ def beat(loglevel: str) -> None:
 
 
 @main.command()
-@click.option("--queues", default="mapper,funds,dispatch,statements", show_default=True)
+@click.option("--queues", default="mapper,funds,dispatch,statements,callbacks", show_default=True)
 @click.option("--concurrency", default=2, show_default=True, type=int)
 @click.option("--pool", default="prefork", show_default=True)
 @click.option("--loglevel", default="INFO", show_default=True)
