@@ -146,7 +146,7 @@ class FaultInjection(RunState):
         self.result.setdefault("faults", []).append(record)
         assert self.broker_port is not None
         client = redis.Redis(host=REDIS_HOST, port=self.broker_port, socket_timeout=2)
-        queues = ("mapper", "funds", "dispatch", "statements", "producers")
+        queues = ("mapper", "funds", "dispatch", "statements", "callbacks", "producers")
         try:
 
             def queued() -> dict[str, int] | None:

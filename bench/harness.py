@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import orjson
 
+from bench.callbacks import start_receiver, wait_delivered
 from bench.checks import Checks
 from bench.config import (
     CURRENCY,
@@ -74,6 +75,7 @@ class Bench(FaultInjection, Checks):
                 ("ingest", self._ingest),
                 ("faults", self._start_faults),
                 ("settle", self._wait_settled),
+                ("callbacks", self._wait_callbacks),
             ):
                 t0 = time.monotonic()
                 step()
@@ -92,6 +94,8 @@ class Bench(FaultInjection, Checks):
     def _finish(self, started: float) -> None:
         try:
             self._stop_profilers()
+            if self.pbms is not None:
+                self.pbms.stop()
             self.watch_stop.set()
             self.sampler.stop()
             self._bank_fault_reports()
@@ -220,6 +224,8 @@ class Bench(FaultInjection, Checks):
                 "G2P_BRIDGE_RETRY_BACKOFF_SECONDS": "1",
                 # The bench measures the pipeline, not token checks (a no-op where unknown).
                 "G2P_BRIDGE_AUTH_DISABLED": "true",
+                # A key made for this run: the bench's receiving PBMS verifies with its half.
+                "G2P_BRIDGE_CALLBACK_SIGNING_KEY": self.callback_key,
             }
         )
         if cfg.dispatch_batch:
@@ -269,7 +275,7 @@ class Bench(FaultInjection, Checks):
                     bridge,
                     "worker",
                     "--queues",
-                    "mapper,funds,dispatch,statements",
+                    "mapper,funds,dispatch,statements,callbacks",
                     "--concurrency",
                     str(cfg.worker_concurrency),
                     *quiet,
@@ -343,6 +349,7 @@ class Bench(FaultInjection, Checks):
         self.deposit = self.total * 2
         self._open_accounts(self.deposit)
         self._configure_program("BENCH", PROGRAM_ACCOUNT)
+        self.pbms = start_receiver(self.callback_jwks, self.bridge_url, "BENCH", self.http_headers)
         self.envelope_id = self._create_envelope(self.envelope_key, cfg.n, self.total)
         self.envelope_ids = [self.envelope_id]
         self.result["envelope_id"] = self.envelope_id
@@ -496,6 +503,40 @@ class Bench(FaultInjection, Checks):
             db.close()
             return -1
 
+    def _wait_callbacks(self) -> None:
+        """After the last result: until the PBMS acknowledged every callback (callbacks_after_s:
+        last result -> last callback delivered)."""
+        if self.result.get("reconciled_after_s") is None:
+            return
+        where, ids = self._envelopes_where()
+        db = Db(self.bridge_db_url)
+        try:
+            figures = wait_delivered(
+                db,
+                where,
+                ids,
+                timeout=max(self.deadline.left(), 1),
+                stall=self.cfg.stall_timeout,
+                poll=self.cfg.poll_interval,
+            )
+        finally:
+            db.close()
+        delivered = figures.pop("last_callback_delivered_epoch")
+        self.result.update(figures)
+        if delivered is not None and self.reconciled_wall is not None:
+            self.result["callbacks_after_s"] = _r(max(delivered - self.reconciled_wall, 0.0), 2)
+        if self.pbms is not None:
+            got = self.pbms.received
+            self.result["callbacks_received"] = len(got.bodies)
+            self.result["callback_results_received"] = got.result_count
+            self.result["callback_duplicates"] = got.duplicates
+            self.result["callback_bad_signatures"] = got.bad_signatures
+        log(
+            self.cfg,
+            f"callbacks: {self.result.get('callbacks')} delivered, last "
+            f"{self.result.get('callbacks_after_s')} s after the last result",
+        )
+
     def _wait_settled(self) -> None:
         cfg, n = self.cfg, self.n_total
         db = Db(self.bridge_db_url)
@@ -527,6 +568,7 @@ class Bench(FaultInjection, Checks):
                     settled = c["reconciled"] + c["failed"] >= n
                     if settled and c["reversed"] >= self.expected["reversed"]:
                         reconciled_at = reconciled_at or now
+                        self.reconciled_wall = self.reconciled_wall or time.time()
                         # A statement can reconcile a batch whose answer the bridge never
                         # recorded; the batch row stays open until its lease runs out and a
                         # worker finds nothing left to send. Wait for that as well.

@@ -16,6 +16,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from bench.callbacks import new_signing_key
 from bench.config import FAULTS, SENDER_ID, BenchConfig
 from bench.postgres import Db, PrivatePostgres
 from bench.processes import Deadline, Processes
@@ -23,6 +24,7 @@ from bench.redis_db import RedisDatabaseClaim
 from bench.sampling import RssSampler
 from bench.workload import bench_workload
 from g2p_bridge.pbms_client import PbmsClient
+from g2p_bridge.pbms_receiver import ReceivingPBMS
 from g2p_bridge.workload import Workload
 
 
@@ -64,6 +66,10 @@ class RunState:
         self.sampler = RssSampler(self.procs)
         self.deadline = Deadline(cfg.timeout)
         self.result: dict[str, Any] = {}
+        # Callbacks: the bridge signs with a key made for this run; the bench's PBMS receives.
+        self.callback_key, self.callback_jwks = new_signing_key()
+        self.pbms: ReceivingPBMS | None = None
+        self.reconciled_wall: float | None = None
         self.env_base = {
             k: v
             for k, v in os.environ.items()

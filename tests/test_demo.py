@@ -51,6 +51,10 @@ def test_demo_settles_every_disbursement(tmp_path) -> None:
         == Decimal(summary["total_amount"])
         == sum(Decimal(status[f"funds_{k}_amount"]) for k in ("spent", "returned", "released"))
     )
+    # The demo's PBMS got a signed result for every disbursement, in batched callbacks.
+    received = summary["callbacks"]
+    assert received["disbursements"] == 250 and received["bad_signatures"] == 0
+    assert 0 < received["callbacks"] < received["results"]
 
 
 def test_demo_over_sftp_settles_every_disbursement_through_files(tmp_path) -> None:

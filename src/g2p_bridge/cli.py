@@ -145,7 +145,7 @@ def beat(loglevel: str) -> None:
 
 
 @main.command()
-@click.option("--queues", default="mapper,funds,dispatch,statements", show_default=True)
+@click.option("--queues", default="mapper,funds,dispatch,statements,callbacks", show_default=True)
 @click.option("--concurrency", default=2, show_default=True, type=int)
 @click.option("--pool", default="prefork", show_default=True)
 @click.option("--loglevel", default="INFO", show_default=True)
@@ -392,6 +392,135 @@ def statements_retry(statement_id: str, reason: str | None) -> None:
 def statements_reprocess(statement_id: str, reason: str | None) -> None:
     """Apply a PROCESSED or ERROR statement again; entries already applied become duplicates."""
     _operate_on_statement("reprocess", statement_id, reason)
+
+
+@main.group()
+def callbacks() -> None:
+    """Results pushed to the PBMS: callback URLs, delivery state, re-sends, the signing key."""
+
+
+def _callbacks_admin(work: Any) -> Any:
+    """Runs ``work(session, settings)`` as the local administrator, audited like the API."""
+    import getpass
+
+    from g2p_bridge.core.errors import BridgeError
+    from g2p_bridge.db import make_engine, make_session_factory, transaction
+    from g2p_bridge.observability import actor_var, role_var
+
+    actor = actor_var.set(f"cli:{getpass.getuser()}"[:128])
+    role = role_var.set("admin")
+    settings = get_settings()
+    engine = make_engine(settings.database_url)
+    try:
+        with transaction(make_session_factory(engine)) as session:
+            return work(session, settings)
+    except BridgeError as exc:
+        raise click.ClickException(f"{exc.code}: {exc.message}") from exc
+    finally:
+        actor_var.reset(actor)
+        role_var.reset(role)
+        engine.dispose()
+
+
+@callbacks.command("set-url")
+@click.argument("program")
+@click.argument("url", required=False)
+@click.option("--remove", is_flag=True, help="remove the program's callback URL")
+def callbacks_set_url(program: str, url: str | None, remove: bool) -> None:
+    """Set the callback URL every result of PROGRAM's envelopes is POSTed to."""
+    from g2p_bridge.core import callbacks as service
+
+    if (url is None) != remove:
+        raise click.UsageError("give a URL, or --remove")
+    _callbacks_admin(
+        lambda session, settings: service.set_callback_url(session, program, url, settings)
+    )
+    shown = service.display_url(url) if url else "none"
+    click.echo(f"program {program}: callback URL {shown}")
+
+
+@callbacks.command("status")
+@click.argument("envelope_id")
+@click.option("--json", "as_json", is_flag=True)
+def callbacks_status(envelope_id: str, as_json: bool) -> None:
+    """An envelope's callbacks: how far delivery got, and the latest events."""
+    from g2p_bridge.core import callbacks as service
+
+    def read(session: Any, _settings: Any) -> dict[str, Any]:
+        stream, events = service.stream_status(session, envelope_id, limit=20)
+        return {
+            "envelope_id": stream.id,
+            "state": stream.state,
+            "delivered_sequence": stream.delivered_sequence,
+            "last_sequence": stream.last_sequence,
+            "attempts": stream.attempts,
+            "last_error": stream.last_error,
+            "events": [
+                {
+                    "sequence": e.sequence,
+                    "event_id": e.id,
+                    "event_type": e.event_type,
+                    "results": e.result_count,
+                    "attempts": e.attempts,
+                    "delivered_at": e.delivered_at.isoformat() if e.delivered_at else None,
+                    "last_error": e.last_error,
+                }
+                for e in events
+            ],
+        }
+
+    status = _callbacks_admin(read)
+    if as_json:
+        click.echo(json.dumps(status, indent=2))
+        return
+    click.echo(
+        f"envelope {status['envelope_id']}: {status['state']}, delivered "
+        f"{status['delivered_sequence']} of {status['last_sequence']}"
+        + (f", last error: {status['last_error']}" if status["last_error"] else "")
+    )
+    for e in status["events"]:
+        click.echo(
+            f"  #{e['sequence']} {e['event_type']} ({e['results']} results) "
+            f"{e['delivered_at'] or 'not delivered'} attempts={e['attempts']}"
+        )
+
+
+@callbacks.command("parked")
+def callbacks_parked() -> None:
+    """Envelopes whose callbacks kept failing and wait for a re-send."""
+    from g2p_bridge.core import callbacks as service
+
+    rows = _callbacks_admin(
+        lambda session, _s: [
+            (s.id, s.delivered_sequence, s.last_sequence, s.last_error)
+            for s in service.parked_streams(session)
+        ]
+    )
+    for envelope_id, delivered, last, error in rows:
+        click.echo(f"{envelope_id}  delivered {delivered} of {last}  {error or ''}")
+    if not rows:
+        click.echo("no parked callbacks")
+
+
+@callbacks.command("resend")
+@click.argument("envelope_id")
+@click.option("--from-sequence", type=int, default=None, help="send again from this one on")
+def callbacks_resend(envelope_id: str, from_sequence: int | None) -> None:
+    """Make an envelope's parked callbacks due again, or re-send them from a sequence number."""
+    from g2p_bridge.core import callbacks as service
+
+    state = _callbacks_admin(
+        lambda session, _s: service.resend(session, envelope_id, from_sequence).state
+    )
+    click.echo(f"envelope {envelope_id}: callbacks {state}")
+
+
+@callbacks.command("new-key")
+def callbacks_new_key() -> None:
+    """Print a new Ed25519 signing key (PKCS#8 PEM) for G2P_BRIDGE_CALLBACK_SIGNING_KEY."""
+    from g2p_bridge.signing import generate_private_pem
+
+    click.echo(generate_private_pem(), nl=False)
 
 
 @main.group()

@@ -207,6 +207,7 @@ def run_demo(
     ``channel`` "iso20022-sftp" reaches the bank with files over SFTP (g2p_bridge.demo_sftp)."""
     from g2p_bridge.connectors.mappers.local import load_mapping_csv
     from g2p_bridge.db import transaction
+    from g2p_bridge.demo_callbacks import callbacks_received, receiving_pbms, subscribe
     from g2p_bridge.demo_sftp import CHANNELS
 
     def say(text: str) -> None:
@@ -226,6 +227,7 @@ def run_demo(
 
     with (
         services.serving(),
+        receiving_pbms(services.settings) as receiver,
         httpx.Client(base_url=bank_url) as bank,
         PbmsClient(bridge_url, services.admin_token, sender_id="demo-admin") as admin,
         PbmsClient(bridge_url, services.pbms_token, sender_id="demo-pbms") as pbms,
@@ -244,6 +246,7 @@ def run_demo(
             handle.writelines(f"{b},{a}\n" for b, a in workload.mapping_rows())
         with transaction(session_factory) as session:
             mapped = load_mapping_csv(session, mapping)
+        subscribe(admin.http, PROGRAM, receiver.url, services.admin_token)
         say(f"bridge: program {PROGRAM} configured; {mapped} ID mappings loaded")
 
         envelope = pbms.create_envelope(EnvelopeSpec(PROGRAM, count, total, "USD"))
@@ -280,6 +283,7 @@ def run_demo(
             until_released=True,
         )
         finished = time.monotonic()
+        callbacks = callbacks_received(receiver, session_factory, envelope_id)
         account = bank.get(f"/accounts/{PROGRAM_ACCOUNT}").json()
         statements = admin.http.get("/statements", headers=admin.headers).json()
         if keep_serving is not None:
@@ -302,6 +306,7 @@ def run_demo(
         },
         "workdir": str(workdir),
         "channel": channel,
+        "callbacks": callbacks,
     }
 
 
@@ -351,6 +356,9 @@ def print_summary(summary: dict[str, Any]) -> None:
         f"Program account {account['account_number']}: book {account['book_balance']}, "
         f"blocked {account['blocked_amount']}, available {account['available_balance']}"
     )
+    from g2p_bridge.demo_callbacks import describe
+
+    print(describe(summary["callbacks"]) + ".")
     seconds = summary["seconds"]
     print(f"Ingest took {seconds['ingest']} s; ingest to settled {seconds['ingest_to_settled']} s.")
     print(

@@ -74,6 +74,15 @@ TASK_RETRIES = Counter(
 STATEMENTS_PROCESSED = Counter(
     "g2p_bridge_statements_processed_total", "Statements processed, by outcome", ["outcome"]
 )
+CALLBACK_DELIVERIES = Counter(
+    "g2p_bridge_callback_deliveries_total",
+    "Callbacks POSTed to a PBMS, by outcome (delivered, retry, parked)",
+    ["outcome"],
+)
+CALLBACK_RESULTS_DELIVERED = Counter(
+    "g2p_bridge_callback_results_delivered_total",
+    "Disbursement results in callbacks a PBMS acknowledged",
+)
 AUTH_REFUSALS = Counter(
     "g2p_bridge_auth_refusals_total",
     "Requests refused by authentication or authorization",
@@ -145,9 +154,10 @@ class DisbursementStates(Collector):
         self._lock = threading.Lock()
         self._at = 0.0
         self._counts: dict[str, int] = {}
+        self._streams: dict[str, int] = {}
 
-    def _current(self) -> dict[str, int]:
-        from g2p_bridge.models import Disbursement
+    def _current(self) -> tuple[dict[str, int], dict[str, int]]:
+        from g2p_bridge.models import CallbackStream, Disbursement
 
         with self._lock:
             if time.monotonic() - self._at > self._cache_seconds:
@@ -155,17 +165,31 @@ class DisbursementStates(Collector):
                     rows = session.execute(
                         select(Disbursement.state, func.count()).group_by(Disbursement.state)
                     ).all()
+                    streams = session.execute(
+                        select(CallbackStream.state, func.count()).group_by(CallbackStream.state)
+                    ).all()
                 self._counts = {str(state): int(count) for state, count in rows}
+                self._streams = {str(state): int(count) for state, count in streams}
                 self._at = time.monotonic()
-            return dict(self._counts)
+            return dict(self._counts), dict(self._streams)
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
+        counts, streams = self._current()
         gauge = GaugeMetricFamily(
             "g2p_bridge_disbursements", "Disbursements by state", labels=["state"]
         )
-        for state, count in sorted(self._current().items()):
+        for state, count in sorted(counts.items()):
             gauge.add_metric([state], count)
         yield gauge
+        # FAILED: parked after the last retry, waiting for an operator's re-send.
+        callbacks = GaugeMetricFamily(
+            "g2p_bridge_callback_streams",
+            "Envelopes' callback streams by state (FAILED is parked)",
+            labels=["state"],
+        )
+        for state in ("PENDING", "RUNNING", "DONE", "FAILED"):
+            callbacks.add_metric([state], streams.get(state, 0))
+        yield callbacks
 
 
 def render_metrics(extra: Collector | None = None) -> tuple[bytes, str]:

@@ -200,6 +200,26 @@ class Settings(BaseSettings):
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"
 
+    # Results pushed to the PBMS (core/callbacks.py). A callback carries at most this many
+    # disbursement results, so a 1,000,000-disbursement envelope needs about a thousand.
+    callback_batch_size: int = 1000
+    callback_timeout_seconds: float = 10.0
+    # Retries back off from callback_retry_backoff_seconds, doubling up to the maximum: with
+    # these defaults a stream is parked for an operator only after about 80 minutes of
+    # failures, so a PBMS down for an hour gets everything afterwards by itself.
+    callback_max_attempts: int = 15
+    callback_retry_backoff_seconds: float = 5.0
+    callback_retry_backoff_max_seconds: float = 600.0
+    # Callbacks one worker sends for an envelope before giving the stream back to the sweep.
+    callback_events_per_run: int = 100
+    # The bridge's Ed25519 key (PKCS#8 PEM) that signs every callback (detached JWS, EdDSA);
+    # its public half is served at /.well-known/jwks.json. Unset: the embedded default keeps
+    # a generated key next to the SQLite database; other deployments must set it.
+    callback_signing_key: SecretStr | None = None
+    callback_signing_key_file: str | None = None
+    # Plain http is refused for a callback URL except to the loopback interface.
+    callback_allow_http: bool = False
+
     # Connectors and resolvers.
     bank_connectors: dict[str, BankConnectorSettings] = Field(
         default_factory=lambda: {"EXAMPLE": BankConnectorSettings()}
@@ -242,7 +262,14 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _positive_sizes(self) -> Settings:
-        for name in ("mapper_batch_size", "dispatch_batch_size", "max_attempts"):
+        for name in (
+            "mapper_batch_size",
+            "dispatch_batch_size",
+            "max_attempts",
+            "callback_batch_size",
+            "callback_max_attempts",
+            "callback_events_per_run",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         if self.lease_seconds <= 0 or self.wake_resend_seconds <= 0:

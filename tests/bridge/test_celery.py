@@ -85,16 +85,19 @@ def test_celery_is_configured_for_money(postgres_context) -> None:
         "funds",
         "dispatch",
         "statements",
+        "callbacks",
     }
     assert conf.task_routes["g2p.send_bank_batch"]["routing_key"] == "dispatch"
     # The release is a bank call on the envelope's funds: beside the block, on their queue.
     assert conf.task_routes["g2p.release_funds"]["routing_key"] == "funds"
     assert OperationalError in app.tasks["g2p.release_funds"].autoretry_for
+    assert conf.task_routes["g2p.deliver_callbacks"]["routing_key"] == "callbacks"
     # A lost database connection is retried soon, not left to the sweep's lease.
     assert OperationalError in app.tasks["g2p.send_bank_batch"].autoretry_for
     # Each queue has its own exchange and key, so a task lands in one queue only.
     assert {(q.name, q.exchange.name, q.routing_key) for q in conf.task_queues} == {
-        (name, name, name) for name in ("producers", "mapper", "funds", "dispatch", "statements")
+        (name, name, name)
+        for name in ("producers", "mapper", "funds", "dispatch", "statements", "callbacks")
     }
     assert conf.task_time_limit <= conf.broker_transport_options["visibility_timeout"]
     # The step time limit, not the claim's lease: the heartbeat keeps a long step's claim.

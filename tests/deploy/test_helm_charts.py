@@ -34,7 +34,7 @@ from chart_rendering import (
 )
 
 CASE_IDS = [case_id(case) for case in CASES]
-BRIDGE_QUEUES = {"mapper", "funds", "dispatch", "statements", "default"}
+BRIDGE_QUEUES = {"mapper", "funds", "dispatch", "statements", "callbacks", "default"}
 SECRET_LOOKING_KEY = re.compile(r"PASSWORD|SECRET|TOKEN|API_KEY|DATABASE_URL|BROKER_URL", re.I)
 HOOK_ANNOTATION = "helm.sh/hook"
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "Job"}

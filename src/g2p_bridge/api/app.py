@@ -17,6 +17,7 @@ from g2p_bridge import __version__
 from g2p_bridge.api import (
     approvals,
     audit_events,
+    callbacks,
     disbursements,
     envelopes,
     payroll_files,
@@ -101,8 +102,10 @@ def create_app(
         audit_events,
         approvals,
         payroll_files,
+        callbacks,
     ):
         app.include_router(module.router, dependencies=[Depends(authenticate)], responses=REFUSALS)
+    app.include_router(callbacks.public_router)
     # The operators' console: its own sign-in (cookie sessions), not the API's bearer tokens.
     mount_console(app)
     app.add_middleware(RefuseControlCharactersMiddleware)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -10,6 +11,9 @@ from g2p_bridge.connectors.banks.base import BankConnector, load_bank_connector
 from g2p_bridge.connectors.mappers.base import AddressParser, Resolver, load_resolver
 from g2p_bridge.observability import InstrumentedBank
 from g2p_bridge.settings import BankConnectorSettings, Settings
+
+if TYPE_CHECKING:
+    from g2p_bridge.core.callbacks import CallbackSender
 
 
 @dataclass
@@ -20,6 +24,7 @@ class Context:
     _banks: dict[str, BankConnector] = field(default_factory=dict)
     _resolvers: dict[str, Resolver] = field(default_factory=dict)
     _parser: AddressParser | None = None
+    _callbacks: CallbackSender | None = None
 
     def bank(self, bank_code: str) -> BankConnector:
         if bank_code not in self._banks:
@@ -39,6 +44,14 @@ class Context:
             self._parser = AddressParser(self.settings)
         return self._parser
 
+    def callbacks(self) -> CallbackSender:
+        """The process's callback sender: its signing key and HTTP connection pool."""
+        if self._callbacks is None:
+            from g2p_bridge.core.callbacks import CallbackSender
+
+            self._callbacks = CallbackSender(self.settings)
+        return self._callbacks
+
     def use_bank(self, bank_code: str, connector: BankConnector) -> None:
         """Puts a given connector in place, as tests do with a fake bank."""
         self._banks[bank_code] = InstrumentedBank(bank_code, connector)  # type: ignore[assignment]
@@ -47,3 +60,6 @@ class Context:
         for connector in self._banks.values():
             connector.close()
         self._banks.clear()
+        if self._callbacks is not None:
+            self._callbacks.close()
+            self._callbacks = None

@@ -20,7 +20,7 @@ from g2p_bridge.connectors.banks.base import (
     PaymentBatchInfo,
     PaymentInstruction,
 )
-from g2p_bridge.core import audit
+from g2p_bridge.core import audit, callbacks
 from g2p_bridge.core.context import Context
 from g2p_bridge.core.envelopes import bump_counters, lock_status
 from g2p_bridge.core.work import Lease, claim, retry_later
@@ -302,6 +302,7 @@ def _send(
                 .execution_options(synchronize_session=False)
             ).rowcount  # type: ignore[attr-defined]
             bump_counters(session, envelope_id, shipped_count=shipped)
+            callbacks.bank_batch_changed(session, settings, envelope_id, batch_id, "shipped", now)
         elif rejected:
             # The bank answered no: nothing of this batch was paid. Park it for an operator.
             batch.state, batch.last_error, batch.lease_until = WorkState.FAILED, error, None
@@ -320,6 +321,7 @@ def _send(
                 .execution_options(synchronize_session=False)
             ).rowcount  # type: ignore[attr-defined]
             bump_counters(session, envelope_id, failed_count=failed)
+            callbacks.bank_batch_changed(session, settings, envelope_id, batch_id, "refused", now)
         else:
             parked = retry_later(session, BankBatch, batch_id, error or "unknown", settings, now)
             if parked:
@@ -336,6 +338,9 @@ def _send(
                         f"attempts: {error}"
                     )
                     .execution_options(synchronize_session=False)
+                )
+                callbacks.bank_batch_changed(
+                    session, settings, envelope_id, batch_id, "parked", now
                 )
         audit.bank_batch_sent(session, batch_id, envelope_id, accepted, rejected, error)
     return True

@@ -83,6 +83,9 @@ class ErrorCode(StrEnum):
     # Payroll files (core/payroll_files.py): a file with faulty lines, one over the size limit.
     PAYROLL_FILE_INVALID = "PAYROLL_FILE_INVALID"
     PAYROLL_FILE_TOO_LARGE = "PAYROLL_FILE_TOO_LARGE"
+    # Callbacks to the PBMS.
+    INVALID_CALLBACK_URL = "INVALID_CALLBACK_URL"
+    CALLBACK_STREAM_NOT_FOUND = "CALLBACK_STREAM_NOT_FOUND"
     # The bridge itself: its database is away (stopped, restarting, unreachable).
     SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
 

@@ -13,7 +13,7 @@ from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from g2p_bridge.connectors.banks.base import BankConnector, BankRejected, BankUnavailable
-from g2p_bridge.core import approvals, audit
+from g2p_bridge.core import approvals, audit, callbacks
 from g2p_bridge.core.context import Context
 from g2p_bridge.core.work import Lease, woken_until
 from g2p_bridge.db import get_required, is_postgres, transaction
@@ -183,6 +183,7 @@ def _check_and_block(
             status.funds_available_at = now
             status.funds_available_error = error
             audit.bank_call(session, "funds.check", envelope_id, _ok(available), error=error)
+            callbacks.funds_changed(session, status)
             if available != FundsAvailable.FUNDS_AVAILABLE:
                 status.lease_until = None
                 status.next_attempt_at = now + _backoff(settings, status.funds_available_attempts)
@@ -217,6 +218,7 @@ def _check_and_block(
         status.funds_blocked_error = error
         status.funds_block_reference = reference
         audit.bank_call(session, "funds.block", envelope_id, _ok(outcome), error=error)
+        callbacks.funds_changed(session, status)
         status.lease_until = None
         if outcome != FundsBlocked.FUNDS_BLOCK_SUCCESS:
             status.next_attempt_at = now + _backoff(settings, status.funds_blocked_attempts)

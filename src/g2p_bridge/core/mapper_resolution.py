@@ -9,6 +9,7 @@ from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from g2p_bridge.connectors.mappers.base import MapperUnavailable, ResolveItem, Unresolved
+from g2p_bridge.core import callbacks
 from g2p_bridge.core.context import Context
 from g2p_bridge.core.envelopes import bump_counters
 from g2p_bridge.core.work import Lease, claim, retry_later
@@ -107,7 +108,7 @@ def _resolve(
                 return False
             parked = retry_later(session, MapperBatch, batch_id, str(exc), settings, utcnow())
             if parked:
-                _fail_unresolved(session, batch_id, f"mapper unavailable: {exc}")
+                _fail_unresolved(session, settings, batch_id, f"mapper unavailable: {exc}")
         return True
 
     now = utcnow()
@@ -186,12 +187,14 @@ def _resolve(
                 or 0
             )
         bump_counters(session, batch.envelope_id, failed_count=failed)
+        if failed:
+            callbacks.mapper_batch_failed(session, context.settings, batch.envelope_id, batch_id)
         batch.state = WorkState.DONE
         batch.lease_until = None
     return True
 
 
-def _fail_unresolved(session: Session, batch_id: str, reason: str) -> None:
+def _fail_unresolved(session: Session, settings: Settings, batch_id: str, reason: str) -> None:
     batch = get_required(session, MapperBatch, batch_id)
     failed = session.execute(
         update(Disbursement)
@@ -203,3 +206,5 @@ def _fail_unresolved(session: Session, batch_id: str, reason: str) -> None:
         .execution_options(synchronize_session=False)
     ).rowcount  # type: ignore[attr-defined]
     bump_counters(session, batch.envelope_id, failed_count=failed)
+    if failed:
+        callbacks.mapper_batch_failed(session, settings, batch.envelope_id, batch_id)

@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 
 from g2p_bridge.auth import Principal
 from g2p_bridge.connectors.banks.base import BankConnector
-from g2p_bridge.core import audit
+from g2p_bridge.core import audit, callbacks
 from g2p_bridge.core.context import Context
 from g2p_bridge.core.envelopes import bump_counters
 from g2p_bridge.core.errors import (
@@ -637,6 +637,7 @@ def _older_of_its_accounts(session: Session, statement_id: str) -> str | None:
 
 
 def _reconcile(context: Context, session: Session, statement_id: str) -> None:
+    started = utcnow()
     statement = get_required(session, AccountStatement, statement_id)
     if statement.uploader_role is None:
         raise StatementRejected(
@@ -718,6 +719,9 @@ def _reconcile(context: Context, session: Session, statement_id: str) -> None:
         raise StatementRejected(_no_statement(statement.format))
     for envelope_id in sorted(tally.counters):
         bump_counters(session, envelope_id, **tally.counters[envelope_id])
+    callbacks.statement_applied(
+        session, context.settings, statement_id, list(tally.counters), started
+    )
     session.flush()
     gaps = [gap for account in sorted(accounts) if (gap := _sequence_gaps(session, account))]
     statement.account_number = ", ".join(sorted(accounts))[:64]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from g2p_bridge.core.bank_files import poll_bank_outbox
+from g2p_bridge.core.callbacks import deliver_callbacks
 from g2p_bridge.core.context import Context
 from g2p_bridge.core.dispatch import send_bank_batch
 from g2p_bridge.core.funds import secure_funds
@@ -22,6 +23,7 @@ STEPS: dict[str, Callable[[Context, str], bool]] = {
         "release_funds": release_funds,
         "process_statement": process_statement,
         "poll_bank_outbox": poll_bank_outbox,
+        "deliver_callbacks": deliver_callbacks,
     }.items()
 }
 
@@ -34,4 +36,6 @@ QUEUES = {
     "process_statement": "statements",
     # Talks to the bank's file server, as dispatch talks to its API.
     "poll_bank_outbox": "dispatch",
+    # POSTs to the PBMS: apart, so a slow or absent PBMS never holds up the payments.
+    "deliver_callbacks": "callbacks",
 }

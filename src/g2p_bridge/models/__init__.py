@@ -3,6 +3,7 @@
 from g2p_bridge.models.audit import AuditEvent
 from g2p_bridge.models.bank_file import BankFile, BankOutboxPoll
 from g2p_bridge.models.base import Base
+from g2p_bridge.models.callback import CallbackEvent, CallbackStream, CallbackSubscription
 from g2p_bridge.models.console import (
     ConsoleSession,
     ConsoleUser,
@@ -38,6 +39,9 @@ __all__ = [
     "Base",
     "BeneficiaryAddress",
     "BenefitProgram",
+    "CallbackEvent",
+    "CallbackStream",
+    "CallbackSubscription",
     "ConsoleSession",
     "ConsoleUser",
     "Disbursement",

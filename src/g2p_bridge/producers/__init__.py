@@ -20,6 +20,7 @@ from g2p_bridge.models import (
     AccountStatement,
     BankBatch,
     BankOutboxPoll,
+    CallbackStream,
     FundsRelease,
     MapperBatch,
 )
@@ -67,5 +68,9 @@ def find_due_work(context: Context) -> list[Work]:
         work += [
             Work("poll_bank_outbox", i)
             for i in sweep(session, BankOutboxPoll, settings, now, SWEEP_LIMIT)
+        ]
+        work += [
+            Work("deliver_callbacks", i)
+            for i in sweep(session, CallbackStream, settings, now, SWEEP_LIMIT)
         ]
     return work

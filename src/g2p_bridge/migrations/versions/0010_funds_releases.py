@@ -2,7 +2,7 @@
 batch pages: the per-batch status reads an envelope's batches in id order
 
 Revision ID: 0010
-Revises: 0007
+Revises: 0009
 Create Date: 2026-12-01 12:25:00
 
 A new table and two indexes. Envelopes settled before this revision are picked up by the next
@@ -19,7 +19,7 @@ from alembic import op
 import g2p_bridge.models.base
 
 revision: str = "0010"
-down_revision: str | None = "0007"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

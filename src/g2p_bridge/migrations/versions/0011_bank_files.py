@@ -1,7 +1,7 @@
 """bank files: the outbox polls of file-channel banks, and the files taken from them
 
 Revision ID: 0011
-Revises: 0007
+Revises: 0010
 Create Date: 2026-12-01 12:30:00
 
 Two new tables, nothing existing changes: a database from before carries on as it was, its
@@ -17,7 +17,7 @@ from alembic import op
 from g2p_bridge.models.base import UTCDateTime
 
 revision: str = "0011"
-down_revision: str | None = "0007"
+down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

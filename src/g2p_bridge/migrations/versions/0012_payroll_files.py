@@ -1,7 +1,7 @@
 """payroll files: envelopes submitted as a CSV or XLSX file, keyed by the file's SHA-256
 
 Revision ID: 0012
-Revises: 0007
+Revises: 0011
 Create Date: 2026-12-01 12:20:00
 
 A new table only: envelopes already stored came from a PBMS and have no file, so nothing
@@ -16,7 +16,7 @@ from alembic import op
 import g2p_bridge.models.base
 
 revision: str = "0012"
-down_revision: str | None = "0007"
+down_revision: str | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
