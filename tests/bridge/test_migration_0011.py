@@ -59,7 +59,7 @@ def test_0011_upgrades_a_database_holding_data_and_downgrades(empty_database: st
                 ),
                 {"sha": "a" * 64, "content": b":20:X"},
             )
-        upgrade(empty_database, "0011")
+        upgrade(empty_database)  # to head: the models describe the head
         with engine.connect() as conn:
             tables = set(inspect(conn).get_table_names())
             assert {"bank_files", "bank_outbox_polls"} <= tables

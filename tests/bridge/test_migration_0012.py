@@ -49,7 +49,7 @@ def test_0012_upgrades_a_database_holding_envelopes_and_downgrades(
             )
             session.flush()
             session.add(EnvelopeStatus(envelope_id="env-old", received_count=1, received_amount=10))
-        upgrade(empty_database, "0012")
+        upgrade(empty_database)  # to head: the models describe the head
         with engine.connect() as conn:
             assert "payroll_files" in inspect(conn).get_table_names()
         with Session(engine) as session:

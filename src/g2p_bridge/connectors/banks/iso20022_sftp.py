@@ -29,6 +29,7 @@ from g2p_bridge.connectors.banks.base import (
     PaymentBatchInfo,
     PaymentBatchResult,
     PaymentInstruction,
+    ReleaseResult,
     RemoteFile,
 )
 from g2p_bridge.connectors.banks.example_bank import ExampleBankConnector
@@ -84,6 +85,24 @@ class Iso20022SftpConnector(BankConnector):
         # No earmark exists at the bank: the key itself is the reference the payment files
         # carry (InstrForDbtrAgt), so the bank can tie every file to the envelope.
         return BlockResult(blocked=True, reference=idempotency_key, detail="pre-arranged")
+
+    def release_funds(
+        self,
+        account_number: str,
+        currency: str,
+        amount: Decimal,
+        block_reference: str,
+        idempotency_key: str,
+    ) -> ReleaseResult:
+        if self._funds_api is not None:
+            return self._funds_api.release_funds(
+                account_number, currency, amount, block_reference, idempotency_key
+            )
+        # Pre-arranged funds were never earmarked by the bridge, so there is nothing to give
+        # back: the bank settles each file against the account and keeps no block for it.
+        return ReleaseResult(
+            released=True, reference=idempotency_key, detail="pre-arranged: nothing earmarked"
+        )
 
     # -- payments
 
