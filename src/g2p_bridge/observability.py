@@ -20,7 +20,6 @@ from typing import IO, Any
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from prometheus_client.core import CollectorRegistry, GaugeMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 request_id_var: ContextVar[str | None] = ContextVar("g2p_request_id", default=None)
@@ -145,15 +144,13 @@ class DisbursementStates(Collector):
         self._counts: dict[str, int] = {}
 
     def _current(self) -> dict[str, int]:
-        from g2p_bridge.models import Disbursement
+        from g2p_bridge.core.states import breakdown
 
         with self._lock:
             if time.monotonic() - self._at > self._cache_seconds:
                 with self._session_factory() as session:
-                    rows = session.execute(
-                        select(Disbursement.state, func.count()).group_by(Disbursement.state)
-                    ).all()
-                self._counts = {str(state): int(count) for state, count in rows}
+                    found = breakdown(session)
+                self._counts = {state: count for state, (count, _) in found.items()}
                 self._at = time.monotonic()
             return dict(self._counts)
 

@@ -10,7 +10,7 @@ from decimal import Decimal
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from g2p_bridge.core import approvals
+from g2p_bridge.core import approvals, states
 from g2p_bridge.core.errors import BridgeError, Conflict, ErrorCode, InvalidRequest, NotFound
 from g2p_bridge.models import (
     BankBatch,
@@ -365,11 +365,9 @@ def envelope_figures(session: Session, envelope_id: str | None) -> EnvelopeFigur
         raise BridgeError(ErrorCode.DISBURSEMENT_ENVELOPE_NOT_FOUND, "envelope has no status")
     by_state = {
         state: count
-        for state, count in session.execute(
-            select(Disbursement.state, func.count())
-            .where(Disbursement.envelope_id == envelope.id)
-            .group_by(Disbursement.state)
-        ).all()
+        for state, (count, _) in states.breakdown(
+            session, Disbursement.envelope_id == envelope.id
+        ).items()
     }
     return EnvelopeFigures(envelope, status, program, by_state)
 
