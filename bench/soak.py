@@ -4,7 +4,7 @@
 
 For ``--minutes`` (default 20), ``--envelopes`` envelopes of ``--n`` disbursements (default
 5 of 50,000), submitted one after another over the first ``--submit-fraction`` of the run,
-flow through the bench's set-up (``bench/run.py``: bridge API, beat and worker, Example Bank
+flow through the bench's set-up (``bench/harness.py``: bridge API, beat and worker, Example Bank
 API and worker, each its own OS process; the bridge on a private PostgreSQL cluster and a
 private Redis broker, so both may be killed) with authentication on. Meanwhile:
 
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import json
 import os
 import random
@@ -50,22 +49,15 @@ from typing import Any
 import httpx
 import orjson
 
-from bench.run import (
-    CURRENCY,
-    OWN_BANK,
-    PROGRAM_ACCOUNT,
-    SENDER_ID,
-    Bench,
-    BenchConfig,
-    Db,
-    _merge_compare,
-    amount_cents,
-    amount_str,
-    expected_outcome,
-    header,
-    log,
-    render_markdown,
-)
+from bench.checks import merge_compare
+from bench.config import CURRENCY, OWN_BANK, PROGRAM_ACCOUNT, SENDER_ID, BenchConfig
+from bench.harness import Bench
+from bench.postgres import Db
+from bench.processes import log
+from bench.report import render_markdown
+from bench.workload import bench_workload, expected_outcome
+from g2p_bridge.pbms_client import DisbursementItem, disbursement_message, request_header
+from g2p_bridge.workload import Workload
 
 DOCS_OUT = Path(__file__).resolve().parent.parent / "docs" / "bench"
 # What the scheduler may SIGKILL: the names bench/run.py gives the processes it starts. The
@@ -177,7 +169,7 @@ class Soak(Bench):
 
     def _configure(self) -> None:
         sc = self.sc
-        self.total = Decimal(sum(amount_cents(i) for i in range(sc.n))).scaleb(-2)
+        self.total = bench_workload(sc.n, "soak0").total()
         self.deposit = self.total * sc.envelopes * 2
         self._open_accounts(self.deposit)
         self._configure_program("BENCH", PROGRAM_ACCOUNT)
@@ -190,8 +182,8 @@ class Soak(Bench):
         self.result["envelope_ids"] = self.envelope_ids
         expected = Counter[str]()
         for k in range(sc.envelopes):
-            ids = functools.partial(soak_id, k)
-            expected.update(expected_outcome(ids, sc.n, sc.seed, self.cfg.failure_rate))
+            workload = bench_workload(sc.n, soak_prefix(k))
+            expected.update(expected_outcome(workload, sc.seed, self.cfg.failure_rate))
         self.expected = dict(expected)
         self.result["expected"] = dict(self.expected)
         self._other_program()
@@ -201,32 +193,27 @@ class Soak(Bench):
         than sent): its disbursements exist, are never paid, and are what a forged
         statement of the first program's account names."""
         self._configure_program(OTHER_PROGRAM, OTHER_ACCOUNT)
-        total = Decimal(sum(amount_cents(i) for i in range(1000))).scaleb(-2)
+        total = Workload(1000).total()
         envelope = self._create_envelope("soak-other", 1000, total, program=OTHER_PROGRAM)
         self.other_ids = [f"other-{i:04d}" for i in range(OTHER_DISBURSEMENTS)]
-        items = [self._item(envelope, d, i) for i, d in enumerate(self.other_ids)]
-        with self._client(60) as http:
-            response = http.post(
-                f"{self.bridge_url}/create_disbursements",
-                content=orjson.dumps(
-                    {"header": header("create_disbursements", len(items)), "message": items}
-                ),
-                headers={"content-type": "application/json"},
-            )
-        if response.status_code >= 400 or response.json()["header"]["status"] == "rjct":
-            raise RuntimeError(f"the other program's disbursements: {response.text[:300]}")
+        items = [self._work_item(d, i) for i, d in enumerate(self.other_ids)]
+        with self._client(60) as bridge:
+            bridge.submit_disbursements(envelope, items)
 
     @staticmethod
-    def _item(envelope: str, disbursement_id: str, i: int) -> dict[str, Any]:
-        return {
-            "disbursement_id": disbursement_id,
-            "disbursement_envelope_id": envelope,
-            "beneficiary_id": f"NID-{i:08d}",
-            "beneficiary_name": f"Beneficiary {i}",
-            "disbursement_amount": amount_str(i),
-            "narrative": "Monthly cash transfer",
-            "financial_address": f"mobile:07{i:08d}@MPESA",
-        }
+    def _work_item(disbursement_id: str, i: int) -> DisbursementItem:
+        return DisbursementItem(
+            f"NID-{i:08d}",
+            f"Beneficiary {i}",
+            Workload.amount(i),
+            disbursement_id,
+            f"mobile:07{i:08d}@MPESA",
+            narrative="Monthly cash transfer",
+        )
+
+    @classmethod
+    def _item(cls, envelope: str, disbursement_id: str, i: int) -> dict[str, Any]:
+        return disbursement_message(envelope, cls._work_item(disbursement_id, i))
 
     def _arm_faults(self) -> None:
         self.chaos_started = time.monotonic()
@@ -248,7 +235,7 @@ class Soak(Bench):
             at = self.chaos_started + k * spacing
             while time.monotonic() < at and not self.chaos_stop.is_set():
                 time.sleep(min(1.0, at - time.monotonic()))
-            self.envelope_id, self.id_prefix = envelope, f"soak{k}"
+            self.envelope_id, self.id_prefix = envelope, soak_prefix(k)
             started = round(time.monotonic() - self.chaos_started, 1)
             super()._ingest()
             per_envelope.append(
@@ -444,6 +431,9 @@ class Soak(Bench):
                 except Exception as exc:  # a bug of the soak, not of the bridge: reported
                     self._record(kind, None, error=f"soak: {type(exc).__name__}: {exc}")
 
+    def _header(self, action: str, count: int = 1) -> dict[str, Any]:
+        return request_header(action, count, SENDER_ID)
+
     def _post(
         self, http: httpx.Client, path: str, body: bytes, token: str | None = None
     ) -> httpx.Response:
@@ -458,7 +448,7 @@ class Soak(Bench):
         variants: dict[str, Any] = {
             "bad_json": b'{"header": {"message_id": "x", "message_ts": ',
             "wrong_types": {
-                "header": {**header("create_disbursements"), "total_count": "one"},
+                "header": {**self._header("create_disbursements"), "total_count": "one"},
                 "message": 42,
             },
             "control_characters": [{**item, "beneficiary_name": "Amina\x00\x1b[2J\u2028"}],
@@ -466,7 +456,7 @@ class Soak(Bench):
             "exponent_amount": [{**item, "disbursement_amount": "1e1"}],
             "over_long_string": [{**item, "narrative": "x" * 5000}],
             "total_count_lie": {
-                "header": header("create_disbursements", 10_000),
+                "header": self._header("create_disbursements", 10_000),
                 "message": [item],
             },
         }
@@ -475,7 +465,9 @@ class Soak(Bench):
         if isinstance(value, bytes):
             body = value
         elif isinstance(value, list):
-            body = orjson.dumps({"header": header("create_disbursements", 1), "message": value})
+            body = orjson.dumps(
+                {"header": self._header("create_disbursements", 1), "message": value}
+            )
         else:
             body = orjson.dumps(value)
         self._record("malformed", self._post(http, "create_disbursements", body), variant=variant)
@@ -510,7 +502,7 @@ class Soak(Bench):
 
     def _h_foreign_program_token(self, http: httpx.Client, rng: random.Random, i: int) -> None:
         token = self._token("pbms-other", "pbms", programs=(OTHER_PROGRAM,), ttl=600)
-        head = {**header("create_disbursements", 1), "sender_id": "pbms-other"}
+        head = {**self._header("create_disbursements", 1), "sender_id": "pbms-other"}
         item = self._item(rng.choice(self.envelope_ids), f"hostile-{i}", i)
         body = orjson.dumps({"header": head, "message": [item]})
         self._record("foreign_program_token", self._post(http, "create_disbursements", body, token))
@@ -518,7 +510,10 @@ class Soak(Bench):
     def _h_expired_token(self, http: httpx.Client, rng: random.Random, i: int) -> None:
         token = self._token(SENDER_ID, "admin", ttl=-3600)
         body = orjson.dumps(
-            {"header": header("get_disbursement_envelope_status"), "message": self.envelope_id}
+            {
+                "header": self._header("get_disbursement_envelope_status"),
+                "message": self.envelope_id,
+            }
         )
         self._record(
             "expired_token", self._post(http, "get_disbursement_envelope_status", body, token)
@@ -536,26 +531,34 @@ class Soak(Bench):
         self._record(kind, response, statement_id=statement, **extra)
 
     def _paid_ids(self, count: int) -> list[tuple[str, Decimal]]:
-        """Some disbursements the bank has paid and the bridge reconciled (read each time: the
-        soak's own database connection, reopened after an outage)."""
-        db = Db(self.bridge_db_url)
+        """Some disbursements the bank has paid and the bridge reconciled, amounts read through
+        the model (read each time, on a connection of its own: the database may restart)."""
+        from sqlalchemy import select
+
+        from g2p_bridge.db import make_engine
+        from g2p_bridge.models import Disbursement
+        from g2p_bridge.models.enums import DisbursementState
+
+        engine = make_engine(self.bridge_db_url, pool_size=1)
         try:
-            where, ids = self._envelopes_where()
-            rows = db.rows(
-                f"SELECT id, amount FROM disbursements WHERE {where} AND state = 'RECONCILED'"
-                " LIMIT %s",
-                *ids,
-                count,
-            )
+            with engine.connect() as conn:
+                rows = conn.execute(
+                    select(Disbursement.id, Disbursement.amount)
+                    .where(
+                        Disbursement.envelope_id.in_(self.envelope_ids),
+                        Disbursement.state == DisbursementState.RECONCILED,
+                    )
+                    .limit(count)
+                ).all()
         except Exception:  # the database restarting: nothing to forge this time
             return []
         finally:
-            db.close()
-        return [(str(r[0]), Decimal(r[1])) for r in rows]
+            engine.dispose()
+        return [(str(r[0]), r[1]) for r in rows]
 
     def _h_forged_other_bank(self, http: httpx.Client, rng: random.Random, i: int) -> None:
         framing = rng.choice(sorted(FRAMINGS))
-        entries = [(f"soak0-{k:08d}", Decimal(amount_str(k)), "D") for k in range(3)]
+        entries = [(f"soak0-{k:08d}", Workload.amount(k), "D") for k in range(3)]
         text = FRAMINGS[framing](mt940(PROGRAM_ACCOUNT, f"FORGED{i}", entries))
         token = self._token("bank-north", "bank", bank_codes=("NORTHBANK",), ttl=600)
         self._upload(http, "forged_other_bank", text, token, framing=framing)
@@ -564,7 +567,7 @@ class Soak(Bench):
         token = self._token("forger-example", "bank", bank_codes=(OWN_BANK,), ttl=600)
         if rng.random() < 0.5 or not (paid := self._paid_ids(3)):
             # The first program's account debited for the other program's disbursements.
-            entries = [(d, Decimal(amount_str(k)), "D") for k, d in enumerate(self.other_ids)]
+            entries = [(d, Workload.amount(k), "D") for k, d in enumerate(self.other_ids)]
             text = mt940(PROGRAM_ACCOUNT, f"FORGEDX{i}", entries)
             variant = "debits_of_other_program"
         else:
@@ -726,7 +729,7 @@ class Soak(Bench):
             # it paid.
             order = ' COLLATE "C"'
             for state, bank_state in (("REVERSED", "FAILED"), ("RECONCILED", "PAID")):
-                missing, extra, duplicates, count = _merge_compare(
+                missing, extra, duplicates, count = merge_compare(
                     bank.stream(
                         "SELECT payment_reference_number FROM payments WHERE state = %s"
                         f" ORDER BY payment_reference_number{order}",
@@ -847,9 +850,13 @@ class Soak(Bench):
         self.result["soak_result"] = str(stem.with_suffix(".md"))
 
 
+def soak_prefix(envelope: int) -> str:
+    return f"soak{envelope}"
+
+
 def soak_id(envelope: int, i: int) -> str:
-    """The id bench/run.py gives disbursement ``i`` with ``id_prefix`` ``soak<envelope>``."""
-    return f"soak{envelope}-{i:08d}"
+    """The id of disbursement ``i`` of envelope ``envelope`` (the workload's, by its prefix)."""
+    return bench_workload(i + 1, soak_prefix(envelope)).disbursement_id(i) or ""
 
 
 # --------------------------------------------------------------------------- forged MT940

@@ -4,25 +4,20 @@ PostgreSQL backend: bridge API, beat and worker, Example Bank API and worker, ea
 process, on fresh PostgreSQL databases and Redis brokers. Embedded backend: the two APIs, each on
 its own SQLite file. A few hundred disbursements go in over HTTP; every one must come out
 reconciled or reversed exactly once, with the counters equal to the rows and the bank's ledger
-balanced (see bench/run.py for the checks).
+balanced (see bench/checks.py).
 
-The fault tests run the same with one fault injected into real processes (bench/run.py FAULTS):
+The fault tests run the same with one fault injected into real processes (bench/config.py FAULTS):
 a SIGKILLed worker, a bank that answers late, with a 503 or not at all after doing the work, a
 broker restarted with tasks queued, a database restarted during ingest and crashed during
 dispatch. Each asserts that the fault really happened and that the run is still correct."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:  # `bench` lives at the repository root, outside src/
-    sys.path.insert(0, str(REPO_ROOT))
-
-from bench.run import BenchConfig, run_bench  # noqa: E402
+from bench.config import BenchConfig
+from bench.harness import run_bench
 
 N = 300
 

@@ -7,20 +7,13 @@ parser's ("unparseable"), not the authorization the soak means to test.
 
 from __future__ import annotations
 
-import sys
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
+from bench.config import PROGRAM_ACCOUNT
+from bench.soak import FRAMINGS, mt940, soak_id
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:  # `bench` lives at the repository root, outside src/
-    sys.path.insert(0, str(REPO_ROOT))
-
-from bench.run import PROGRAM_ACCOUNT  # noqa: E402
-from bench.soak import FRAMINGS, mt940, soak_id  # noqa: E402
-
-from g2p_bridge.formats.mt940 import decode_statement_bytes, iter_statements  # noqa: E402
+from g2p_bridge.formats.mt940 import decode_statement_bytes, iter_statements
 
 ENTRIES = [
     ("soak0-00000001", Decimal("55.25"), "D"),

@@ -23,14 +23,32 @@ import httpx
 import uvicorn
 from sqlalchemy.orm import Session, sessionmaker
 
-from g2p_bridge.models.base import new_id, utcnow
+from g2p_bridge.pbms_client import (
+    DisbursementItem,
+    EnvelopeSpec,
+    EnvelopeStatus,
+    PbmsClient,
+    ProgramConfig,
+)
 from g2p_bridge.settings import BankConnectorSettings, Settings
+from g2p_bridge.workload import Destination, Workload, open_example_bank_accounts
 
 PROGRAM = "CASH-TRANSFER"
 PROGRAM_ACCOUNT = "PRG-0000000001"
 REQUEST_SIZE = 1000
-OTHER_BANKS = ("NORTHBANK", "SOUTHBANK")
 CONSOLE_USER = "demo-admin"
+TERMINAL = ("RECONCILED", "REVERSED", "UNRESOLVED", "FAILED")
+STATEMENT_FIELDS = (
+    "statement_id",
+    "state",
+    "entries_total",
+    "entries_matched",
+    "entries_reversed",
+    "entries_unmatched",
+    "balance_problems",
+    "sequence_gaps",
+)
+ACCOUNT_FIELDS = ("account_number", "book_balance", "blocked_amount", "available_balance")
 
 
 def _free_socket() -> socket.socket:
@@ -59,39 +77,22 @@ def _serve(app: Any, sock: socket.socket) -> Iterator[str]:
         thread.join(timeout=30)
 
 
-def _amount(i: int) -> Decimal:
-    return Decimal("50.00") + Decimal(i % 7) * Decimal("5.25")
+# Six in ten beneficiaries bank elsewhere, two with the Example Bank (an account each), two
+# hold a mobile wallet; one in a hundred is someone the ID mapper does not know.
+DEMO_MIX = (
+    (Destination.OTHER_BANK,) * 6 + (Destination.SPONSOR_BANK,) * 2 + (Destination.MOBILE,) * 2
+)
 
 
-def _address(i: int) -> str | None:
-    """A mix of destinations, and one beneficiary in a hundred the mapper does not know."""
-    if i % 100 == 99:
-        return None
-    if i % 10 < 6:
-        return f"account:{400000000 + i}@{OTHER_BANKS[i % 2]}.BR{i % 5:02d}"
-    if i % 10 < 8:
-        return f"account:BEN-{i:08d}@EXAMPLE.BR01"
-    return f"mobile:07{i:08d}@MPESA"
-
-
-def _post(client: httpx.Client, path: str, body: Any, token: str) -> dict[str, Any]:
-    response = client.post(
-        path, json=body, timeout=120, headers={"Authorization": f"Bearer {token}"}
+def demo_workload(count: int) -> Workload:
+    return Workload(
+        count,
+        unknown_fraction=Decimal("0.01"),
+        returns_fraction=Decimal(0),
+        mix=DEMO_MIX,
+        own_accounts=None,
+        id_prefix=None,
     )
-    data: dict[str, Any] = response.json()
-    if response.status_code >= 400 or data.get("header", {}).get("status") == "rjct":
-        raise RuntimeError(f"{path} refused: HTTP {response.status_code} {data}")
-    return data
-
-
-def _header(action: str, count: int = 1, sender: str = "demo-pbms") -> dict[str, Any]:
-    return {
-        "message_id": new_id(),
-        "message_ts": utcnow().isoformat(),
-        "action": action,
-        "sender_id": sender,
-        "total_count": count,
-    }
 
 
 def console_login(session_factory: sessionmaker[Session]) -> tuple[str, str]:
@@ -142,8 +143,8 @@ def run_demo(
         bank_connectors={"EXAMPLE": BankConnectorSettings(base_url=bank_url)},
     )
     # The embedded key file signs these: an operator, the program's MIS, and the bank.
-    admin_token = issue_token(settings, "demo-admin", "admin")
     day = 86400
+    admin_token = issue_token(settings, "demo-admin", "admin")
     pbms_token = issue_token(settings, "demo-pbms", "pbms", programs=[PROGRAM], ttl_seconds=day)
     bank_token = issue_token(settings, "demo-bank", "bank", bank_codes=["EXAMPLE"], ttl_seconds=day)
     bank_settings = BankSettings(
@@ -158,178 +159,79 @@ def run_demo(
     upgrade(settings.database_url)
     migrate_bank(bank_settings.database_url)
     session_factory = make_session_factory(make_engine(settings.database_url))
-    total = sum((_amount(i) for i in range(count)), Decimal(0))
+    workload = demo_workload(count)
+    total = workload.total()
     started = time.monotonic()
 
     with (
         _serve(create_bank_app(bank_settings), bank_sock),
         _serve(create_app(settings, session_factory, run_pipeline=True), bridge_sock),
-        httpx.Client() as http,
+        httpx.Client(base_url=bank_url) as bank,
+        PbmsClient(bridge_url, admin_token, sender_id="demo-admin") as admin,
+        PbmsClient(bridge_url, pbms_token, sender_id="demo-pbms") as pbms,
     ):
         say(f"Example Bank on {bank_url}, bridge on {bridge_url}; data in {workdir}/")
-        response = http.post(
-            f"{bank_url}/accounts",
-            json={
-                "account_number": PROGRAM_ACCOUNT,
-                "holder_name": "Ministry of Social Protection",
-                "currency": "USD",
-                "initial_deposit": str(total * 2),
-            },
-        )
-        response.raise_for_status()
-        own = [i for i in range(count) if (_address(i) or "").endswith("@EXAMPLE.BR01")]
-        for i in own:
-            http.post(
-                f"{bank_url}/accounts",
-                json={
-                    "account_number": f"BEN-{i:08d}",
-                    "holder_name": f"Beneficiary {i}",
-                    "currency": "USD",
-                    "phone": f"07{i:08d}",
-                },
-            ).raise_for_status()
+        own = open_example_bank_accounts(bank, workload, PROGRAM_ACCOUNT, total * 2)
         say(
             f"bank: program account {PROGRAM_ACCOUNT} funded with {total * 2} USD; "
-            f"{len(own)} beneficiaries bank with the Example Bank"
+            f"{own} beneficiaries bank with the Example Bank"
         )
 
-        http.base_url = httpx.URL(bridge_url)
-        _post(
-            http,
-            "/create_benefit_program_configuration",
-            {
-                "header": _header("create_benefit_program_configuration", sender="demo-admin"),
-                "message": {
-                    "program_mnemonic": PROGRAM,
-                    "sponsor_bank_code": "EXAMPLE",
-                    "sponsor_bank_account_number": PROGRAM_ACCOUNT,
-                    "sponsor_bank_account_currency": "USD",
-                    "id_mapper_resolution_required": True,
-                    "resolver": "table",
-                },
-            },
-            admin_token,
-        )
+        admin.create_program(ProgramConfig(PROGRAM, "EXAMPLE", PROGRAM_ACCOUNT, "USD", "table"))
         mapping = workdir / "id-mappings.csv"
         with mapping.open("w") as handle:
             handle.write("beneficiary_id,financial_address\n")
-            for i in range(count):
-                if (address := _address(i)) is not None:
-                    handle.write(f"NID-{i:08d},{address}\n")
+            handle.writelines(f"{b},{a}\n" for b, a in workload.mapping_rows())
         with transaction(session_factory) as session:
             mapped = load_mapping_csv(session, mapping)
         say(f"bridge: program {PROGRAM} configured; {mapped} ID mappings loaded")
 
-        envelope = _post(
-            http,
-            "/create_disbursement_envelope",
-            {
-                "header": _header("create_disbursement_envelope"),
-                "message": {
-                    "benefit_program_mnemonic": PROGRAM,
-                    "disbursement_frequency": "Monthly",
-                    "cycle_code_mnemonic": utcnow().strftime("%Y-%m"),
-                    "number_of_beneficiaries": count,
-                    "number_of_disbursements": count,
-                    "total_disbursement_amount": str(total),
-                    "disbursement_currency_code": "USD",
-                    "disbursement_schedule_date": utcnow().date().isoformat(),
-                },
-            },
-            pbms_token,
-        )
-        envelope_id = envelope["message"]["disbursement_envelope_id"]
-        for start in range(0, count, REQUEST_SIZE):
-            items = [
-                {
-                    "disbursement_envelope_id": envelope_id,
-                    "beneficiary_id": f"NID-{i:08d}",
-                    "beneficiary_name": f"Beneficiary {i}",
-                    "disbursement_amount": str(_amount(i)),
-                    "narrative": "Monthly cash transfer",
-                    "mis_reference_number": f"MIS-{i}",
-                }
-                for i in range(start, min(start + REQUEST_SIZE, count))
-            ]
-            _post(
-                http,
-                "/create_disbursements",
-                {"header": _header("create_disbursements", len(items)), "message": items},
-                pbms_token,
+        envelope = pbms.create_envelope(EnvelopeSpec(PROGRAM, count, total, "USD"))
+        envelope_id = envelope.envelope_id
+        # The table resolver finds each address: the items name only the beneficiary.
+        items = (
+            DisbursementItem(
+                w.beneficiary_id,
+                w.beneficiary_name,
+                w.amount,
+                mis_reference_number=w.mis_reference_number,
+                narrative=w.narrative,
             )
+            for w in workload.items()
+        )
+        pbms.create_disbursements(envelope_id, items, REQUEST_SIZE)
         ingested = time.monotonic()
         say(
             f"bridge: envelope {envelope_id} with {count} disbursements ({total} USD) received "
             f"in {ingested - started:.1f} s; the pipeline takes it from here"
         )
 
-        deadline = time.monotonic() + max(120.0, count / 50)
-        status: dict[str, Any] = {}
-        last = ""
-        while time.monotonic() < deadline:
-            status = _post(
-                http,
-                "/get_disbursement_envelope_status",
-                {"header": _header("get_disbursement_envelope_status"), "message": envelope_id},
-                pbms_token,
-            )["message"]
-            progress = (
-                f"  funds {status['funds_blocked_with_bank']}, shipped "
-                f"{status['number_of_disbursements_shipped']}, reconciled "
-                f"{status['number_of_disbursements_reconciled']}, reversed "
-                f"{status['number_of_disbursements_reversed']}, failed "
-                f"{status['number_of_disbursements_failed']}"
+        def progress(s: EnvelopeStatus) -> None:
+            say(
+                f"  funds {s.funds_blocked}, shipped {s.shipped}, reconciled {s.reconciled}, "
+                f"reversed {s.reversed}, failed {s.failed}"
             )
-            if progress != last:
-                say(progress)
-                last = progress
-            settled = (
-                status["number_of_disbursements_reconciled"]
-                + status["number_of_disbursements_failed"]
-            )
-            if settled >= count - status["number_of_disbursements_cancelled"]:
-                break
-            time.sleep(0.3)
+
+        status = pbms.wait_settled(
+            envelope_id, count, timeout=max(120.0, count / 50), on_change=progress
+        )
         finished = time.monotonic()
-        account = http.get(f"{bank_url}/accounts/{PROGRAM_ACCOUNT}").json()
-        statements = http.get(
-            "/statements", headers={"Authorization": f"Bearer {admin_token}"}
-        ).json()
+        account = bank.get(f"/accounts/{PROGRAM_ACCOUNT}").json()
+        statements = admin.http.get("/statements", headers=admin.headers).json()
         if keep_serving is not None:
             keep_serving(bridge_url, session_factory)
 
-    by_state = status.get("disbursements_by_state", {})
-    complete = (
-        sum(by_state.get(s, 0) for s in ("RECONCILED", "REVERSED", "UNRESOLVED", "FAILED")) == count
-    )
+    by_state = status.by_state
     return {
-        "complete": complete,
+        "complete": sum(by_state.get(s, 0) for s in TERMINAL) == count,
         "envelope_id": envelope_id,
         "disbursements": count,
         "total_amount": str(total),
         "currency": "USD",
-        "envelope_status": status,
+        "envelope_status": status.raw,
         "disbursements_by_state": by_state,
-        "statements": [
-            {
-                k: s[k]
-                for k in (
-                    "statement_id",
-                    "state",
-                    "entries_total",
-                    "entries_matched",
-                    "entries_reversed",
-                    "entries_unmatched",
-                    "balance_problems",
-                    "sequence_gaps",
-                )
-            }
-            for s in statements["items"]
-        ],
-        "program_account": {
-            k: account.get(k)
-            for k in ("account_number", "book_balance", "blocked_amount", "available_balance")
-        },
+        "statements": [{k: s[k] for k in STATEMENT_FIELDS} for s in statements["items"]],
+        "program_account": {k: account.get(k) for k in ACCOUNT_FIELDS},
         "seconds": {
             "ingest": round(ingested - started, 2),
             "ingest_to_settled": round(finished - ingested, 2),

@@ -1,0 +1,112 @@
+"""``python -m bench.run`` (or ``python -m bench.cli``): the command line of one bench run."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench.config import DEFAULT_OUT, FAULTS, BenchConfig
+from bench.harness import run_bench
+from bench.report import render_markdown
+
+
+def parse_args(argv: list[str] | None = None) -> BenchConfig:
+    p = argparse.ArgumentParser(
+        prog="python -m bench.run",
+        description="End-to-end benchmark of the bridge and the Example Bank, one OS process each.",
+    )
+    p.add_argument("--n", type=int, default=10_000, help="disbursements in the envelope")
+    p.add_argument("--batch", type=int, default=5_000, help="disbursements per HTTP request")
+    p.add_argument("--failure-rate", type=float, default=0.05)
+    p.add_argument("--backend", choices=("postgres", "embedded"), default="postgres")
+    p.add_argument("--workers", type=int, default=1, help="g2p-bridge worker processes")
+    p.add_argument("--api-workers", type=int, default=2, help="g2p-bridge api processes")
+    p.add_argument("--worker-concurrency", type=int, default=2)
+    p.add_argument("--bank-concurrency", type=int, default=2)
+    p.add_argument("--clients", type=int, default=4, help="concurrent client threads")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--timeout", type=float, default=1800.0, help="overall limit in seconds")
+    p.add_argument("--stall-timeout", type=float, default=120.0)
+    p.add_argument("--beat-interval", type=float, default=0.5)
+    p.add_argument("--dispatch-batch", type=int, default=None)
+    p.add_argument("--mapper-batch", type=int, default=None)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--redis-db-bridge", type=int, default=12)
+    p.add_argument("--redis-db-bank", type=int, default=13)
+    p.add_argument("--keep-db", action="store_true", help="do not drop the databases afterwards")
+    p.add_argument("--profile", action="store_true", help="py-spy record every component")
+    p.add_argument("--profile-svg", action="store_true", help="also write flamegraph SVGs")
+    p.add_argument("--profile-rate", type=int, default=25, help="py-spy samples per second")
+    p.add_argument("--no-latest", action="store_true", help="do not overwrite latest.json")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument(
+        "--fault",
+        action="append",
+        choices=sorted(FAULTS),
+        default=[],
+        help="inject a fault (repeatable): "
+        + "; ".join(f"{name}: {what}" for name, what in FAULTS.items()),
+    )
+    p.add_argument("--bank-timeout", type=float, default=None, help="bridge's bank timeout (s)")
+    p.add_argument("--outage-seconds", type=float, default=3.0)
+    p.add_argument("--ingest-attempts", type=int, default=3)
+    p.add_argument(
+        "--ingest-retry-budget",
+        type=float,
+        default=60.0,
+        help="per request, the longest the client waits out 503 Retry-After answers (s)",
+    )
+    a = p.parse_args(argv)
+    return BenchConfig(
+        n=a.n,
+        batch=a.batch,
+        failure_rate=a.failure_rate,
+        backend=a.backend,
+        workers=a.workers,
+        api_workers=a.api_workers,
+        worker_concurrency=a.worker_concurrency,
+        bank_concurrency=a.bank_concurrency,
+        clients=a.clients,
+        out=a.out,
+        timeout=a.timeout,
+        stall_timeout=a.stall_timeout,
+        beat_interval=a.beat_interval,
+        dispatch_batch=a.dispatch_batch,
+        mapper_batch=a.mapper_batch,
+        seed=a.seed,
+        redis_db_bridge=a.redis_db_bridge,
+        redis_db_bank=a.redis_db_bank,
+        keep_db=a.keep_db,
+        profile=a.profile or a.profile_svg,
+        profile_rate=a.profile_rate,
+        profile_formats=(("raw", "txt"), ("flamegraph", "svg"))
+        if a.profile_svg
+        else (("raw", "txt"),),
+        write_latest=not a.no_latest,
+        quiet=a.quiet,
+        faults=tuple(a.fault),
+        bank_timeout=a.bank_timeout,
+        outage_seconds=a.outage_seconds,
+        ingest_attempts=a.ingest_attempts,
+        ingest_retry_budget=a.ingest_retry_budget,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_args(argv)
+
+    def on_term(signum: int, _frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_term)
+    result = run_bench(cfg)
+    print(render_markdown(result))
+    print(f"results: {result.get('run_dir')} and {cfg.out / 'latest.json'}")
+    return 0 if result.get("correct") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

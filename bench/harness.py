@@ -1,0 +1,598 @@
+"""One bench run from start to finish: the phases in order, each process started and stopped.
+A new phase is a step in ``Bench.run``."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from bench.checks import Checks
+from bench.config import (
+    CURRENCY,
+    MB,
+    OWN_BANK,
+    PG_PORT,
+    PROGRAM_ACCOUNT,
+    REDIS_HOST,
+    REDIS_PORT,
+    BenchConfig,
+)
+from bench.faults import FaultInjection
+from bench.postgres import Db, PrivatePostgres, pg_admin, pg_database_size, pg_url, sqlite_size
+from bench.processes import flush_redis, free_port, log, script, wait_ready
+from bench.report import SUMMARY_KEYS, _r, render_markdown
+from bench.sampling import git_commit, loadavg, machine_info, percentile
+from bench.workload import expected_outcome
+from g2p_bridge.pbms_client import (
+    EnvelopeSpec,
+    ProgramConfig,
+    disbursement_message,
+    retry_after_seconds,
+)
+from g2p_bridge.workload import open_example_bank_accounts
+
+
+class Bench(FaultInjection, Checks):
+    """One run: databases, services, configuration, ingest, faults, settling, checks, report."""
+
+    # ----------------------------------------------------------------- orchestration
+
+    def run(self) -> dict[str, Any]:
+        cfg = self.cfg
+        started = time.monotonic()
+        error: str | None = None
+        self.result = {
+            "n": cfg.n,
+            "backend": cfg.backend,
+            "run_id": self.run_id,
+            "started_at": datetime.now(UTC).isoformat(),
+            "git_commit": git_commit(),
+            "settings": self._settings_dict(),
+            "machine": machine_info(),
+            "correct": False,
+        }
+        self.result["phases_s"] = self.phases
+        try:
+            for phase, step in (
+                ("databases", self._setup_databases),
+                ("start_services", self._start_services),
+                ("configure", self._configure),
+                ("arm_faults", self._arm_faults),
+                ("ingest", self._ingest),
+                ("faults", self._start_faults),
+                ("settle", self._wait_settled),
+            ):
+                t0 = time.monotonic()
+                step()
+                self.phases[phase] = round(time.monotonic() - t0, 2)
+        except BaseException as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            log(cfg, f"run failed: {error}")
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                self.result["error"] = error
+                self._finish(started)
+                raise
+        self.result["error"] = error
+        self._finish(started)
+        return self.result
+
+    def _finish(self, started: float) -> None:
+        try:
+            self._stop_profilers()
+            self.watch_stop.set()
+            self.sampler.stop()
+            self._bank_fault_reports()
+            self.procs.stop_all()
+            t0 = time.monotonic()
+            try:
+                self._checks()
+            except Exception as exc:
+                self.result.setdefault("checks", {})["checks_ran"] = {
+                    "passed": False,
+                    "error": f"{type(exc).__name__}: {exc}",
+                }
+            self.phases["checks"] = round(time.monotonic() - t0, 2)
+            self._fault_figures()
+            with contextlib.suppress(Exception):
+                self._sizes()
+        finally:
+            self.procs.stop_all()
+            self._drop_databases()
+            self.result["rss"] = self.sampler.stats
+            if "postgres" in self.sampler.cpu:
+                self.result["postgres_cpu_s"] = self.sampler.cpu["postgres"]
+            services = {k: v for k, v in self.sampler.stats.items() if k != "bench-client"}
+            self.result["peak_rss_mb"] = max(
+                (v["max_single_process_mb"] for v in services.values()), default=None
+            )
+            self.result["peak_rss_tree_mb"] = max(
+                (v["peak_rss_mb"] for v in services.values()), default=None
+            )
+            self.result["log_bytes"] = sum(
+                p.stat().st_size for p in self.run_dir.glob("*.log") if p.is_file()
+            )
+            self.result["wall_s"] = round(time.monotonic() - started, 2)
+            self.result["machine"]["loadavg_at_end"] = loadavg()
+            checks = self.result.get("checks", {})
+            self.result["correct"] = bool(
+                checks
+                and all(c["passed"] for c in checks.values())
+                and not self.result.get("error")
+            )
+            self._write()
+
+    # ----------------------------------------------------------------- databases
+
+    def _setup_databases(self) -> None:
+        cfg = self.cfg
+        if cfg.backend == "postgres":
+            tag = self.run_id.replace("-", "_")
+            bridge_port = PG_PORT
+            if "restart-database" in cfg.faults:
+                self.private_pg = PrivatePostgres(self.run_dir)
+                self.private_pg.init()
+                bridge_port = self.private_pg.port
+            for role, port in (("bridge", bridge_port), ("bank", PG_PORT)):
+                name = f"g2pbench_{role}_{tag}"
+                pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', port)
+                pg_admin(f'CREATE DATABASE "{name}"', port)
+                self.pg_dbs[role] = (name, port)
+            urls = {
+                role: pg_url(name, port, driver="postgresql+psycopg")
+                for role, (name, port) in self.pg_dbs.items()
+            }
+            self.bridge_db_url, self.bank_db_url = urls["bridge"], urls["bank"]
+            shown = {
+                role: pg_url(name, port, driver="postgresql+psycopg", hide_password=True)
+                for role, (name, port) in self.pg_dbs.items()
+            }
+            flush_redis(cfg.redis_db_bank)
+            self.bank_broker: str | None = f"redis://{REDIS_HOST}:{REDIS_PORT}/{cfg.redis_db_bank}"
+            if "restart-broker" in cfg.faults:
+                # A broker of its own that the run may kill: no snapshots, no append-only file,
+                # so a restart really loses every queued message.
+                self.broker_port = free_port()
+                self._start_broker()
+                self.bridge_broker: str | None = f"redis://{REDIS_HOST}:{self.broker_port}/0"
+            else:
+                flush_redis(cfg.redis_db_bridge)
+                self.bridge_broker = f"redis://{REDIS_HOST}:{REDIS_PORT}/{cfg.redis_db_bridge}"
+        else:
+            self.bridge_sqlite = self.run_dir / "bridge.db"
+            self.bank_sqlite = self.run_dir / "bank.db"
+            self.bridge_db_url = f"sqlite:///{self.bridge_sqlite}"
+            self.bank_db_url = f"sqlite:///{self.bank_sqlite}"
+            self.bridge_broker = self.bank_broker = None
+            shown = {"bridge": self.bridge_db_url, "bank": self.bank_db_url}
+        self.result["databases"] = shown
+
+    def _drop_databases(self) -> None:
+        if self.private_pg is not None:
+            # Never left running; with --keep-db its data directory stays.
+            self.private_pg.destroy(keep_data=self.cfg.keep_db)
+            self.private_pg = None
+        if self.cfg.keep_db:
+            return
+        for name, port in self.pg_dbs.values():
+            if port == PG_PORT:
+                with contextlib.suppress(Exception):
+                    pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        self.pg_dbs.clear()
+        if self.cfg.backend == "embedded":
+            for path in (self.bridge_sqlite, self.bank_sqlite):
+                for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+                    p.unlink(missing_ok=True)
+
+    # ----------------------------------------------------------------- services
+
+    def _start_services(self) -> None:
+        cfg = self.cfg
+        bridge_port, bank_port = free_port(), free_port()
+        self.bridge_url = f"http://127.0.0.1:{bridge_port}"
+        self.bank_url = f"http://127.0.0.1:{bank_port}"
+        connector: dict[str, Any] = {"base_url": self.bank_url}
+        if cfg.bank_timeout is not None:
+            connector["timeout_seconds"] = cfg.bank_timeout
+        bridge_env = dict(self.env_base)
+        bridge_env.update(
+            {
+                "G2P_BRIDGE_DATABASE_URL": self.bridge_db_url,
+                "G2P_BRIDGE_BANK_CONNECTORS__EXAMPLE__BASE_URL": self.bank_url,
+                # The nested form above arrives lower-cased ("example") and the bank lookup is
+                # by "EXAMPLE"; the JSON form keeps the key's case (see docs/performance.md).
+                "G2P_BRIDGE_BANK_CONNECTORS": json.dumps({"EXAMPLE": connector}),
+                "G2P_BRIDGE_BEAT_INTERVAL_SECONDS": str(cfg.beat_interval),
+                "G2P_BRIDGE_MAX_DISBURSEMENTS_PER_REQUEST": str(max(cfg.batch, 10_000)),
+                "G2P_BRIDGE_LOG_LEVEL": "WARNING",
+                "G2P_BRIDGE_RETRY_BACKOFF_SECONDS": "1",
+                # The bench measures the pipeline, not token checks (a no-op where unknown).
+                "G2P_BRIDGE_AUTH_DISABLED": "true",
+            }
+        )
+        if cfg.dispatch_batch:
+            bridge_env["G2P_BRIDGE_DISPATCH_BATCH_SIZE"] = str(cfg.dispatch_batch)
+        if cfg.mapper_batch:
+            bridge_env["G2P_BRIDGE_MAPPER_BATCH_SIZE"] = str(cfg.mapper_batch)
+        if self.bridge_broker:
+            bridge_env["G2P_BRIDGE_BROKER_URL"] = self.bridge_broker
+        bank_env = dict(self.env_base)
+        bank_env.update(
+            {
+                "EXAMPLE_BANK_DATABASE_URL": self.bank_db_url,
+                "EXAMPLE_BANK_BRIDGE_STATEMENT_URL": f"{self.bridge_url}/upload_mt940",
+                "EXAMPLE_BANK_FAILURE_RATE": str(cfg.failure_rate),
+                "EXAMPLE_BANK_SEED": str(cfg.seed),
+                "EXAMPLE_BANK_PROCESSING_INTERVAL_SECONDS": str(cfg.bank_interval),
+                "EXAMPLE_BANK_DELIVERY_RETRY_SECONDS": "1",
+            }
+        )
+        if self.bank_broker:
+            bank_env["EXAMPLE_BANK_BROKER_URL"] = self.bank_broker
+        bank_env.update(self._bank_fault_env())
+        for env in (bridge_env, bank_env):
+            env.update(cfg.extra_env)
+        bridge, bank = script("g2p-bridge"), script("example-bank")
+        migrate_limit = max(10.0, min(300.0, self.deadline.left()))
+        self.procs.run("migrate-bridge", [bridge, "migrate"], bridge_env, migrate_limit)
+        self.procs.run("migrate-bank", [bank, "migrate"], bank_env, migrate_limit)
+        host = ["--host", "127.0.0.1"]
+        self.procs.start("bank-api", [bank, "api", *host, "--port", str(bank_port)], bank_env)
+        api_workers = ["--workers", str(cfg.api_workers)] if cfg.backend == "postgres" else []
+        self.procs.start(
+            "bridge-api",
+            [bridge, "api", *host, "--port", str(bridge_port), *api_workers],
+            bridge_env,
+        )
+        if cfg.backend == "postgres":
+            quiet = ["--loglevel", "WARNING"]
+            self.procs.start(
+                "bank-worker",
+                [bank, "worker", "--concurrency", str(cfg.bank_concurrency), *quiet],
+                bank_env,
+            )
+            self.procs.start("bridge-beat", [bridge, "beat", *quiet], bridge_env)
+            for w in range(cfg.workers):
+                argv = [
+                    bridge,
+                    "worker",
+                    "--queues",
+                    "mapper,funds,dispatch,statements",
+                    "--concurrency",
+                    str(cfg.worker_concurrency),
+                    *quiet,
+                ]
+                self.worker_specs[f"bridge-worker-{w + 1}"] = (argv, bridge_env)
+                self.procs.start(f"bridge-worker-{w + 1}", argv, bridge_env)
+        wait_ready(f"{self.bank_url}/health/ready", self.procs, self.deadline)
+        wait_ready(f"{self.bridge_url}/health/ready", self.procs, self.deadline)
+        self.result["processes"] = {p.name: p.pid for p in self.procs.procs}
+        self.sampler.start()
+        if cfg.profile:
+            self._start_profilers()
+        log(
+            cfg,
+            f"{cfg.backend}: bridge {self.bridge_url}, bank {self.bank_url}, "
+            f"logs in {self.run_dir}",
+        )
+
+    def _start_profilers(self) -> None:
+        pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        if not Path(pyspy).exists():
+            log(self.cfg, "py-spy not installed: no profiles")
+            return
+        for proc in list(self.procs.procs):
+            for fmt, ext in self.cfg.profile_formats:
+                out = self.run_dir / f"profile-{proc.name}.{ext}"
+                handle = (self.run_dir / f"py-spy-{proc.name}-{fmt}.log").open("ab")
+                self.profilers.append(
+                    subprocess.Popen(
+                        [
+                            pyspy,
+                            "record",
+                            "--pid",
+                            str(proc.pid),
+                            "--subprocesses",
+                            "--nonblocking",
+                            "--rate",
+                            str(self.cfg.profile_rate),
+                            "--format",
+                            fmt,
+                            "-o",
+                            str(out),
+                        ],
+                        stdout=handle,
+                        stderr=subprocess.STDOUT,
+                        stdin=subprocess.DEVNULL,
+                        start_new_session=True,
+                    )
+                )
+                handle.close()
+
+    def _stop_profilers(self) -> None:
+        for p in self.profilers:
+            if p.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    p.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+        for p in self.profilers:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    p.wait(timeout=5)
+        self.profilers.clear()
+
+    # ----------------------------------------------------------------- program and envelope
+
+    def _configure(self) -> None:
+        cfg = self.cfg
+        self.total = self.workload().total()
+        self.deposit = self.total * 2
+        self._open_accounts(self.deposit)
+        self._configure_program("BENCH", PROGRAM_ACCOUNT)
+        self.envelope_id = self._create_envelope(self.envelope_key, cfg.n, self.total)
+        self.envelope_ids = [self.envelope_id]
+        self.result["envelope_id"] = self.envelope_id
+        self.expected = expected_outcome(self.workload(), cfg.seed, cfg.failure_rate)
+        self.result["expected"] = self.expected
+
+    def _open_accounts(self, deposit: Decimal) -> None:
+        """The program account (holding ``deposit``) and the beneficiaries' accounts."""
+        with httpx.Client(base_url=self.bank_url, timeout=60, headers=self.http_headers) as bank:
+            open_example_bank_accounts(bank, self.workload(), PROGRAM_ACCOUNT, deposit, CURRENCY)
+
+    def _configure_program(self, mnemonic: str, account: str) -> None:
+        with self._client(60) as bridge:
+            bridge.create_program(ProgramConfig(mnemonic, OWN_BANK, account, CURRENCY))
+
+    def _create_envelope(self, key: str, n: int, total: Decimal, program: str = "BENCH") -> str:
+        """Creates an envelope of ``n`` disbursements worth ``total``; returns its id."""
+        spec = EnvelopeSpec(program, n, total, CURRENCY, envelope_id=key)
+        with self._client(60) as bridge:
+            return bridge.create_envelope(spec).envelope_id
+
+    def _ingest(self) -> None:
+        cfg = self.cfg
+        chunks = [(s, min(s + cfg.batch, cfg.n)) for s in range(0, cfg.n, cfg.batch)]
+        latencies: list[float] = []
+        failures: list[str] = []
+        lock = threading.Lock()
+        local = threading.local()
+        workload = self.workload()
+
+        def send(chunk: tuple[int, int]) -> None:
+            if self.deadline.left() <= 0:
+                with lock:
+                    failures.append(f"{chunk}: overall timeout")
+                return
+            if not hasattr(local, "client"):
+                local.client = self._client(120)
+            start, stop = chunk
+            if start > 0 and not self.ingest_gate.wait(timeout=max(self.deadline.left(), 0)):
+                with lock:
+                    failures.append(f"{chunk}: the database fault never opened the gate")
+                return
+            messages = [
+                disbursement_message(self.envelope_id, item) for item in workload.items(start, stop)
+            ]
+            body = local.client.body("create_disbursements", messages, len(messages))
+            last = ""
+            failed = 0  # attempts that failed without a Retry-After
+            waited = 0.0
+            # The same body, so the same message_id, every time: a replay gets the first answer.
+            while True:
+                retry_after: float | None = None
+                t0 = time.perf_counter()
+                try:
+                    response = local.client.post("create_disbursements", body)
+                except httpx.HTTPError as exc:
+                    last = f"{type(exc).__name__}: {exc}"
+                    with lock:
+                        self.ingest_errors[type(exc).__name__] += 1
+                    failed += 1
+                else:
+                    elapsed = time.perf_counter() - t0
+                    try:
+                        data = orjson.loads(response.content)
+                    except orjson.JSONDecodeError:  # a server error page, not G2P Connect
+                        data = None
+                        last = f"HTTP {response.status_code}: {response.text[:300]}"
+                    if data is not None:
+                        with lock:
+                            latencies.append(elapsed)
+                        status = data.get("header", {}).get("status")
+                        if response.status_code < 400 and status != "rjct":
+                            with lock:
+                                if len(self.ingest_answers) < 4:
+                                    self.ingest_answers.append(
+                                        (body, response.status_code, response.content)
+                                    )
+                            if start == 0:
+                                self.first_chunk_done.set()
+                            return
+                        last = f"HTTP {response.status_code}: {str(data)[:300]}"
+                    with lock:
+                        self.ingest_errors[f"HTTP {response.status_code}"] += 1
+                    if response.status_code < 500:
+                        break
+                    # The server says when to come back (the database restarting): a client that
+                    # honours it rides out an outage without burning its attempts.
+                    retry_after = retry_after_seconds(response)
+                    if retry_after is None:
+                        failed += 1
+                if failed >= cfg.ingest_attempts:
+                    break
+                pause = (
+                    retry_after if retry_after is not None else min(0.25 * 2 ** (failed - 1), 2.0)
+                )
+                if waited + pause > cfg.ingest_retry_budget:
+                    last += f" (gave up after waiting {waited:.1f} s)"
+                    break
+                if retry_after is not None:
+                    with lock:
+                        self.ingest_retry_after_waits.append(retry_after)
+                time.sleep(pause)
+                waited += pause
+            with lock:
+                failures.append(f"{chunk}: {last}")
+
+        log(
+            cfg,
+            f"ingesting {cfg.n} disbursements in {len(chunks)} requests from {cfg.clients} clients",
+        )
+        t0 = time.monotonic()
+        with ThreadPoolExecutor(max_workers=cfg.clients, thread_name_prefix="client") as pool:
+            list(pool.map(send, chunks))
+        self.ingest_end = time.monotonic()
+        seconds = self.ingest_end - t0
+        self.result.update(
+            {
+                "ingest_s": round(seconds, 3),
+                "ingest_per_s": round(cfg.n / seconds, 1) if seconds > 0 else None,
+                "ingest_requests": len(chunks),
+                "ingest_failures": failures[:20],
+                "ingest_failed_attempts": dict(self.ingest_errors),
+                "ingest_retry_after_waits": len(self.ingest_retry_after_waits),
+                "ingest_retry_after_waited_s": round(sum(self.ingest_retry_after_waits), 2),
+                "ingest_p50_s": _r(percentile(latencies, 50)),
+                "ingest_p95_s": _r(percentile(latencies, 95)),
+                "ingest_p99_s": _r(percentile(latencies, 99)),
+                "ingest_max_s": _r(max(latencies) if latencies else None),
+            }
+        )
+        log(
+            cfg,
+            f"ingest: {self.result['ingest_per_s']}/s over {seconds:.2f} s, p99 "
+            f"{self.result['ingest_p99_s']} s, {len(failures)} failed requests",
+        )
+        if failures:
+            raise RuntimeError(f"{len(failures)} ingest requests failed: {failures[:3]}")
+
+    def _open_batches(self, db: Db) -> int:
+        where, ids = self._envelopes_where()
+        try:
+            return int(
+                db.one(
+                    f"SELECT count(*) FROM bank_batches WHERE {where}"
+                    " AND state IN ('PENDING', 'RUNNING')",
+                    *ids,
+                )
+                or 0
+            )
+        except Exception:
+            db.close()
+            return -1
+
+    def _wait_settled(self) -> None:
+        cfg, n = self.cfg, self.n_total
+        db = Db(self.bridge_db_url)
+        shipped_at = reconciled_at = closed_at = None
+        last: dict[str, int] = {}
+        last_change = time.monotonic()
+        progress: list[dict[str, Any]] = []
+        next_log = 0.0
+        try:
+            while True:
+                now = time.monotonic()
+                if self.deadline.left() <= 0:
+                    self.result["wait_error"] = "overall timeout"
+                    break
+                try:
+                    c = self._counters(db)
+                except Exception as exc:  # a busy SQLite file, a restarted server: retry
+                    db.close()
+                    c = {}
+                    self.result["poll_errors"] = self.result.get("poll_errors", 0) + 1
+                    if self.result["poll_errors"] > 1000:
+                        raise RuntimeError(f"cannot read progress: {exc}") from exc
+                if c and c != last:
+                    last, last_change = c, now
+                    progress.append({"t": round(now - self.ingest_end, 2), **c})
+                if c:
+                    if shipped_at is None and c["shipped"] + c["failed"] >= n:
+                        shipped_at = now
+                    settled = c["reconciled"] + c["failed"] >= n
+                    if settled and c["reversed"] >= self.expected["reversed"]:
+                        reconciled_at = reconciled_at or now
+                        # A statement can reconcile a batch whose answer the bridge never
+                        # recorded; the batch row stays open until its lease runs out and a
+                        # worker finds nothing left to send. Wait for that as well.
+                        if self._open_batches(db) == 0:
+                            closed_at = now
+                            break
+                if now >= next_log:
+                    log(cfg, f"  t+{now - self.ingest_end:.1f}s {c}")
+                    next_log = now + 5
+                dead = self.procs.dead()
+                if dead:
+                    self.result["wait_error"] = f"process died: {dead}"
+                    break
+                if now - last_change > cfg.stall_timeout:
+                    self.result["wait_error"] = f"no progress for {cfg.stall_timeout} s: {c}"
+                    break
+                time.sleep(cfg.poll_interval)
+        finally:
+            db.close()
+        self.result["shipped_after_s"] = _r(shipped_at - self.ingest_end if shipped_at else None, 2)
+        self.result["reconciled_after_s"] = _r(
+            reconciled_at - self.ingest_end if reconciled_at else None, 2
+        )
+        self.result["batches_closed_after_s"] = _r(
+            closed_at - self.ingest_end if closed_at else None, 2
+        )
+        self.result["final_counters"] = last
+        # Keep the progress curve small: at most ~200 points.
+        step = max(1, len(progress) // 200)
+        self.result["progress"] = progress[::step] + ([progress[-1]] if progress else [])
+        log(
+            cfg,
+            f"shipped after {self.result['shipped_after_s']} s, settled after "
+            f"{self.result['reconciled_after_s']} s: {last}",
+        )
+
+    def _sizes(self) -> None:
+        if self.cfg.backend == "postgres":
+            sizes = {k: pg_database_size(*v) for k, v in self.pg_dbs.items()}
+        else:
+            sizes = {
+                "bridge": sqlite_size(self.bridge_sqlite),
+                "bank": sqlite_size(self.bank_sqlite),
+            }
+        self.result["db_bytes"] = sizes
+        self.result["db_mb"] = {k: round(v / MB, 1) if v else v for k, v in sizes.items()}
+
+    # ----------------------------------------------------------------- output
+
+    def _write(self) -> None:
+        self.result["finished_at"] = datetime.now(UTC).isoformat()
+        data = orjson.dumps(self.result, option=orjson.OPT_INDENT_2, default=str)
+        markdown = render_markdown(self.result)
+        (self.run_dir / "result.json").write_bytes(data)
+        (self.run_dir / "result.md").write_text(markdown)
+        self.out.mkdir(parents=True, exist_ok=True)
+        if self.cfg.write_latest:
+            (self.out / "latest.json").write_bytes(data)
+            (self.out / "latest.md").write_text(markdown)
+        summary = {k: self.result.get(k) for k in SUMMARY_KEYS}
+        with (self.out / "runs.jsonl").open("ab") as handle:
+            handle.write(orjson.dumps(summary, default=str) + b"\n")
+        self.result["run_dir"] = str(self.run_dir)
+
+
+def run_bench(cfg: BenchConfig) -> dict[str, Any]:
+    """Run one benchmark; always stops what it started and writes its results."""
+    return Bench(cfg).run()

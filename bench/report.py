@@ -1,0 +1,100 @@
+"""The run's result: ``result.json`` / ``result.md`` and the latest and summary files. A new
+figure is a key of ``Bench.result``; to show it in the table add it to ``METRICS`` (and to
+``SUMMARY_KEYS`` for runs.jsonl)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+SUMMARY_KEYS = (
+    "run_id",
+    "n",
+    "backend",
+    "ingest_per_s",
+    "ingest_p50_s",
+    "ingest_p99_s",
+    "shipped_after_s",
+    "reconciled_after_s",
+    "peak_rss_mb",
+    "peak_rss_tree_mb",
+    "db_mb",
+    "log_bytes",
+    "correct",
+    "git_commit",
+)
+
+
+def _r(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+# The table of result.md: (label, key of the result).
+METRICS = (
+    ("ingest rate (disbursements/s)", "ingest_per_s"),
+    ("ingest wall time (s)", "ingest_s"),
+    ("request latency p50 (s)", "ingest_p50_s"),
+    ("request latency p95 (s)", "ingest_p95_s"),
+    ("request latency p99 (s)", "ingest_p99_s"),
+    ("last ingest -> all shipped (s)", "shipped_after_s"),
+    ("last ingest -> all reconciled (s)", "reconciled_after_s"),
+    ("peak RSS, largest single process (MB)", "peak_rss_mb"),
+    ("peak RSS, largest process tree (MB)", "peak_rss_tree_mb"),
+    ("database size (MB)", "db_mb"),
+    ("log bytes", "log_bytes"),
+    ("wall time of the whole run (s)", "wall_s"),
+)
+
+
+def render_markdown(r: dict[str, Any]) -> str:
+    def fmt(value: Any) -> str:
+        return "-" if value is None else str(value)
+
+    lines = [
+        f"# Bench {r.get('run_id')}: {r.get('backend')}, N = {r.get('n')}",
+        "",
+        f"commit `{r.get('git_commit')}`; correct: **{r.get('correct')}**"
+        + (f"; error: {r['error']}" if r.get("error") else ""),
+        "",
+        "| metric | value |",
+        "| --- | --- |",
+    ]
+    for label, key in METRICS:
+        lines.append(f"| {label} | {fmt(r.get(key))} |")
+    lines += [
+        "",
+        "| process | peak RSS tree sum (MB) | largest single (MB) | processes | CPU (s) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name, v in sorted(r.get("rss", {}).items()):
+        lines.append(
+            f"| {name} | {v['peak_rss_mb']} | {v['max_single_process_mb']} | {v['max_processes']}"
+            f" | {v.get('cpu_s', '-')} |"
+        )
+    if "postgres_cpu_s" in r:
+        lines.append(f"| postgres (whole server) | - | - | - | {r['postgres_cpu_s']} |")
+    lines += ["", "| check | passed | values |", "| --- | --- | --- |"]
+    for name, c in r.get("checks", {}).items():
+        values = {k: v for k, v in c.items() if k != "passed"}
+        lines.append(f"| {name} | {c['passed']} | `{json.dumps(values, default=str)}` |")
+    recovered = [
+        (f"{fault.get('fault')}" + (f" ({x['during']})" if "during" in x else ""), x)
+        for fault in r.get("faults", [])
+        for x in fault.get("restarts") or [fault]
+        if "recovered_after_s" in x
+    ]
+    if recovered:
+        lines += [
+            "",
+            "| fault | back at (s after last ingest) | recovered after (s) |",
+        ]
+        lines.append("| --- | --- | --- |")
+        for name, x in recovered:
+            lines.append(
+                f"| {name} | {fmt(x.get('restarted_at_s'))} | {fmt(x['recovered_after_s'])} |"
+            )
+        lines.append(f"\nlongest stall of the counters (s): {fmt(r.get('longest_stall_s'))}")
+    for fault in r.get("faults", []):
+        lines += ["", f"fault `{fault.get('fault')}`: `{json.dumps(fault, default=str)}`"]
+    lines += ["", f"settings: `{json.dumps(r.get('settings'), default=str)}`", ""]
+    return "\n".join(lines)
