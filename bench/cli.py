@@ -37,6 +37,11 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
     p.add_argument("--redis-db-bridge", type=int, default=12)
     p.add_argument("--redis-db-bank", type=int, default=13)
     p.add_argument("--keep-db", action="store_true", help="do not drop the databases afterwards")
+    p.add_argument(
+        "--no-floor",
+        action="store_true",
+        help="skip the floor (a COPY and an UPDATE ... FROM of N rows after the run, postgres)",
+    )
     p.add_argument("--profile", action="store_true", help="py-spy record every component")
     p.add_argument("--profile-svg", action="store_true", help="also write flamegraph SVGs")
     p.add_argument("--profile-rate", type=int, default=25, help="py-spy samples per second")
@@ -80,6 +85,7 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
         redis_db_bridge=a.redis_db_bridge,
         redis_db_bank=a.redis_db_bank,
         keep_db=a.keep_db,
+        floor=not a.no_floor,
         profile=a.profile or a.profile_svg,
         profile_rate=a.profile_rate,
         profile_formats=(("raw", "txt"), ("flamegraph", "svg"))
