@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from sqlalchemy import func, select, text, update
+from sqlalchemy import Engine, func, select, text, update
 
 from bridge_support import (
     FakeBank,
@@ -226,7 +226,9 @@ def test_0008_carries_every_state_forward_and_the_pipeline_finishes_them(
         paid_before = dict(bank.payments)
         assert len(paid_before) == 3 + 3 + 2  # dispatching (the bank has it), shipped, done
 
+        assert _partial_batch_indexes(engine) is False
         upgrade(database_at_0007, "0008")
+        assert _partial_batch_indexes(engine) is True
         with engine.connect() as conn:
             assert (
                 conn.execute(
@@ -254,6 +256,7 @@ def test_0008_carries_every_state_forward_and_the_pipeline_finishes_them(
                 ).scalar()
                 == 3
             )
+        assert _partial_batch_indexes(engine) is False
         upgrade(database_at_0007)
         counters_match_rows(session_factory)
 
@@ -291,3 +294,16 @@ def test_0008_carries_every_state_forward_and_the_pipeline_finishes_them(
 def _envelope_ids(context: Context) -> list[str]:
     with transaction(context.session_factory) as session:
         return sorted(set(session.scalars(select(Disbursement.envelope_id))))
+
+
+def _partial_batch_indexes(engine: Engine) -> bool:
+    """Whether the batch-id indexes of disbursements are partial (both change together)."""
+    with engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            query = "SELECT name, sql FROM sqlite_master WHERE tbl_name = 'disbursements'"
+        else:
+            query = "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'disbursements'"
+        rows = conn.execute(text(query)).all()
+    found = {name: "WHERE" in (sql or "").upper() for name, sql in rows if "_batch" in name}
+    assert len(found) == 2 and len(set(found.values())) == 1, found
+    return found["ix_disbursements_bank_batch"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, case, exists
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, case, exists, text
 from sqlalchemy.orm import Mapped, column_property, mapped_column
 
 from g2p_bridge.models.base import Amount, Base, UTCDateTime, new_id, utcnow
@@ -75,8 +75,21 @@ class Disbursement(Base):
 
     __table_args__ = (
         Index("ix_disbursements_envelope_state", "envelope_id", "state"),
-        Index("ix_disbursements_mapper_batch", "mapper_batch_id"),
-        Index("ix_disbursements_bank_batch", "bank_batch_id"),
+        # Partial: every look-up is by a batch id, and a row without one (all of an inline
+        # program's rows for the mapper, every row until it is batched for the bank) then
+        # costs no entry in these indexes on each of its writes, none of which is HOT.
+        Index(
+            "ix_disbursements_mapper_batch",
+            "mapper_batch_id",
+            postgresql_where=text("mapper_batch_id IS NOT NULL"),
+            sqlite_where=text("mapper_batch_id IS NOT NULL"),
+        ),
+        Index(
+            "ix_disbursements_bank_batch",
+            "bank_batch_id",
+            postgresql_where=text("bank_batch_id IS NOT NULL"),
+            sqlite_where=text("bank_batch_id IS NOT NULL"),
+        ),
     )
 
 
