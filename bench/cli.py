@@ -38,6 +38,11 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
     p.add_argument("--redis-db-bridge", type=int, default=None, help="default: claim a free one")
     p.add_argument("--redis-db-bank", type=int, default=None, help="default: claim a free one")
     p.add_argument("--keep-db", action="store_true", help="do not drop the databases afterwards")
+    p.add_argument(
+        "--no-floor",
+        action="store_true",
+        help="skip the floor (a COPY and an UPDATE ... FROM of N rows after the run, postgres)",
+    )
     p.add_argument("--profile", action="store_true", help="py-spy record every component")
     p.add_argument("--profile-svg", action="store_true", help="also write flamegraph SVGs")
     p.add_argument("--profile-rate", type=int, default=25, help="py-spy samples per second")
@@ -64,7 +69,7 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
     # A flag named like a BenchConfig field (--worker-concurrency: worker_concurrency) sets it;
     # a new scenario option is a field there and an add_argument here. The rest are spelt
     # differently on the command line.
-    spelt_otherwise = {"profile", "profile_formats", "write_latest", "faults"}
+    spelt_otherwise = {"profile", "profile_formats", "write_latest", "faults", "floor"}
     same = {
         f.name: getattr(a, f.name)
         for f in fields(BenchConfig)
@@ -72,6 +77,7 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
     }
     return BenchConfig(
         **same,
+        floor=not a.no_floor,
         profile=a.profile or a.profile_svg,
         profile_formats=(("raw", "txt"), ("flamegraph", "svg"))
         if a.profile_svg

@@ -54,6 +54,8 @@ class BenchConfig:
     redis_db_bridge: int | None = None
     redis_db_bank: int | None = None
     keep_db: bool = False
+    # After the run, on its server: COPY and UPDATE ... FROM of N rows (bench/floor.py).
+    floor: bool = True
     profile: bool = False  # py-spy record every component
     # Collapsed stacks ("raw") are greppable; add ("flamegraph", "svg") for pictures. Each py-spy
     # costs CPU on a 2-core machine: profiled runs are for where-the-time-goes, not for figures.

@@ -32,7 +32,16 @@ from bench.config import (
     BenchConfig,
 )
 from bench.faults import FaultInjection
-from bench.postgres import Db, PrivatePostgres, pg_admin, pg_database_size, pg_url, sqlite_size
+from bench.floor import floor_ratios, measure_floor
+from bench.postgres import (
+    Db,
+    PrivatePostgres,
+    libpq,
+    pg_admin,
+    pg_database_size,
+    pg_url,
+    sqlite_size,
+)
 from bench.processes import free_port, log, redis_broker, script, wait_ready
 from bench.report import SUMMARY_KEYS, _r, render_markdown
 from bench.sampling import git_commit, loadavg, machine_info, percentile
@@ -112,12 +121,14 @@ class Bench(FaultInjection, Checks):
             self._fault_figures()
             with contextlib.suppress(Exception):
                 self._sizes()
+            self._floor()
         finally:
             self.procs.stop_all()
             self._drop_databases()
             self.result["rss"] = self.sampler.stats
             if "postgres" in self.sampler.cpu:
                 self.result["postgres_cpu_s"] = self.sampler.cpu["postgres"]
+            self.result["cpu_ms_per_disbursement"] = self._cpu_per_disbursement()
             services = {k: v for k, v in self.sampler.stats.items() if k != "bench-client"}
             self.result["peak_rss_mb"] = max(
                 (v["max_single_process_mb"] for v in services.values()), default=None
@@ -138,6 +149,29 @@ class Bench(FaultInjection, Checks):
             )
             self._write()
 
+    def _floor(self) -> None:
+        """Measured once every process of the system has stopped, so it has the server alone
+        (as far as this shared machine allows: the load average is recorded with it)."""
+        if not self.cfg.floor or self.cfg.backend != "postgres" or self.result.get("error"):
+            return
+        t0 = time.monotonic()
+        try:
+            self.result["floor"] = measure_floor(libpq(self.bridge_db_url), self.cfg.n)
+        except Exception as exc:
+            self.result["floor"] = {"error": f"{type(exc).__name__}: {exc}"}
+        self.result["floor_ratio"] = floor_ratios(self.result)
+        self.phases["floor"] = round(time.monotonic() - t0, 2)
+
+    def _cpu_per_disbursement(self) -> dict[str, float]:
+        """CPU milliseconds per disbursement of each component's process tree, of the backends
+        serving each of the run's databases, and of the whole PostgreSQL server (its own
+        processes too: checkpointer, WAL writer, autovacuum, and anyone else's queries)."""
+        cpu = {name: v["cpu_s"] for name, v in self.sampler.stats.items() if "cpu_s" in v}
+        cpu.update(self.sampler.cpu)
+        return {
+            name: round(seconds * 1000 / self.cfg.n, 3) for name, seconds in sorted(cpu.items())
+        }
+
     # ----------------------------------------------------------------- databases
 
     def _setup_databases(self) -> None:
@@ -154,6 +188,8 @@ class Bench(FaultInjection, Checks):
                 pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', port)
                 pg_admin(f'CREATE DATABASE "{name}"', port)
                 self.pg_dbs[role] = (name, port)
+                if port == PG_PORT:  # the private cluster's processes are not sampled
+                    self.sampler.databases[name] = f"postgres-{role}-db"
             urls = {
                 role: pg_url(name, port, driver="postgresql+psycopg")
                 for role, (name, port) in self.pg_dbs.items()

@@ -23,6 +23,9 @@ SUMMARY_KEYS = (
     "log_bytes",
     "correct",
     "git_commit",
+    "cpu_ms_per_disbursement",
+    "floor",
+    "floor_ratio",
 )
 
 
@@ -70,18 +73,38 @@ def render_markdown(r: dict[str, Any]) -> str:
     ]
     for label, key in METRICS:
         lines.append(f"| {label} | {fmt(r.get(key))} |")
+    per = r.get("cpu_ms_per_disbursement", {})
     lines += [
         "",
-        "| process | peak RSS tree sum (MB) | largest single (MB) | processes | CPU (s) |",
-        "| --- | --- | --- | --- | --- |",
+        "| process | peak RSS tree sum (MB) | largest single (MB) | processes | CPU (s) "
+        "| CPU ms / disbursement |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for name, v in sorted(r.get("rss", {}).items()):
         lines.append(
             f"| {name} | {v['peak_rss_mb']} | {v['max_single_process_mb']} | {v['max_processes']}"
-            f" | {v.get('cpu_s', '-')} |"
+            f" | {v.get('cpu_s', '-')} | {fmt(per.get(name))} |"
         )
+    for name in sorted(k for k in per if k.startswith("postgres-")):
+        lines.append(f"| {name} (its backends) | - | - | - | - | {per[name]} |")
     if "postgres_cpu_s" in r:
-        lines.append(f"| postgres (whole server) | - | - | - | {r['postgres_cpu_s']} |")
+        lines.append(
+            f"| postgres (whole server) | - | - | - | {r['postgres_cpu_s']} "
+            f"| {fmt(per.get('postgres'))} |"
+        )
+    floor = r.get("floor")
+    if floor:
+        ratio = r.get("floor_ratio", {})
+        lines += [
+            "",
+            f"floor on the same server after the run (load {fmt(floor.get('loadavg'))}): COPY of "
+            f"{fmt(floor.get('n'))} disbursement rows {fmt(floor.get('copy_s'))} s, one UPDATE "
+            f"... FROM of them {fmt(floor.get('update_from_s'))} s"
+            + (f" ({floor['error']})" if "error" in floor else "")
+            + f"; ingest / COPY = {fmt(ratio.get('ingest_over_copy'))}, last ingest -> "
+            f"reconciled / UPDATE = {fmt(ratio.get('settle_over_update'))}, both / both = "
+            f"{fmt(ratio.get('total_over_floor'))}",
+        ]
     lines += ["", "| check | passed | values |", "| --- | --- | --- |"]
     for name, c in r.get("checks", {}).items():
         values = {k: v for k, v in c.items() if k != "passed"}

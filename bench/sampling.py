@@ -126,6 +126,10 @@ class RssSampler:
         # the run (a PostgreSQL backend from earlier) is not charged to it.
         self._cpu_first: dict[tuple[str, int], int] = {}
         self._cpu_last: dict[tuple[str, int], int] = {}
+        # Database name -> label: a PostgreSQL backend serving one of them (its command line
+        # names the database) is charged to that label too, beside the whole server.
+        self.databases: dict[str, str] = {}
+        self._backend_db: dict[int, str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="rss-sampler", daemon=True)
         self.samples = 0
@@ -195,10 +199,30 @@ class RssSampler:
             entry["max_processes"] = max(entry["max_processes"], members)
             entry["cpu_s"] = self.cpu_seconds(name)
         for pid in {pid for kids in children.values() for pid in kids}:
-            self._note_cpu("postgres", pid, only="postgres")
-        if any(n == "postgres" for n, _ in self._cpu_last):
-            self.cpu["postgres"] = self.cpu_seconds("postgres")
+            if self._note_cpu("postgres", pid, only="postgres"):
+                label = self._database_of(pid)
+                if label is not None:
+                    self._note_cpu(label, pid, only="postgres")
+        for label in {"postgres", *self.databases.values()}:
+            if any(n == label for n, _ in self._cpu_last):
+                self.cpu[label] = self.cpu_seconds(label)
         self.samples += 1
+
+    def _database_of(self, pid: int) -> str | None:
+        """The label of the run's database a backend serves. Kept once found; looked up again
+        while not (a backend names its database only once it has read the startup packet)."""
+        if pid in self._backend_db:
+            return self._backend_db[pid]
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                words = handle.read().replace(b"\0", b" ").decode(errors="replace").split()
+        except OSError:
+            return None
+        for name, label in self.databases.items():
+            if name in words:
+                self._backend_db[pid] = label
+                return label
+        return None
 
     def _note_cpu(self, name: str, pid: int, only: str | None = None) -> bool:
         got = _cpu_ticks(pid)

@@ -314,9 +314,9 @@ def states(session_factory: sessionmaker[Session], envelope_id: str) -> dict[str
     with transaction(session_factory) as session:
         return dict(
             session.execute(
-                select(Disbursement.state, func.count())
+                select(Disbursement.reported_state, func.count())
                 .where(Disbursement.envelope_id == envelope_id)
-                .group_by(Disbursement.state)
+                .group_by(Disbursement.reported_state)
             ).all()
         )
 

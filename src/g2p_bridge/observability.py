@@ -157,18 +157,17 @@ class DisbursementStates(Collector):
         self._streams: dict[str, int] = {}
 
     def _current(self) -> tuple[dict[str, int], dict[str, int]]:
-        from g2p_bridge.models import CallbackStream, Disbursement
+        from g2p_bridge.core.states import breakdown
+        from g2p_bridge.models import CallbackStream
 
         with self._lock:
             if time.monotonic() - self._at > self._cache_seconds:
                 with self._session_factory() as session:
-                    rows = session.execute(
-                        select(Disbursement.state, func.count()).group_by(Disbursement.state)
-                    ).all()
+                    found = breakdown(session)
                     streams = session.execute(
                         select(CallbackStream.state, func.count()).group_by(CallbackStream.state)
                     ).all()
-                self._counts = {str(state): int(count) for state, count in rows}
+                self._counts = {state: count for state, (count, _) in found.items()}
                 self._streams = {str(state): int(count) for state, count in streams}
                 self._at = time.monotonic()
             return dict(self._counts), dict(self._streams)

@@ -356,7 +356,7 @@ class DisbursementView(View):
     receipt_time_stamp: datetime | None = Field(validation_alias="receipt_at")
     cancellation_status: Cancellation = Field(validation_alias="cancelled")
     cancellation_time_stamp: datetime | None = Field(validation_alias="cancelled_at")
-    state: str
+    state: str = Field(validation_alias=AliasChoices("reported_state", "state"))
     state_reason: str | None
     response_error_codes: list[str] | None = None
 
@@ -499,7 +499,7 @@ class DisbursementStatusPayload(View):
     disbursement_id: str = Field(validation_alias=AliasChoices("disbursement_id", "id"))
     disbursement_recon_records: ReconRecords | None = None
     # Ours: where the disbursement is now, and why when it failed or was reversed.
-    state: str = "UNKNOWN"
+    state: str = Field(default="UNKNOWN", validation_alias=AliasChoices("reported_state", "state"))
     state_reason: str | None = None
     disbursement_envelope_id: str | None = Field(
         default=None, validation_alias=AliasChoices("disbursement_envelope_id", "envelope_id")

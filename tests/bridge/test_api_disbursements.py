@@ -44,7 +44,8 @@ def test_disbursements_are_stored_and_counted(client, envelope, session_factory)
         "d-env-1-000001",
         "d-env-1-000002",
     ]
-    assert all(d["state"] == "RECEIVED" for d in body["message"])
+    # The program resolves inline: its addresses are taken apart at ingest.
+    assert all(d["state"] == "RESOLVED" for d in body["message"])
     status = _status(client)
     assert status["number_of_disbursements_received"] == 3
     assert Decimal(status["total_disbursement_amount_received"]) == Decimal("300.00")
@@ -278,7 +279,7 @@ def test_disbursement_status_tells_state_and_unknown_ids(client, envelope) -> No
         },
     ).json()
     first, second = body["message"]
-    assert first["state"] == "RECEIVED"
+    assert first["state"] == "RESOLVED"
     assert first["disbursement_envelope_id"] == envelope
     assert first["disbursement_recon_records"]["disbursement_recon_payloads"] == []
     assert second == {**second, "disbursement_id": "unknown-id", "state": "UNKNOWN"}
@@ -288,7 +289,7 @@ def test_disbursement_listing(client, envelope) -> None:
     client.post("/create_disbursements", disbursements_request(disbursement_items(envelope, 3)))
     page = client.get(f"/envelopes/{envelope}/disbursements", params={"limit": 2}).json()
     assert page["total"] == 3 and len(page["items"]) == 2
-    assert page["items"][0]["state"] == "RECEIVED"
+    assert page["items"][0]["state"] == "RESOLVED"
     filtered = client.get(f"/envelopes/{envelope}/disbursements", params={"state": "SHIPPED"})
     assert filtered.json()["total"] == 0
     assert client.get("/envelopes/nope/disbursements").status_code == 404

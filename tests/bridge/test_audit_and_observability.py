@@ -138,7 +138,7 @@ def test_metrics_expose_requests_states_and_refusals(client, program) -> None:
         'g2p_bridge_http_requests_total{method="POST",route="/create_disbursements",status="200"}'
         in body
     )
-    assert 'g2p_bridge_disbursements{state="RECEIVED"} 2.0' in body
+    assert 'g2p_bridge_disbursements{state="RESOLVED"} 2.0' in body  # inline: at ingest
     assert 'g2p_bridge_auth_refusals_total{status="401"}' in body
     for series in (
         "g2p_bridge_bank_call_duration_seconds",

@@ -27,7 +27,13 @@ from g2p_bridge.core.errors import BridgeError
 from g2p_bridge.core.statements import process_statement, store_statement
 from g2p_bridge.db import transaction
 from g2p_bridge.embedded import EmbeddedRunner
-from g2p_bridge.models import AccountStatement, BankBatch, EnvelopeStatus, ReconError
+from g2p_bridge.models import (
+    AccountStatement,
+    BankBatch,
+    Disbursement,
+    EnvelopeStatus,
+    ReconError,
+)
 from g2p_bridge.models.base import utcnow
 from g2p_bridge.schemas import DisbursementPayload, EnvelopePayload, ProgramPayload
 
@@ -328,14 +334,14 @@ def test_a_statement_waits_for_a_dispatch_failing_the_same_payment(
     if not database_url.startswith("postgresql"):
         pytest.skip("two writers at once need PostgreSQL")
     from g2p_bridge.core.envelopes import bump_counters
-    from g2p_bridge.models import Disbursement
 
     bank = FakeBank()
     context = fake_context(session_factory, bank)
     ids = setup_envelope(context, 2)
     assert EmbeddedRunner(context).run_until_idle(timeout=30)
     with transaction(session_factory) as session:  # as if still waiting for the bank's answer
-        session.execute(update(Disbursement).values(state="DISPATCHING"))
+        session.execute(update(Disbursement).values(state="BATCHED"))
+        session.execute(update(BankBatch).values(state="RUNNING"))
     statement_id = upload(
         context, mt940(ACCOUNT, [("D", i, Decimal("10.00"), f"/EREF/{i}") for i in ids])
     )
@@ -587,4 +593,86 @@ def test_unusable_statement_is_refused_at_upload_with_nothing_stored(
     with transaction(session_factory) as session:
         assert session.scalar(select(func.count()).select_from(AccountStatement)) == 0
     assert states(session_factory, "env-1") == {"SHIPPED": 2}
+    counters_match_rows(session_factory)
+
+
+def test_inline_addresses_are_resolved_at_ingest(session_factory) -> None:
+    """Given the parser, ingest takes inline addresses apart itself: no mapper batch, no
+    RESOLVING rewrite; an unparseable address fails at once, with its reason, and is counted."""
+    from g2p_bridge.connectors.mappers.base import AddressParser
+    from g2p_bridge.models import MapperBatch, ResolvedAddress
+
+    bank = FakeBank()
+    context = fake_context(session_factory, bank)
+    setup_envelope(context, 1)  # the program; this envelope's one row goes the mapper's way
+    with transaction(session_factory) as session:
+        body = envelope_request("env-2", count=3, total="30.00")["message"]
+        envelopes.create_envelope(session, EnvelopePayload(**body), "pbms-1", utcnow().date())
+        items = [DisbursementPayload(**i) for i in disbursement_items("env-2", 3, amount="10.00")]
+        items[2] = items[2].model_copy(update={"financial_address": "not an address"})
+        stored = disbursements.create_disbursements(
+            session, items, 100, AddressParser(context.settings)
+        )
+    assert [d.state for d in stored] == ["RESOLVED", "RESOLVED", "UNRESOLVED"]
+    assert stored[2].state_reason
+    assert states(session_factory, "env-2") == {"RESOLVED": 2, "UNRESOLVED": 1}
+    with transaction(session_factory) as session:
+        addresses = session.scalars(
+            select(ResolvedAddress).where(
+                ResolvedAddress.disbursement_id.in_([d.disbursement_id for d in stored])
+            )
+        ).all()
+        status = session.get(EnvelopeStatus, "env-2")
+        assert status is not None and status.failed_count == 1
+    assert {(a.bank_account_number, a.bank_code) for a in addresses} == {
+        ("ACC00000000", "OTHERBANK"),
+        ("ACC00000001", "OTHERBANK"),
+    }
+    counters_match_rows(session_factory)
+
+    assert EmbeddedRunner(context).run_until_idle(timeout=60)
+    assert states(session_factory, "env-2") == {"SHIPPED": 2, "UNRESOLVED": 1}
+    assert states(session_factory, "env-1") == {"SHIPPED": 1}
+    with transaction(session_factory) as session:
+        mapped = session.scalars(select(MapperBatch.envelope_id)).all()
+    assert mapped == ["env-1"]
+    assert len(bank.payments) == 3
+    counters_match_rows(session_factory)
+
+
+def test_a_started_batch_is_dispatching_and_cannot_be_cancelled(session_factory) -> None:
+    """Starting a batch rewrites no disbursement row: its rows are answered DISPATCHING from the
+    batch's state, and a cancellation arriving while the bank is called is refused."""
+    bank = FakeBank()
+    context = fake_context(session_factory, bank)
+    ids = setup_envelope(context, 4)
+    _plan(context)
+    (batch,) = _batches(context)
+    seen: dict[str, object] = {}
+    real = bank.initiate_payment
+
+    def cancel_while_sending(payments):  # type: ignore[no-untyped-def]
+        seen["states"] = states(session_factory, "env-1")
+        with transaction(session_factory) as session:
+            stored = session.scalars(
+                select(Disbursement.state).where(Disbursement.envelope_id == "env-1")
+            ).all()
+            seen["stored"] = sorted(set(stored))
+            try:
+                disbursements.cancel_disbursements(
+                    session, [DisbursementPayload(disbursement_id=ids[0])], 100
+                )
+            except BridgeError as exc:
+                seen["refused"] = exc.item_errors
+        return real(payments)
+
+    bank.initiate_payment = cancel_while_sending  # type: ignore[method-assign]
+    assert send_bank_batch(context, batch.id) is True
+    assert seen == {
+        "states": {"DISPATCHING": 4},
+        "stored": ["BATCHED"],
+        "refused": {"0": ["DISBURSEMENT_ALREADY_DISPATCHED"]},
+    }
+    assert sorted(bank.payments) == sorted(ids)
+    assert states(session_factory, "env-1") == {"SHIPPED": 4}
     counters_match_rows(session_factory)

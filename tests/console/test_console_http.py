@@ -233,15 +233,15 @@ def test_large_envelopes_breakdown_is_kept_a_while_small_ones_are_exact(
 
     kept, exact = Breakdowns(seconds=60, exact_below=2), Breakdowns(seconds=60, exact_below=3)
     with transaction(session_factory) as session:
-        assert kept.get(session, "env-ops", 2) == {"RECEIVED": (2, Decimal("200.00"))}
-        assert exact.get(session, "env-ops", 2) == {"RECEIVED": (2, Decimal("200.00"))}
+        assert kept.get(session, "env-ops", 2) == {"RESOLVED": (2, Decimal("200.00"))}
+        assert exact.get(session, "env-ops", 2) == {"RESOLVED": (2, Decimal("200.00"))}
         for row in session.scalars(
             select(Disbursement).where(Disbursement.envelope_id == "env-ops")
         ):
             row.state = DisbursementState.FAILED
     with transaction(session_factory) as session:
         # The large one answers from what it kept; the small one reads the rows again.
-        assert kept.get(session, "env-ops", 2) == {"RECEIVED": (2, Decimal("200.00"))}
+        assert kept.get(session, "env-ops", 2) == {"RESOLVED": (2, Decimal("200.00"))}
         assert exact.get(session, "env-ops", 2) == {"FAILED": (2, Decimal("200.00"))}
 
 

@@ -18,6 +18,7 @@ from g2p_bridge.api.access import (
 from g2p_bridge.api.envelopes import require_envelope
 from g2p_bridge.api.g2p_connect import BulkRoute, Caller, G2PRoute, PbmsCall, UnitOfWork
 from g2p_bridge.api.wire import success_header
+from g2p_bridge.connectors.mappers.base import AddressParser
 from g2p_bridge.core import audit, disbursements, envelopes
 from g2p_bridge.core.errors import ErrorCode, InvalidRequest
 from g2p_bridge.schemas import (
@@ -79,9 +80,11 @@ def _audit_bulk(
 @bulk.post("/create_disbursements", response_model=DisbursementResponse, tags=["disbursements"])
 def create_disbursements(req: DisbursementRequest, call: PbmsCall) -> Response:
     limit = call.settings.max_disbursements_per_request
+    # Its patterns come from re's compiled-pattern cache after the first request.
+    parser = AddressParser(call.settings)
 
     def work(session: Session) -> DisbursementResponse:
-        stored = disbursements.create_disbursements(session, req.message, limit)
+        stored = disbursements.create_disbursements(session, req.message, limit, parser)
         _audit_bulk(session, "disbursements.create", stored)
         return DisbursementResponse(header=success_header(req.header, len(stored)), message=stored)
 

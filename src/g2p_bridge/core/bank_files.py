@@ -360,7 +360,9 @@ def _of_bank(session: Session, batch: BankBatch, bank_code: str) -> bool:
     return sponsor == bank_code
 
 
-_OPEN = (DisbursementState.SHIPPED, DisbursementState.DISPATCHING)
+# Awaiting their outcome: shipped, or still BATCHED in this (sent) batch, which is what is
+# reported as DISPATCHING (core/states.py).
+_OPEN = (DisbursementState.SHIPPED, DisbursementState.BATCHED)
 
 
 def _fail_transactions(session: Session, batch: BankBatch, rejected: dict[str, str]) -> int:
@@ -425,7 +427,7 @@ def _reject_batch(
                 Disbursement.state == DisbursementState.SHIPPED,
             )
             .values(
-                state=DisbursementState.DISPATCHING,
+                state=DisbursementState.BATCHED,  # reported DISPATCHING: its batch is held
                 shipped_at=None,
                 state_reason=f"payment file refused by the bank, sent again: {text}"[:2000],
                 updated_at=now,

@@ -484,7 +484,8 @@ def bank_batch_changed(
     if outcome == "refused":
         failed = Disbursement.state == DisbursementState.FAILED
         return record_results(session, settings, envelope_id, BANK_REFUSED, in_batch, failed)
-    dispatching = Disbursement.state == DisbursementState.DISPATCHING
+    # Parked with the outcome unknown: its rows are still BATCHED (reported DISPATCHING).
+    dispatching = Disbursement.state == DisbursementState.BATCHED
     return record_results(session, settings, envelope_id, PARKED, in_batch, dispatching)
 
 

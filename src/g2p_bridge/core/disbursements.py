@@ -10,15 +10,21 @@ from decimal import Decimal
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from g2p_bridge.connectors.mappers.base import AddressParser, ResolveItem
+from g2p_bridge.connectors.mappers.local import inline_answers
 from g2p_bridge.core.envelopes import bump_counters, get_envelope, lock_status
 from g2p_bridge.core.errors import ErrorCode, InvalidRequest, NotFound
+from g2p_bridge.core.mapper_resolution import destinations
+from g2p_bridge.core.states import started_batches
 from g2p_bridge.db import bulk_insert, one_of
 from g2p_bridge.models import (
+    BenefitProgram,
     Disbursement,
     DisbursementEnvelope,
     DisbursementRecon,
     EnvelopeStatus,
     ReconError,
+    ResolvedAddress,
 )
 from g2p_bridge.models.base import new_id, utcnow
 from g2p_bridge.models.enums import CANCELLABLE_STATES, DisbursementState
@@ -28,6 +34,8 @@ from g2p_bridge.schemas import CancellationStatus, DisbursementPayload
 _ID_LIMIT = 64
 _TEXT_LIMITS = {"beneficiary_id": 256, "beneficiary_name": 256, "narrative": 512}
 _LOOKUP_CHUNK = 5000
+# The resolver plug-in (pyproject's entry points) whose answer is the disbursement itself.
+INLINE_RESOLVER = "inline"
 
 
 def _existing_ids(session: Session, ids: Sequence[str]) -> set[str]:
@@ -107,9 +115,16 @@ def item_errors(item: DisbursementPayload, currency: str) -> list[str]:
 
 
 def create_disbursements(
-    session: Session, items: Sequence[DisbursementPayload], max_items: int
+    session: Session,
+    items: Sequence[DisbursementPayload],
+    max_items: int,
+    address_parser: AddressParser | None = None,
 ) -> list[DisbursementPayload]:
-    """All or nothing: either every item is stored, or none is and each faulty item says why."""
+    """All or nothing: either every item is stored, or none is and each faulty item says why.
+
+    With ``address_parser``, disbursements of a program whose resolver is ``inline`` are
+    resolved here, in the same transaction: they carry their address, so a mapper batch would
+    only rewrite each row twice more (RESOLVING, RESOLVED) to learn nothing new."""
     if not items:
         raise InvalidRequest(ErrorCode.INVALID_DISBURSEMENT_PAYLOAD, "no disbursements given")
     if len(items) > max_items:
@@ -165,20 +180,44 @@ def create_disbursements(
             "receipt_at": now,
             "cancelled": False,
             "state": DisbursementState.RECEIVED.value,
+            "state_reason": None,
             "updated_at": now,
         }
         for item in items
     ]
+    addresses: list[dict[str, object]] = []
+    unresolved: dict[str, str] = {}
+    if address_parser is not None and _resolves_inline(session, envelope):
+        resolve_items = [
+            ResolveItem(str(row["id"]), item.beneficiary_id or "", item.financial_address)
+            for item, row in zip(items, rows, strict=True)
+        ]
+        addresses, unresolved = destinations(
+            address_parser, resolve_items, inline_answers(resolve_items), now
+        )
+        for row in rows:
+            reason = unresolved.get(str(row["id"]))
+            row["state"] = (
+                DisbursementState.UNRESOLVED.value if reason else DisbursementState.RESOLVED.value
+            )
+            row["state_reason"] = reason
     # Rows go in before the envelope is locked, so requests for one envelope insert side by
     # side; the lock is held only for the final check and the counters. Inserting in id order
     # means two requests that (wrongly) share ids wait on each other in one order, never in a
     # cycle: the second gets a unique violation, answered as DUPLICATE_DISBURSEMENT.
     bulk_insert(session, Disbursement, sorted(rows, key=lambda row: str(row["id"])))
+    bulk_insert(session, ResolvedAddress, addresses)
     status = lock_status(session, envelope.id)
     session.refresh(envelope)  # a cancellation that committed while we inserted
     _refuse_if_cancelled(envelope)
     _refuse_beyond_declared(envelope, status, len(items), total)
-    bump_counters(session, envelope.id, received_count=len(rows), received_amount=total)
+    bump_counters(
+        session,
+        envelope.id,
+        received_count=len(rows),
+        received_amount=total,
+        failed_count=len(unresolved),
+    )
     return [
         item.model_copy(
             update={
@@ -186,11 +225,17 @@ def create_disbursements(
                 "disbursement_id": row["id"],
                 "receipt_time_stamp": now,
                 "cancellation_status": CancellationStatus.NOT_CANCELLED,
-                "state": DisbursementState.RECEIVED,
+                "state": DisbursementState(str(row["state"])),
+                "state_reason": row["state_reason"],
             }
         )
         for item, row in zip(items, rows, strict=True)
     ]
+
+
+def _resolves_inline(session: Session, envelope: DisbursementEnvelope) -> bool:
+    program = session.get(BenefitProgram, envelope.program_mnemonic)
+    return program is not None and program.resolver_name == INLINE_RESOLVER
 
 
 def cancel_disbursements(
@@ -217,6 +262,20 @@ def cancel_disbursements(
             .execution_options(populate_existing=True)
         )
     }
+    # A dispatch starts a batch under the envelope's status row (core/dispatch.py): with these
+    # held, a BATCHED row's batch cannot start before this commits. Rows first, then status
+    # rows, the order a statement takes them in.
+    envelope_ids = sorted({row.envelope_id for row in found.values()})
+    for envelope_id in envelope_ids:
+        lock_status(session, envelope_id)
+    started = started_batches(
+        session,
+        {
+            row.bank_batch_id
+            for row in found.values()
+            if row.state == DisbursementState.BATCHED and row.bank_batch_id
+        },
+    )
     errors: dict[int, list[str]] = {}
     for index, disbursement_id in enumerate(ids):
         row = found.get(disbursement_id)
@@ -224,7 +283,7 @@ def cancel_disbursements(
             errors[index] = [ErrorCode.INVALID_DISBURSEMENT_ID]
         elif row.cancelled:
             errors[index] = [ErrorCode.DISBURSEMENT_ALREADY_CANCELED]
-        elif row.state not in CANCELLABLE_STATES:
+        elif row.state not in CANCELLABLE_STATES or row.bank_batch_id in started:
             errors[index] = [ErrorCode.DISBURSEMENT_ALREADY_DISPATCHED]
     if len(set(ids)) != len(ids):
         for index, count in enumerate(Counter(ids)[i] for i in ids):
@@ -239,7 +298,6 @@ def cancel_disbursements(
         by_envelope[row.envelope_id].append(row)
     for envelope_id in sorted(by_envelope):
         rows = by_envelope[envelope_id]
-        lock_status(session, envelope_id)
         session.execute(
             update(Disbursement)
             .where(one_of(session, Disbursement.id, [r.id for r in rows]))
@@ -322,7 +380,12 @@ def list_disbursements(
 ) -> tuple[list[Disbursement], int]:
     get_envelope(session, envelope_id)
     query = select(Disbursement).where(Disbursement.envelope_id == envelope_id)
-    if state:
+    if state in (DisbursementState.BATCHED, DisbursementState.DISPATCHING):
+        # Both are stored as BATCHED (core/states.py): the stored state keeps the index usable.
+        query = query.where(
+            Disbursement.state == DisbursementState.BATCHED, Disbursement.reported_state == state
+        )
+    elif state:
         query = query.where(Disbursement.state == state)
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     rows = session.scalars(query.order_by(Disbursement.id).offset(offset).limit(limit))

@@ -1,8 +1,9 @@
 """Sending payments to the sponsor bank in batches, each payment exactly once.
 
 A batch is planned (disbursements BATCHED, still cancellable), then claimed by one worker which
-records the intent (batch RUNNING, disbursements DISPATCHING, no longer cancellable) and commits
-before calling the bank. Every payment carries its disbursement id as the bank's idempotency
+records the intent (batch RUNNING: its disbursements are reported DISPATCHING and are no longer
+cancellable, see core/states.py; the rows themselves are not rewritten) and commits before
+calling the bank. Every payment carries its disbursement id as the bank's idempotency
 key, so a batch re-sent after a crash or a timeout is paid once."""
 
 from __future__ import annotations
@@ -139,7 +140,7 @@ def _instructions(
             a.email_wallet_provider,
         )
         .join(a, a.disbursement_id == d.id)
-        .where(d.bank_batch_id == batch_id, d.state == DisbursementState.DISPATCHING)
+        .where(d.bank_batch_id == batch_id, d.state == DisbursementState.BATCHED)
         .order_by(d.id)
     )
     return [
@@ -191,15 +192,6 @@ def send_bank_batch(context: Context, batch_id: str) -> bool:
             batch.state, batch.last_error, batch.lease_until = WorkState.FAILED, "cancelled", None
             return True
         program = get_required(session, BenefitProgram, envelope.program_mnemonic)
-        session.execute(
-            update(Disbursement)
-            .where(
-                Disbursement.bank_batch_id == batch_id,
-                Disbursement.state == DisbursementState.BATCHED,
-            )
-            .values(state=DisbursementState.DISPATCHING, updated_at=now)
-            .execution_options(synchronize_session=False)
-        )
         block_reference = status.funds_block_reference
         bank_code, program_mnemonic = program.sponsor_bank_code, program.mnemonic
         envelope_id = envelope.id
@@ -216,7 +208,8 @@ def send_bank_batch(context: Context, batch_id: str) -> bool:
         )
     with Lease(context.session_factory, settings, BankBatch.id, batch_id, token) as lease:
         # Read after the commit that releases the envelope's status row (every step of the
-        # envelope waits for it): DISPATCHING rows no longer change until the bank has answered.
+        # envelope waits for it): the batch's rows no longer change until the bank has answered
+        # (a RUNNING batch's rows cannot be cancelled).
         with transaction(context.session_factory) as session:
             program = get_required(session, BenefitProgram, program_mnemonic)
             envelope = get_required(session, DisbursementEnvelope, envelope_id)
@@ -292,7 +285,7 @@ def _send(
                     shipped_at=now,
                     state=case(
                         (
-                            Disbursement.state == DisbursementState.DISPATCHING,
+                            Disbursement.state == DisbursementState.BATCHED,
                             DisbursementState.SHIPPED,
                         ),
                         else_=Disbursement.state,
@@ -311,7 +304,7 @@ def _send(
                 update(Disbursement)
                 .where(
                     Disbursement.bank_batch_id == batch_id,
-                    Disbursement.state == DisbursementState.DISPATCHING,
+                    Disbursement.state == DisbursementState.BATCHED,
                 )
                 .values(
                     state=DisbursementState.FAILED,
@@ -331,7 +324,7 @@ def _send(
                     update(Disbursement)
                     .where(
                         Disbursement.bank_batch_id == batch_id,
-                        Disbursement.state == DisbursementState.DISPATCHING,
+                        Disbursement.state == DisbursementState.BATCHED,
                     )
                     .values(
                         state_reason=f"bank outcome unknown after {settings.max_attempts} "

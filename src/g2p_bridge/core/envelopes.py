@@ -10,7 +10,7 @@ from decimal import Decimal
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from g2p_bridge.core import approvals
+from g2p_bridge.core import approvals, states
 from g2p_bridge.core.errors import BridgeError, Conflict, ErrorCode, InvalidRequest, NotFound
 from g2p_bridge.core.release import FundsFigures, funds_figures
 from g2p_bridge.models import (
@@ -367,14 +367,9 @@ def envelope_figures(session: Session, envelope_id: str | None) -> EnvelopeFigur
     program = session.get(BenefitProgram, envelope.program_mnemonic)
     if status is None or program is None:
         raise BridgeError(ErrorCode.DISBURSEMENT_ENVELOPE_NOT_FOUND, "envelope has no status")
-    by_state: dict[str, int] = {}
-    amounts: dict[str, Decimal] = {}
-    for state, count, amount in session.execute(
-        select(Disbursement.state, func.count(), func.sum(Disbursement.amount))
-        .where(Disbursement.envelope_id == envelope.id)
-        .group_by(Disbursement.state)
-    ).all():
-        by_state[state], amounts[state] = count, Decimal(amount or 0)
+    found = states.breakdown(session, Disbursement.envelope_id == envelope.id, amounts=True)
+    by_state = {state: count for state, (count, _) in found.items()}
+    amounts = {state: amount for state, (_, amount) in found.items()}
     funds = funds_figures(session, envelope, status, amounts)
     approval = approvals.approval_state(session, envelope, status).value
     return EnvelopeFigures(envelope, status, program, by_state, funds, approval)

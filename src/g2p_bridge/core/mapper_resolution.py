@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from g2p_bridge.connectors.mappers.base import MapperUnavailable, ResolveItem, Unresolved
+from g2p_bridge.connectors.mappers.base import (
+    AddressParser,
+    MapperUnavailable,
+    ResolveItem,
+    Unresolved,
+)
 from g2p_bridge.core import callbacks
 from g2p_bridge.core.context import Context
 from g2p_bridge.core.envelopes import bump_counters
@@ -112,33 +118,7 @@ def _resolve(
         return True
 
     now = utcnow()
-    addresses: list[dict[str, object]] = []
-    unresolved: dict[str, str] = {}
-    for item in items:
-        answer = answers.get(item.disbursement_id) or Unresolved("resolver gave no answer")
-        destination = (
-            answer if isinstance(answer, Unresolved) else context.address_parser.parse(answer)
-        )
-        if isinstance(destination, Unresolved):
-            unresolved[item.disbursement_id] = destination.reason
-            continue
-        if not isinstance(answer, str):  # only an Unresolved parses to an Unresolved
-            raise TypeError(f"resolver answer {answer!r} is not an address")
-        addresses.append(
-            {
-                "disbursement_id": item.disbursement_id,
-                "financial_address": answer,
-                "address_type": destination.address_type.value,
-                "bank_account_number": destination.bank_account_number,
-                "bank_code": destination.bank_code,
-                "branch_code": destination.branch_code,
-                "mobile_number": destination.mobile_number,
-                "mobile_wallet_provider": destination.mobile_wallet_provider,
-                "email_address": destination.email_address,
-                "email_wallet_provider": destination.email_wallet_provider,
-                "resolved_at": now,
-            }
-        )
+    addresses, unresolved = destinations(context.address_parser, items, answers, now)
     lease.stop()
     with transaction(context.session_factory) as session:
         # Locked, so a worker whose lease ran out cannot write the same answers a second time.
@@ -192,6 +172,42 @@ def _resolve(
         batch.state = WorkState.DONE
         batch.lease_until = None
     return True
+
+
+def destinations(
+    parser: AddressParser,
+    items: Sequence[ResolveItem],
+    answers: Mapping[str, str | Unresolved],
+    now: datetime,
+) -> tuple[list[dict[str, object]], dict[str, str]]:
+    """The resolved-address rows of the items the resolver answered with a parseable address,
+    and why each of the others has none."""
+    addresses: list[dict[str, object]] = []
+    unresolved: dict[str, str] = {}
+    for item in items:
+        answer = answers.get(item.disbursement_id) or Unresolved("resolver gave no answer")
+        destination = answer if isinstance(answer, Unresolved) else parser.parse(answer)
+        if isinstance(destination, Unresolved):
+            unresolved[item.disbursement_id] = destination.reason
+            continue
+        if not isinstance(answer, str):  # only an Unresolved parses to an Unresolved
+            raise TypeError(f"resolver answer {answer!r} is not an address")
+        addresses.append(
+            {
+                "disbursement_id": item.disbursement_id,
+                "financial_address": answer,
+                "address_type": destination.address_type.value,
+                "bank_account_number": destination.bank_account_number,
+                "bank_code": destination.bank_code,
+                "branch_code": destination.branch_code,
+                "mobile_number": destination.mobile_number,
+                "mobile_wallet_provider": destination.mobile_wallet_provider,
+                "email_address": destination.email_address,
+                "email_wallet_provider": destination.email_wallet_provider,
+                "resolved_at": now,
+            }
+        )
+    return addresses, unresolved
 
 
 def _fail_unresolved(session: Session, settings: Settings, batch_id: str, reason: str) -> None:

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from sqlalchemy import ColumnElement, Select, and_, case, func, or_, select, tuple_
 from sqlalchemy.orm import Session
 
-from g2p_bridge.core import approvals
+from g2p_bridge.core import approvals, states
 from g2p_bridge.models import (
     AccountStatement,
     BankBatch,
@@ -340,15 +340,7 @@ class Breakdowns:
                 kept = self._kept.get(envelope_id)
             if kept is not None and kept[0] > now:
                 return kept[1]
-        d = Disbursement
-        found = {
-            state: (int(count), Decimal(amount or 0))
-            for state, count, amount in session.execute(
-                select(d.state, func.count(), func.sum(d.amount))
-                .where(d.envelope_id == envelope_id)
-                .group_by(d.state)
-            )
-        }
+        found = states.breakdown(session, Disbursement.envelope_id == envelope_id, amounts=True)
         if rows >= self.exact_below:
             with self._lock:
                 if len(self._kept) > 1000:

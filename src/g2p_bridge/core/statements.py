@@ -823,7 +823,7 @@ def _load_known(session: Session, ids: Sequence[str]) -> dict[str, KnownDisburse
             Disbursement.id,
             Disbursement.envelope_id,
             Disbursement.amount,
-            Disbursement.state,
+            Disbursement.reported_state.label("state"),
             Disbursement.bank_batch_id,
             Disbursement.shipped_at,
             DisbursementEnvelope.program_mnemonic,

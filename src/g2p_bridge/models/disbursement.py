@@ -5,11 +5,38 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, case, exists, text
+from sqlalchemy.orm import Mapped, column_property, mapped_column
 
 from g2p_bridge.models.base import Amount, Base, UTCDateTime, new_id, utcnow
 from g2p_bridge.models.enums import DisbursementState, WorkState
+
+
+class BankBatch(Base):
+    """A payment batch sent to the sponsor bank. Created PENDING; RUNNING is the recorded intent
+    (the bank may have it); DONE once the bank accepted it."""
+
+    __tablename__ = "bank_batches"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    envelope_id: Mapped[str] = mapped_column(ForeignKey("disbursement_envelopes.id"), index=True)
+    destination: Mapped[str | None] = mapped_column(String(64))
+    disbursement_count: Mapped[int] = mapped_column(Integer)
+    total_amount: Mapped[Decimal] = mapped_column(Amount)
+    state: Mapped[str] = mapped_column(String(16), default=WorkState.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    bank_response: Mapped[str | None] = mapped_column(Text)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (
+        Index("ix_bank_batches_due", "state", "next_attempt_at"),
+        Index("ix_bank_batches_envelope_page", "envelope_id", "id"),
+    )
 
 
 class Disbursement(Base):
@@ -37,11 +64,35 @@ class Disbursement(Base):
     bank_batch_id: Mapped[str | None] = mapped_column(ForeignKey("bank_batches.id"))
     shipped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    # The state as answered (core/states.py): DISPATCHING is not stored but read off the batch.
+    reported_state: Mapped[str] = column_property(
+        case(
+            (state != DisbursementState.BATCHED, state),
+            (
+                exists().where(BankBatch.id == bank_batch_id, BankBatch.state != WorkState.PENDING),
+                DisbursementState.DISPATCHING.value,
+            ),
+            else_=DisbursementState.BATCHED.value,
+        )
+    )
 
     __table_args__ = (
         Index("ix_disbursements_envelope_state", "envelope_id", "state"),
-        Index("ix_disbursements_mapper_batch", "mapper_batch_id"),
-        Index("ix_disbursements_bank_batch", "bank_batch_id"),
+        # Partial: every look-up is by a batch id, and a row without one (all of an inline
+        # program's rows for the mapper, every row until it is batched for the bank) then
+        # costs no entry in these indexes on each of its writes, none of which is HOT.
+        Index(
+            "ix_disbursements_mapper_batch",
+            "mapper_batch_id",
+            postgresql_where=text("mapper_batch_id IS NOT NULL"),
+            sqlite_where=text("mapper_batch_id IS NOT NULL"),
+        ),
+        Index(
+            "ix_disbursements_bank_batch",
+            "bank_batch_id",
+            postgresql_where=text("bank_batch_id IS NOT NULL"),
+            sqlite_where=text("bank_batch_id IS NOT NULL"),
+        ),
     )
 
 
@@ -83,33 +134,6 @@ class ResolvedAddress(Base):
     email_address: Mapped[str | None] = mapped_column(String(256))
     email_wallet_provider: Mapped[str | None] = mapped_column(String(64))
     resolved_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-
-class BankBatch(Base):
-    """A payment batch sent to the sponsor bank. Created PENDING; RUNNING is the recorded intent
-    (the bank may have it); DONE once the bank accepted it."""
-
-    __tablename__ = "bank_batches"
-
-    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
-    envelope_id: Mapped[str] = mapped_column(ForeignKey("disbursement_envelopes.id"), index=True)
-    destination: Mapped[str | None] = mapped_column(String(64))
-    disbursement_count: Mapped[int] = mapped_column(Integer)
-    total_amount: Mapped[Decimal] = mapped_column(Amount)
-    state: Mapped[str] = mapped_column(String(16), default=WorkState.PENDING)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    last_error: Mapped[str | None] = mapped_column(Text)
-    bank_response: Mapped[str | None] = mapped_column(Text)
-    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
-
-    __table_args__ = (
-        Index("ix_bank_batches_due", "state", "next_attempt_at"),
-        Index("ix_bank_batches_envelope_page", "envelope_id", "id"),
-    )
 
 
 class BeneficiaryAddress(Base):

@@ -17,11 +17,17 @@ from g2p_bridge.models import BeneficiaryAddress
 from g2p_bridge.models.base import utcnow
 
 
-class InlineResolver(Resolver):
+def inline_answers(items: Sequence[ResolveItem]) -> dict[str, str | Unresolved]:
     """The disbursement's own ``financial_address``, else its beneficiary id taken as one."""
+    return {item.disbursement_id: item.inline_address or item.beneficiary_id for item in items}
+
+
+class InlineResolver(Resolver):
+    """Needs nothing but the disbursement, so ingest resolves these itself (no mapper batch);
+    the plug-in still serves rows received before that, and any caller without a parser."""
 
     def resolve(self, items: Sequence[ResolveItem]) -> dict[str, str | Unresolved]:
-        return {item.disbursement_id: item.inline_address or item.beneficiary_id for item in items}
+        return inline_answers(items)
 
 
 class TableResolver(Resolver):

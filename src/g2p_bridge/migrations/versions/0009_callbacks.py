@@ -1,7 +1,7 @@
 """callbacks: per-program callback URLs, and the outbox of results pushed to the PBMS
 
 Revision ID: 0009
-Revises: 0007
+Revises: 0008
 Create Date: 2026-12-01 12:30:00
 
 New tables only: an existing database carries forward untouched, and envelopes already in
@@ -16,7 +16,7 @@ from alembic import op
 from g2p_bridge.models.base import UTCDateTime
 
 revision: str = "0009"
-down_revision: str | None = "0007"
+down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
