@@ -76,12 +76,13 @@ def test_envelope_disbursements_and_status_round_trip_exactly(pbms: PbmsClient) 
     assert pbms.create_disbursements("env-c1", items, chunk_size=2) == 5
     status = pbms.envelope_status("env-c1")
     assert (status.received, status.received_amount) == (5, total)
-    assert status.by_state == {"RECEIVED": 5}
+    # PROG1's resolver is inline: each address is resolved as it is received.
+    assert status.by_state == {"RESOLVED": 5}
     assert not status.settled(5)
 
     states = pbms.disbursement_status(["d-0003", "d-0004"])
     assert [s.disbursement_id for s in states] == ["d-0003", "d-0004"]
-    assert states[0].amount == Decimal("1000000.40") and states[0].state == "RECEIVED"
+    assert states[0].amount == Decimal("1000000.40") and states[0].state == "RESOLVED"
 
     assert pbms.cancel_disbursements(["d-0004"]) == ["d-0004"]
     status = pbms.envelope_status("env-c1")
