@@ -26,6 +26,9 @@ SUMMARY_KEYS = (
     "cpu_ms_per_disbursement",
     "floor",
     "floor_ratio",
+    "envelope_reconciled_median_s",
+    "envelope_reconciled_max_s",
+    "envelope_starvation",
 )
 
 
@@ -43,6 +46,9 @@ METRICS = (
     ("last ingest -> all shipped (s)", "shipped_after_s"),
     ("last ingest -> all reconciled (s)", "reconciled_after_s"),
     ("last result -> last callback delivered (s)", "callbacks_after_s"),
+    ("many envelopes: own last ingest -> reconciled, median (s)", "envelope_reconciled_median_s"),
+    ("many envelopes: own last ingest -> reconciled, slowest (s)", "envelope_reconciled_max_s"),
+    ("many envelopes: slowest / median (target <= 1.5)", "envelope_starvation"),
     ("peak RSS, largest single process (MB)", "peak_rss_mb"),
     ("peak RSS, largest process tree (MB)", "peak_rss_tree_mb"),
     ("database size (MB)", "db_mb"),
