@@ -111,6 +111,20 @@ def render_markdown(r: dict[str, Any]) -> str:
             f"reconciled / UPDATE = {fmt(ratio.get('settle_over_update'))}, both / both = "
             f"{fmt(ratio.get('total_over_floor'))}",
         ]
+    envelopes = r.get("envelopes")
+    if envelopes:
+        lines += [
+            "",
+            "| envelope | program | account | N | its last ingest, s before the last of all "
+            "| its last ingest -> reconciled (s) |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for e in envelopes:
+            before = None if e["last_ingest_s"] is None else 0.0 - e["last_ingest_s"]
+            lines.append(
+                f"| {e['envelope']} | {e['program']} | {e['account']} | {e['n']} "
+                f"| {fmt(before)} | {fmt(e['reconciled_after_s'])} |"
+            )
     lines += ["", "| check | passed | values |", "| --- | --- | --- |"]
     for name, c in r.get("checks", {}).items():
         values = {k: v for k, v in c.items() if k != "passed"}

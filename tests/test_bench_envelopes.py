@@ -9,6 +9,7 @@ import pytest
 from bench.cli import parse_args
 from bench.config import PROGRAM_ACCOUNT, BenchConfig
 from bench.harness import Bench
+from bench.report import render_markdown
 from bench.state import plan_envelopes
 
 
@@ -70,6 +71,9 @@ def test_starvation_is_the_slowest_envelope_over_the_median(tmp_path: Path) -> N
     assert r["envelope_reconciled_max_s"] == 30.0
     assert r["envelope_starvation"] == round(30 / 11.5, 3)
     assert r["envelopes_within_1_5x_median"] is False
+    table = render_markdown(r)
+    assert "| e3 | BENCH03 | PRG-BENCH-0004 | 100 | 0.0 | 30.0 |" in table
+    assert "| e0 | BENCH00 | PRG-BENCH-0001 | 100 | 1.0 | 10.0 |" in table
 
 
 def test_an_envelope_that_never_settled_leaves_no_starvation_figure(tmp_path: Path) -> None:
