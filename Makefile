@@ -6,6 +6,7 @@ N ?= 10000
 BATCH ?= 5000
 FAILURE_RATE ?= 0.05
 BACKEND ?= postgres
+ENVELOPES ?= 1
 SOAK_MINUTES ?= 20
 SOAK_SEED ?= 1
 
@@ -95,8 +96,8 @@ beat: $(VENV)/.installed ## Run the beat producers (needs G2P_BRIDGE_BROKER_URL)
 migrate: $(VENV)/.installed ## Upgrade the database schema
 	$(BIN)/g2p-bridge migrate
 
-bench: $(VENV)/.installed-dev ## End-to-end benchmark: make bench N=10000 BATCH=5000 BACKEND=postgres
-	./scripts/ensure-services.sh -- $(BIN)/python -m bench.run --n $(N) --batch $(BATCH) --failure-rate $(FAILURE_RATE) --backend $(BACKEND)
+bench: $(VENV)/.installed-dev ## End-to-end benchmark: make bench N=10000 BATCH=5000 BACKEND=postgres ENVELOPES=1
+	./scripts/ensure-services.sh -- $(BIN)/python -m bench.run --n $(N) --batch $(BATCH) --failure-rate $(FAILURE_RATE) --backend $(BACKEND) --envelopes $(ENVELOPES)
 
 # Not part of `make test`: it runs for SOAK_MINUTES (plus the time to settle) and kills things.
 soak: $(VENV)/.installed-dev ## Chaos soak: 5 x 50,000 under kills and a hostile client (SOAK_MINUTES=20 SOAK_SEED=1)

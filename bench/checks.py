@@ -20,11 +20,15 @@ class Amounts:
     ledger_sum: Decimal  # of every ledger entry at the bank: zero when it balances
     accounts_off_balance: int  # accounts whose book balance is not the sum of their entries
     bank_paid: Decimal  # of the bank's PAID payments
-    book: Decimal  # the program account's book balance
+    book: Decimal  # the program accounts' book balances, summed
     bridge_reconciled: Decimal  # of the run's RECONCILED disbursements
+    books: dict[str, Decimal]  # each program account's book balance
+    reconciled_by_envelope: dict[str, Decimal]  # of each envelope's RECONCILED disbursements
 
 
-def read_amounts(bridge_url: str, bank_url: str, envelope_ids: list[str]) -> Amounts:
+def read_amounts(
+    bridge_url: str, bank_url: str, envelope_ids: list[str], accounts: list[str] | None = None
+) -> Amounts:
     from sqlalchemy import func, select
 
     from example_bank.db import make_engine as bank_engine
@@ -52,23 +56,41 @@ def read_amounts(bridge_url: str, bank_url: str, envelope_ids: list[str]) -> Amo
             paid = conn.scalar(
                 select(func.sum(Payment.payment_amount)).where(Payment.state == "PAID")
             )
-            book = conn.scalar(
-                select(Account.book_balance).where(Account.account_number == PROGRAM_ACCOUNT)
-            )
+            books = {
+                str(number): balance or zero
+                for number, balance in conn.execute(
+                    select(Account.account_number, Account.book_balance).where(
+                        Account.account_number.in_(accounts or [PROGRAM_ACCOUNT])
+                    )
+                )
+            }
     finally:
         bank.dispose()
     bridge = make_engine(bridge_url)
     try:
         with bridge.connect() as conn:
-            reconciled = conn.scalar(
-                select(func.sum(Disbursement.amount)).where(
-                    Disbursement.envelope_id.in_(envelope_ids),
-                    Disbursement.state == DisbursementState.RECONCILED,
+            by_envelope = {
+                str(envelope): total or zero
+                for envelope, total in conn.execute(
+                    select(Disbursement.envelope_id, func.sum(Disbursement.amount))
+                    .where(
+                        Disbursement.envelope_id.in_(envelope_ids),
+                        Disbursement.state == DisbursementState.RECONCILED,
+                    )
+                    .group_by(Disbursement.envelope_id)
                 )
-            )
+            }
     finally:
         bridge.dispose()
-    return Amounts(ledger_sum, int(off or 0), paid or zero, book or zero, reconciled or zero)
+    return Amounts(
+        ledger_sum,
+        int(off or 0),
+        paid or zero,
+        sum(books.values(), zero),
+        sum(by_envelope.values(), zero),
+        books,
+        by_envelope,
+    )
 
 
 class Checks(RunState):
@@ -192,7 +214,8 @@ class Checks(RunState):
                 == bank_states.get("PAID", 0) + bank_states.get("FAILED", 0),
                 bank_payments_by_state=bank_states,
             )
-            money = read_amounts(self.bridge_db_url, self.bank_db_url, ids)
+            accounts = sorted({e.account for e in self.plan})
+            money = read_amounts(self.bridge_db_url, self.bank_db_url, ids, accounts)
             entries = int(bank.one("SELECT count(*) FROM ledger_entries") or 0)
             check(
                 "ledger_balanced",
@@ -210,6 +233,22 @@ class Checks(RunState):
                 bank_paid=str(paid_sum),
                 bridge_reconciled=str(reconciled_sum),
             )
+            if len(self.plan) > 1:
+                # Each program's account paid for its own envelopes and nobody else's.
+                deposits = self.deposits
+                owed = dict.fromkeys(accounts, Decimal(0))
+                for envelope, planned in zip(ids, self.plan, strict=True):
+                    owed[planned.account] += money.reconciled_by_envelope.get(envelope, Decimal(0))
+                debited = {
+                    a: deposits.get(a, Decimal(0)) - money.books.get(a, Decimal(0))
+                    for a in accounts
+                }
+                check(
+                    "each_program_account_debited_for_its_own_envelopes",
+                    debited == owed and len(money.books) == len(accounts),
+                    debited={a: str(v) for a, v in debited.items()},
+                    reconciled={a: str(v) for a, v in owed.items()},
+                )
             recon_errors = int(bridge.one("SELECT count(*) FROM recon_errors") or 0)
             statements = {
                 s: int(c)

@@ -28,6 +28,18 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
     p.add_argument("--worker-concurrency", type=int, default=2)
     p.add_argument("--bank-concurrency", type=int, default=2)
     p.add_argument("--clients", type=int, default=4, help="concurrent client threads")
+    p.add_argument(
+        "--envelopes",
+        type=int,
+        default=1,
+        help="split N evenly over this many envelopes, submitted concurrently",
+    )
+    p.add_argument(
+        "--programs",
+        type=int,
+        default=None,
+        help="programs the envelopes come from, each its own account (default min(envelopes, 5))",
+    )
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--timeout", type=float, default=1800.0, help="overall limit in seconds")
     p.add_argument("--stall-timeout", type=float, default=120.0)

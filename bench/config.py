@@ -41,6 +41,11 @@ class BenchConfig:
     worker_concurrency: int = 2  # Celery prefork children per bridge worker
     bank_concurrency: int = 2  # Celery prefork children of the bank worker
     clients: int = 4
+    # Many programs at once: N split evenly over this many envelopes, submitted concurrently
+    # by the clients, from ``programs`` programs (None: min(envelopes, 5)), each with its own
+    # configuration and its own account at the Example Bank, as on a real payday.
+    envelopes: int = 1
+    programs: int | None = None
     out: Path = DEFAULT_OUT
     timeout: float = 1800.0  # the whole run, setup to checks
     stall_timeout: float = 120.0  # no counter moved for this long after ingest: give up

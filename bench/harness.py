@@ -4,13 +4,16 @@ A new phase is a step in ``Bench.run``."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -45,14 +48,14 @@ from bench.postgres import (
 from bench.processes import free_port, log, redis_broker, script, wait_ready
 from bench.report import SUMMARY_KEYS, _r, render_markdown
 from bench.sampling import git_commit, loadavg, machine_info, percentile
-from bench.workload import expected_outcome
+from bench.workload import bench_workload, expected_outcome
 from g2p_bridge.pbms_client import (
     EnvelopeSpec,
     ProgramConfig,
     disbursement_message,
     retry_after_seconds,
 )
-from g2p_bridge.workload import open_example_bank_accounts
+from g2p_bridge.workload import Workload, open_example_bank_accounts
 
 
 class Bench(FaultInjection, Checks):
@@ -380,6 +383,9 @@ class Bench(FaultInjection, Checks):
     # ----------------------------------------------------------------- program and envelope
 
     def _configure(self) -> None:
+        if len(self.plan) > 1:
+            self._configure_envelopes()
+            return
         cfg = self.cfg
         self.total = self.workload().total()
         self.deposit = self.total * 2
@@ -390,6 +396,53 @@ class Bench(FaultInjection, Checks):
         self.envelope_ids = [self.envelope_id]
         self.result["envelope_id"] = self.envelope_id
         self.expected = expected_outcome(self.workload(), cfg.seed, cfg.failure_rate)
+        self.result["expected"] = self.expected
+
+    def _configure_envelopes(self) -> None:
+        """Many programs at once: each program its own configuration, callback and account
+        (holding twice what its envelopes pay), then every envelope created before any is
+        sent, so ingest meets them all at once."""
+        cfg = self.cfg
+        workloads = [bench_workload(e.n, e.id_prefix) for e in self.plan]
+        owed: dict[str, Decimal] = {}
+        for planned, workload in zip(self.plan, workloads, strict=True):
+            owed[planned.account] = owed.get(planned.account, Decimal(0)) + workload.total()
+        self.deposits = {account: total * 2 for account, total in owed.items()}
+        self.deposit = sum(self.deposits.values(), Decimal(0))
+        self.total = sum(owed.values(), Decimal(0))
+        with httpx.Client(base_url=self.bank_url, timeout=60, headers=self.http_headers) as bank:
+            # The first envelope is the largest: its workload opens every beneficiary account
+            # (they are shared, numbered by position); the other programs open their own.
+            first = self.plan[0].account
+            open_example_bank_accounts(bank, workloads[0], first, self.deposits[first], CURRENCY)
+            for account, deposit in self.deposits.items():
+                if account != first:
+                    open_program_account(bank, account, deposit)
+        programs = dict.fromkeys(e.program for e in self.plan)
+        for planned in self.plan:
+            if programs[planned.program] is None:
+                self._configure_program(planned.program, planned.account)
+                programs[planned.program] = planned.account
+        names = list(programs)
+        self.pbms = start_receiver(self.callback_jwks, self.bridge_url, names[0], self.http_headers)
+        with httpx.Client(base_url=self.bridge_url, timeout=60, headers=self.http_headers) as http:
+            for name in names[1:]:
+                http.put(
+                    f"/programs/{name}/callback", json={"callback_url": self.pbms.url}
+                ).raise_for_status()
+        self.envelope_ids = [
+            self._create_envelope(e.key, e.n, w.total(), program=e.program)
+            for e, w in zip(self.plan, workloads, strict=True)
+        ]
+        self.envelope_id = self.envelope_ids[0]
+        self.result["envelope_ids"] = self.envelope_ids
+        self.expected_by_envelope = [
+            expected_outcome(w, cfg.seed, cfg.failure_rate) for w in workloads
+        ]
+        expected: Counter[str] = Counter()
+        for one in self.expected_by_envelope:
+            expected.update(one)
+        self.expected = dict(expected)
         self.result["expected"] = self.expected
 
     def _open_accounts(self, deposit: Decimal) -> None:
@@ -407,29 +460,48 @@ class Bench(FaultInjection, Checks):
         with self._client(60) as bridge:
             return bridge.create_envelope(spec).envelope_id
 
+    def _ingest_targets(self) -> list[tuple[str, Workload]]:
+        """(envelope id, its disbursements) of what this ingest sends: every envelope of a
+        many-envelope run at once, else the current one (the soak sends its own in turn)."""
+        if len(self.plan) > 1:
+            return [
+                (envelope, bench_workload(e.n, e.id_prefix))
+                for envelope, e in zip(self.envelope_ids, self.plan, strict=True)
+            ]
+        return [(self.envelope_id, self.workload())]
+
     def _ingest(self) -> None:
         cfg = self.cfg
-        chunks = [(s, min(s + cfg.batch, cfg.n)) for s in range(0, cfg.n, cfg.batch)]
+        targets = self._ingest_targets()
+        # Interleaved (first request of each envelope, then the second of each...) so every
+        # envelope is in flight from the start, as when several programs submit at once.
+        per_target = [
+            [(k, s, min(s + cfg.batch, w.count)) for s in range(0, w.count, cfg.batch)]
+            for k, (_, w) in enumerate(targets)
+        ]
+        chunks = [c for row in itertools.zip_longest(*per_target) for c in row if c is not None]
+        n_sent = sum(w.count for _, w in targets)
+        last_end = [0.0] * len(targets)
         latencies: list[float] = []
         failures: list[str] = []
         lock = threading.Lock()
         local = threading.local()
-        workload = self.workload()
 
-        def send(chunk: tuple[int, int]) -> None:
+        def send(chunk: tuple[int, int, int]) -> None:
             if self.deadline.left() <= 0:
                 with lock:
                     failures.append(f"{chunk}: overall timeout")
                 return
             if not hasattr(local, "client"):
                 local.client = self._client(120)
-            start, stop = chunk
+            target, start, stop = chunk
+            envelope_id, workload = targets[target]
             if start > 0 and not self.ingest_gate.wait(timeout=max(self.deadline.left(), 0)):
                 with lock:
                     failures.append(f"{chunk}: the database fault never opened the gate")
                 return
             messages = [
-                disbursement_message(self.envelope_id, item) for item in workload.items(start, stop)
+                disbursement_message(envelope_id, item) for item in workload.items(start, stop)
             ]
             body = local.client.body("create_disbursements", messages, len(messages))
             last = ""
@@ -465,6 +537,8 @@ class Bench(FaultInjection, Checks):
                                     )
                             if start == 0:
                                 self.first_chunk_done.set()
+                            with lock:
+                                last_end[target] = max(last_end[target], time.monotonic())
                             return
                         last = f"HTTP {response.status_code}: {str(data)[:300]}"
                     with lock:
@@ -494,17 +568,19 @@ class Bench(FaultInjection, Checks):
 
         log(
             cfg,
-            f"ingesting {cfg.n} disbursements in {len(chunks)} requests from {cfg.clients} clients",
+            f"ingesting {n_sent} disbursements into {len(targets)} envelope(s) in {len(chunks)}"
+            f" requests from {cfg.clients} clients",
         )
         t0 = time.monotonic()
         with ThreadPoolExecutor(max_workers=cfg.clients, thread_name_prefix="client") as pool:
             list(pool.map(send, chunks))
         self.ingest_end = time.monotonic()
+        self.envelope_ingest_end = dict(zip((e for e, _ in targets), last_end, strict=True))
         seconds = self.ingest_end - t0
         self.result.update(
             {
                 "ingest_s": round(seconds, 3),
-                "ingest_per_s": round(cfg.n / seconds, 1) if seconds > 0 else None,
+                "ingest_per_s": round(n_sent / seconds, 1) if seconds > 0 else None,
                 "ingest_requests": len(chunks),
                 "ingest_failures": failures[:20],
                 "ingest_failed_attempts": dict(self.ingest_errors),
@@ -581,9 +657,13 @@ class Bench(FaultInjection, Checks):
         last_change = time.monotonic()
         progress: list[dict[str, Any]] = []
         next_log = 0.0
+        settled_at: dict[str, float] = {}  # many envelopes: when each one settled
         try:
             while True:
                 now = time.monotonic()
+                if len(self.plan) > 1 and len(settled_at) < len(self.plan):
+                    with contextlib.suppress(Exception):
+                        self._note_settled_envelopes(db, settled_at, now)
                 if self.deadline.left() <= 0:
                     self.result["wait_error"] = "overall timeout"
                     break
@@ -632,6 +712,8 @@ class Bench(FaultInjection, Checks):
             closed_at - self.ingest_end if closed_at else None, 2
         )
         self.result["final_counters"] = last
+        if len(self.plan) > 1:
+            self._envelope_figures(settled_at)
         # Keep the progress curve small: at most ~200 points.
         step = max(1, len(progress) // 200)
         self.result["progress"] = progress[::step] + ([progress[-1]] if progress else [])
@@ -639,6 +721,53 @@ class Bench(FaultInjection, Checks):
             cfg,
             f"shipped after {self.result['shipped_after_s']} s, settled after "
             f"{self.result['reconciled_after_s']} s: {last}",
+        )
+
+    def _note_settled_envelopes(self, db: Db, settled_at: dict[str, float], now: float) -> None:
+        """Records ``now`` for each envelope that has just settled: every disbursement final
+        and as many returns as the bank's simulation makes."""
+        where, ids = self._envelopes_where()
+        rows = db.rows(
+            "SELECT envelope_id, received_count, reconciled_count, reversed_count, failed_count"
+            f" FROM envelope_status WHERE {where}",
+            *ids,
+        )
+        index = {e: k for k, e in enumerate(self.envelope_ids)}
+        for envelope, _received, reconciled, reversed_, failed in rows:
+            k = index[envelope]
+            done = int(reconciled or 0) + int(failed or 0) >= self.plan[k].n
+            returned = int(reversed_ or 0) >= self.expected_by_envelope[k]["reversed"]
+            if done and returned:
+                settled_at.setdefault(envelope, now)
+
+    def _envelope_figures(self, settled_at: dict[str, float]) -> None:
+        """Per envelope: its last ingest request -> it reconciled; and the starvation figure,
+        the slowest envelope's time over the median's (target: 1.5 or less)."""
+        figures: list[dict[str, Any]] = []
+        times: list[float] = []
+        for envelope, planned in zip(self.envelope_ids, self.plan, strict=True):
+            ended = self.envelope_ingest_end.get(envelope)
+            at = settled_at.get(envelope)
+            after = None if at is None or ended is None else round(at - ended, 2)
+            if after is not None:
+                times.append(after)
+            figures.append(
+                {
+                    "envelope": envelope,
+                    "program": planned.program,
+                    "account": planned.account,
+                    "n": planned.n,
+                    "last_ingest_s": None if ended is None else round(ended - self.ingest_end, 2),
+                    "reconciled_after_s": after,
+                }
+            )
+        self.result["envelopes"] = figures
+        median = statistics.median(times) if len(times) == len(self.plan) else None
+        self.result["envelope_reconciled_median_s"] = _r(median, 2)
+        self.result["envelope_reconciled_max_s"] = _r(max(times) if median else None, 2)
+        self.result["envelope_starvation"] = round(max(times) / median, 3) if median else None
+        self.result["envelopes_within_1_5x_median"] = (
+            None if not median else max(times) <= 1.5 * median
         )
 
     def _sizes(self) -> None:
@@ -668,6 +797,19 @@ class Bench(FaultInjection, Checks):
         with (self.out / "runs.jsonl").open("ab") as handle:
             handle.write(orjson.dumps(summary, default=str) + b"\n")
         self.result["run_dir"] = str(self.run_dir)
+
+
+def open_program_account(bank: httpx.Client, account: str, deposit: Decimal) -> None:
+    """A program's own account at the Example Bank, holding ``deposit``."""
+    bank.post(
+        "/accounts",
+        json={
+            "account_number": account,
+            "holder_name": f"Ministry of Social Protection, {account}",
+            "currency": CURRENCY,
+            "initial_deposit": format(deposit, "f"),
+        },
+    ).raise_for_status()
 
 
 def run_bench(cfg: BenchConfig) -> dict[str, Any]:

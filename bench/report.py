@@ -26,6 +26,9 @@ SUMMARY_KEYS = (
     "cpu_ms_per_disbursement",
     "floor",
     "floor_ratio",
+    "envelope_reconciled_median_s",
+    "envelope_reconciled_max_s",
+    "envelope_starvation",
 )
 
 
@@ -43,6 +46,9 @@ METRICS = (
     ("last ingest -> all shipped (s)", "shipped_after_s"),
     ("last ingest -> all reconciled (s)", "reconciled_after_s"),
     ("last result -> last callback delivered (s)", "callbacks_after_s"),
+    ("many envelopes: own last ingest -> reconciled, median (s)", "envelope_reconciled_median_s"),
+    ("many envelopes: own last ingest -> reconciled, slowest (s)", "envelope_reconciled_max_s"),
+    ("many envelopes: slowest / median (target <= 1.5)", "envelope_starvation"),
     ("peak RSS, largest single process (MB)", "peak_rss_mb"),
     ("peak RSS, largest process tree (MB)", "peak_rss_tree_mb"),
     ("database size (MB)", "db_mb"),
@@ -105,6 +111,20 @@ def render_markdown(r: dict[str, Any]) -> str:
             f"reconciled / UPDATE = {fmt(ratio.get('settle_over_update'))}, both / both = "
             f"{fmt(ratio.get('total_over_floor'))}",
         ]
+    envelopes = r.get("envelopes")
+    if envelopes:
+        lines += [
+            "",
+            "| envelope | program | account | N | its last ingest, s before the last of all "
+            "| its last ingest -> reconciled (s) |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for e in envelopes:
+            before = None if e["last_ingest_s"] is None else 0.0 - e["last_ingest_s"]
+            lines.append(
+                f"| {e['envelope']} | {e['program']} | {e['account']} | {e['n']} "
+                f"| {fmt(before)} | {fmt(e['reconciled_after_s'])} |"
+            )
     lines += ["", "| check | passed | values |", "| --- | --- | --- |"]
     for name, c in r.get("checks", {}).items():
         values = {k: v for k, v in c.items() if k != "passed"}

@@ -10,14 +10,14 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from bench.callbacks import new_signing_key
-from bench.config import FAULTS, SENDER_ID, BenchConfig
+from bench.config import FAULTS, PROGRAM_ACCOUNT, SENDER_ID, BenchConfig
 from bench.postgres import Db, PrivatePostgres
 from bench.processes import Deadline, Processes
 from bench.redis_db import RedisDatabaseClaim
@@ -26,6 +26,42 @@ from bench.workload import bench_workload
 from g2p_bridge.pbms_client import PbmsClient
 from g2p_bridge.pbms_receiver import ReceivingPBMS
 from g2p_bridge.workload import Workload
+
+
+@dataclass(frozen=True)
+class PlannedEnvelope:
+    """One envelope of a run: its key, its program and that program's account, its share of
+    N and the prefix of its disbursement ids."""
+
+    key: str
+    program: str
+    account: str
+    n: int
+    id_prefix: str
+
+
+def plan_envelopes(n: int, envelopes: int, programs: int | None) -> list[PlannedEnvelope]:
+    """N split evenly over ``envelopes`` (the first ones carry the remainder), dealt round
+    robin to ``programs`` programs (default min(envelopes, 5)). One envelope is the classic
+    run: program BENCH on PROGRAM_ACCOUNT, ids ``bench-...``."""
+    if envelopes < 1 or envelopes > n:
+        raise ValueError("envelopes must be between 1 and n")
+    count = min(envelopes, 5) if programs is None else programs
+    if count < 1 or count > envelopes:
+        raise ValueError("programs must be between 1 and the number of envelopes")
+    if envelopes == 1:
+        return [PlannedEnvelope(f"bench-envelope-{n}", "BENCH", PROGRAM_ACCOUNT, n, "bench")]
+    share, extra = divmod(n, envelopes)
+    return [
+        PlannedEnvelope(
+            key=f"bench-envelope-{n}-{k:03d}",
+            program=f"BENCH{k % count:02d}",
+            account=f"PRG-BENCH-{k % count + 1:04d}",
+            n=share + (1 if k < extra else 0),
+            id_prefix=f"bench{k:03d}",
+        )
+        for k in range(envelopes)
+    ]
 
 
 class RunState:
@@ -57,6 +93,14 @@ class RunState:
         unknown = set(cfg.faults) - set(FAULTS)
         if unknown or (cfg.faults and cfg.backend != "postgres"):
             raise ValueError(f"faults need the postgres backend and one of {sorted(FAULTS)}")
+        if cfg.envelopes > 1 and cfg.faults:
+            raise ValueError("faults run with one envelope")
+        self.plan = plan_envelopes(cfg.n, cfg.envelopes, cfg.programs)
+        # Many envelopes: what each program account holds, what the bank will make of each
+        # envelope, and when each envelope's last ingest request ended.
+        self.deposits: dict[str, Decimal] = {}
+        self.expected_by_envelope: list[dict[str, int]] = []
+        self.envelope_ingest_end: dict[str, float] = {}
         self.cfg = cfg
         self.run_id = f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         self.out = Path(cfg.out)
@@ -96,7 +140,7 @@ class RunState:
         self.watch_stop = threading.Event()
         self.profilers: list[subprocess.Popen[bytes]] = []
         # Fixed ids (the databases are fresh): the same seed fails the same payments every run.
-        self.envelope_key = f"bench-envelope-{cfg.n}"
+        self.envelope_key = self.plan[0].key
         self.id_prefix = "bench"
         self.phases: dict[str, float] = {}
         # The soak (bench/soak.py) runs several envelopes, with a token: the checks and the
