@@ -504,7 +504,7 @@ def disbursements_cancelled(
 ) -> int:
     """After disbursements of the envelope (or all its open ones) were cancelled at
     ``cancelled_at``; the summary follows when that made the envelope settled. Without
-    ``settings`` (a caller that has none, such as a rejected approval) the service's own."""
+    ``settings`` (a caller that has none: a script, a test) the service's own."""
     if _subscribed(session, envelope_id) is None:
         return 0
     return record_results(
