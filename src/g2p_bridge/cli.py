@@ -400,7 +400,8 @@ def callbacks() -> None:
 
 
 def _callbacks_admin(work: Any) -> Any:
-    """Runs ``work(session, settings)`` as the local administrator, audited like the API."""
+    """Runs ``work(session, settings)`` as the local administrator, audited like the API
+    (callbacks and releases)."""
     import getpass
 
     from g2p_bridge.core.errors import BridgeError
@@ -521,6 +522,28 @@ def callbacks_new_key() -> None:
     from g2p_bridge.signing import generate_private_pem
 
     click.echo(generate_private_pem(), nl=False)
+
+
+@main.group()
+def releases() -> None:
+    """Releases of what an envelope's funds block did not spend."""
+
+
+@releases.command("retry")
+@click.argument("envelope_id")
+def releases_retry(envelope_id: str) -> None:
+    """Give a parked funds release (FAILED after its last attempt) fresh attempts."""
+    from g2p_bridge.core import operations
+    from g2p_bridge.observability import actor_var
+
+    def requeue(session: Any, settings: Any) -> str:
+        release = operations.requeue_funds_release(
+            session, envelope_id, actor_var.get() or "cli", "admin", settings.max_attempts
+        )
+        return str(release.state)
+
+    state = _callbacks_admin(requeue)
+    click.echo(f"envelope {envelope_id}: funds release {state}")
 
 
 @main.group()

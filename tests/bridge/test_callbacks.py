@@ -175,6 +175,7 @@ def test_every_result_is_pushed_once_in_order_and_signed(session_factory, tmp_pa
         assert runner.run_until_idle(timeout=60)
         _statement(context, ids, ids[:5])
         _until(lambda: _stream(context).summary_written, runner)
+        _until(lambda: "funds.released" in [e.event_type for e in _events(context)], runner)
         _until(_all_delivered(context), runner)
         _until(lambda: _stream(context).state == WorkState.DONE, runner)
 
@@ -182,7 +183,9 @@ def test_every_result_is_pushed_once_in_order_and_signed(session_factory, tmp_pa
     assert got.bad_signatures == 0 and got.duplicates == 0
     kinds = [json.loads(b)["message"]["event_type"] for b in got.bodies.values()]
     assert kinds[0] == "funds.blocked"
-    assert kinds[-1] == "envelope.settled"
+    # The summary once, then the release of the block's rest: nothing here (all was paid).
+    assert kinds[-2:] == ["envelope.settled", "funds.released"]
+    assert kinds.count("envelope.settled") == 1 and kinds.count("funds.released") == 1
     # Callbacks of at most 40 results: bank batches of 50, 50 and 20 ship in 2 + 2 + 1, the
     # one statement's 120 remittances in 3.
     assert kinds.count("disbursements.shipped") == 5
@@ -202,7 +205,8 @@ def test_every_result_is_pushed_once_in_order_and_signed(session_factory, tmp_pa
     assert item["amount"] == "10.00" and item["currency_code"] == "USD"
     assert reversal["header"]["action"] == "on-disburse"
     assert reversal["header"]["message_id"] == reversal["message"]["event_id"]
-    summary = bodies[-1]["message"]["envelope_status"]
+    summary = bodies[-2]["message"]["envelope_status"]
+    assert bodies[-1]["message"]["envelope_status"]["released_amount"] == "0.00"
     assert summary["number_of_disbursements_paid"] == 115
     assert summary["number_of_disbursements_reversed"] == 5
     assert summary["total_amount_paid"] == "1150.00"

@@ -62,6 +62,7 @@ class Decision:
             principal.role,
             approve,
             self.body.note if self.body is not None else None,
+            self.request.app.state.settings,
         )
         self.after.wake("envelope_approved" if approve else "envelope_rejected")
         return decision.as_json()

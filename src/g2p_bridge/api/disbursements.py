@@ -101,7 +101,7 @@ def cancel_disbursements(req: DisbursementRequest, call: PbmsCall) -> Response:
     limit = call.settings.max_disbursements_per_request
 
     def work(session: Session) -> DisbursementResponse:
-        cancelled = disbursements.cancel_disbursements(session, req.message, limit)
+        cancelled = disbursements.cancel_disbursements(session, req.message, limit, call.settings)
         owners = disbursement_envelopes(session, [c.disbursement_id for c in cancelled])
         _audit_bulk(session, "disbursements.cancel", cancelled, owners)
         return DisbursementResponse(

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
 from g2p_bridge.api import views
 from g2p_bridge.api.access import envelope_programs
-from g2p_bridge.api.g2p_connect import Caller, G2PRoute, PbmsCall, UnitOfWork
+from g2p_bridge.api.g2p_connect import AfterCommit, Caller, G2PRoute, PbmsCall, UnitOfWork
 from g2p_bridge.api.wire import success_header
 from g2p_bridge.auth import Principal
-from g2p_bridge.core import audit, batches, envelopes
+from g2p_bridge.core import audit, batches, envelopes, operations
 from g2p_bridge.core.errors import ErrorCode, Forbidden
 from g2p_bridge.models.base import utcnow
 from g2p_bridge.schemas import (
@@ -69,7 +69,9 @@ def create_disbursement_envelope(req: EnvelopeRequest, call: PbmsCall) -> Respon
 @router.post("/cancel_disbursement_envelope", response_model=EnvelopeResponse)
 def cancel_disbursement_envelope(req: EnvelopeRequest, call: PbmsCall) -> Response:
     def work(session: Session) -> EnvelopeResponse:
-        envelope = envelopes.cancel_envelope(session, req.message.disbursement_envelope_id)
+        envelope = envelopes.cancel_envelope(
+            session, req.message.disbursement_envelope_id, call.settings
+        )
         status = views.envelope_status(session, envelope.id)
         audit.record(
             session,
@@ -191,3 +193,22 @@ def envelope_batches(
         items=[BatchStatusView.model_validate(i, context=context) for i in page.items],
         next_cursor=page.next_cursor,
     )
+
+
+@router.post("/envelopes/{envelope_id}/release/retry", response_model=EnvelopeStatusPayload)
+def retry_release(
+    request: Request,
+    principal: Caller,
+    session: UnitOfWork,
+    after: AfterCommit,
+    envelope_id: str = Path(max_length=64, pattern=SAFE_ID_PATTERN),
+) -> EnvelopeStatusPayload:
+    """Gives a parked release of the envelope's unspent funds (FAILED after its last attempt)
+    fresh attempts, as the console does for a parked bank batch."""
+    principal.require_role("admin")
+    settings = request.app.state.settings
+    operations.requeue_funds_release(
+        session, envelope_id, principal.client_id, principal.role, settings.max_attempts
+    )
+    after.wake("funds_release_requeued")
+    return views.envelope_status(session, envelope_id)

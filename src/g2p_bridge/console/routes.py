@@ -472,7 +472,15 @@ def _decide(
 
     def run(session: Session) -> None:
         _visible(me, _envelope_program(session, envelope_id))
-        approvals.decide(session, envelope_id, me.username, me.role, approve, note or None)
+        approvals.decide(
+            session,
+            envelope_id,
+            me.username,
+            me.role,
+            approve,
+            note or None,
+            _settings(request),
+        )
 
     response = _act(request, run, f"/console/envelopes/{envelope_id}")
     request.app.state.wake("envelope_approved")

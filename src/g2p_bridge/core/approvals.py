@@ -40,6 +40,7 @@ from g2p_bridge.models import (
 )
 from g2p_bridge.models.base import utcnow
 from g2p_bridge.models.enums import FundsBlocked
+from g2p_bridge.settings import Settings
 
 APPROVED = "APPROVED"
 REJECTED = "REJECTED"
@@ -198,6 +199,7 @@ def decide(
     role: str | None,
     approve: bool,
     note: str | None = None,
+    settings: Settings | None = None,
 ) -> Decision:
     """Approves or rejects, under the envelope's status lock (so an amendment or the funds step
     cannot interleave). Refuses the envelope's makers, an envelope that needs no approval, one
@@ -253,7 +255,7 @@ def decide(
         # Due at the next funds sweep rather than after whatever backoff a tick set.
         status.next_attempt_at = now
     else:
-        envelopes.cancel_envelope(session, envelope.id)
+        envelopes.cancel_envelope(session, envelope.id, settings)
         refreshed = envelopes.envelope_figures(session, envelope.id)
         detail["disbursements_cancelled"] = refreshed.status.cancelled_count
     audit.record(

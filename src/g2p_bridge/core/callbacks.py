@@ -45,7 +45,7 @@ from g2p_bridge.models.base import new_id, utcnow
 from g2p_bridge.models.enums import DisbursementState, FundsAvailable, FundsBlocked, WorkState
 from g2p_bridge.money import format_amount
 from g2p_bridge.observability import CALLBACK_DELIVERIES, CALLBACK_RESULTS_DELIVERED
-from g2p_bridge.settings import Settings
+from g2p_bridge.settings import Settings, get_settings
 from g2p_bridge.signing import SIGNATURE_HEADER, CallbackSigner, load_signer
 
 log = logging.getLogger(__name__)
@@ -70,8 +70,10 @@ REVERSED = "disbursements.reversed"
 UNRESOLVED = "disbursements.failed.unresolved"
 BANK_REFUSED = "disbursements.failed.bank_refused"
 PARKED = "disbursements.failed.parked"
+CANCELLED = "disbursements.cancelled"
 FUNDS_BLOCKED = "funds.blocked"
 FUNDS_REFUSED = "funds.refused"
+FUNDS_RELEASED = "funds.released"
 SETTLED = "envelope.settled"
 
 OUTCOMES = {
@@ -81,6 +83,7 @@ OUTCOMES = {
     UNRESOLVED: Outcome("rjct", "rjct.beneficiary.unresolved"),
     BANK_REFUSED: Outcome("rjct", "rjct.bank.refused"),
     PARKED: Outcome("rjct", "rjct.bank.outcome_unknown"),
+    CANCELLED: Outcome("rjct", "rjct.disbursement.cancelled"),
 }
 
 
@@ -451,9 +454,12 @@ def _settled_summary(session: Session, envelope: DisbursementEnvelope) -> dict[s
 # -- What the steps call, one line each --------------------------------------------------
 
 
-def funds_changed(session: Session, status: EnvelopeStatus) -> int:
-    """After the funds step wrote ``status``: blocked, or refused (not enough funds, or the
-    bank would not block). An unanswered call (ERROR, BLOCKING) says nothing yet."""
+def funds_changed(session: Session, settings: Settings, status: EnvelopeStatus) -> int:
+    """After the funds step wrote ``status``: blocked, or finally refused. A refusal (not enough
+    funds, or the bank would not block) is retried with backoff, so it is told once, when it
+    is final: on the attempt that uses up ``max_attempts`` (the step gives up; an operator
+    re-queue that fails again is a new final outcome). An unanswered call (ERROR, BLOCKING)
+    says nothing yet."""
     detail: dict[str, Any] = {
         "funds_available_state": status.funds_available_state,
         "funds_blocked_state": status.funds_blocked_state,
@@ -461,14 +467,54 @@ def funds_changed(session: Session, status: EnvelopeStatus) -> int:
     if status.funds_blocked_state == FundsBlocked.FUNDS_BLOCK_SUCCESS:
         detail["funds_block_reference"] = status.funds_block_reference
         return record_envelope(session, status.envelope_id, FUNDS_BLOCKED, detail)
-    refused = status.funds_blocked_state == FundsBlocked.FUNDS_BLOCK_FAILURE or (
-        status.funds_available_state == FundsAvailable.FUNDS_NOT_AVAILABLE
-    )
-    if not refused:
+    if status.funds_blocked_state == FundsBlocked.FUNDS_BLOCK_FAILURE:
+        attempts = status.funds_blocked_attempts
+    elif status.funds_available_state == FundsAvailable.FUNDS_NOT_AVAILABLE:
+        attempts = status.funds_available_attempts
+    else:
         return 0
+    if attempts < settings.max_attempts:
+        return 0  # asked again after the backoff: not an outcome yet
     detail["reason"] = status.funds_blocked_error or status.funds_available_error or ""
-    detail["attempt"] = max(status.funds_available_attempts, status.funds_blocked_attempts)
+    detail["attempts"] = attempts
     return record_envelope(session, status.envelope_id, FUNDS_REFUSED, detail)
+
+
+def funds_released(
+    session: Session,
+    envelope_id: str,
+    amount: Decimal,
+    currency: str,
+    block_reference: str,
+    reference: str | None,
+) -> int:
+    """After the release of the envelope's unspent block was recorded (once: the release row
+    turns DONE once)."""
+    detail = {
+        "released_amount": format_amount(amount, currency),
+        "currency_code": currency,
+        "funds_block_reference": block_reference,
+        "release_reference": reference,
+    }
+    return record_envelope(session, envelope_id, FUNDS_RELEASED, detail)
+
+
+def disbursements_cancelled(
+    session: Session, settings: Settings | None, envelope_id: str, cancelled_at: datetime
+) -> int:
+    """After disbursements of the envelope (or all its open ones) were cancelled at
+    ``cancelled_at``; the summary follows when that made the envelope settled. Without
+    ``settings`` (a caller that has none: a script, a test) the service's own."""
+    if _subscribed(session, envelope_id) is None:
+        return 0
+    return record_results(
+        session,
+        settings if settings is not None else get_settings(),
+        envelope_id,
+        CANCELLED,
+        Disbursement.state == DisbursementState.CANCELLED,
+        Disbursement.cancelled_at == cancelled_at,
+    )
 
 
 def bank_batch_changed(

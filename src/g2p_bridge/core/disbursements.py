@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from g2p_bridge.connectors.mappers.base import AddressParser, ResolveItem
 from g2p_bridge.connectors.mappers.local import inline_answers
+from g2p_bridge.core import callbacks
 from g2p_bridge.core.envelopes import bump_counters, get_envelope, lock_status
 from g2p_bridge.core.errors import ErrorCode, InvalidRequest, NotFound
 from g2p_bridge.core.mapper_resolution import destinations
@@ -30,6 +31,7 @@ from g2p_bridge.models.base import new_id, utcnow
 from g2p_bridge.models.enums import CANCELLABLE_STATES, DisbursementState
 from g2p_bridge.money import has_valid_minor_units
 from g2p_bridge.schemas import CancellationStatus, DisbursementPayload
+from g2p_bridge.settings import Settings
 
 _ID_LIMIT = 64
 _TEXT_LIMITS = {"beneficiary_id": 256, "beneficiary_name": 256, "narrative": 512}
@@ -239,7 +241,10 @@ def _resolves_inline(session: Session, envelope: DisbursementEnvelope) -> bool:
 
 
 def cancel_disbursements(
-    session: Session, items: Sequence[DisbursementPayload], max_items: int
+    session: Session,
+    items: Sequence[DisbursementPayload],
+    max_items: int,
+    settings: Settings | None = None,
 ) -> list[DisbursementPayload]:
     """Cancels all given disbursements or none. Only money not yet sent to the bank can be
     stopped; the row lock on each disbursement orders this against a dispatch that starts."""
@@ -317,6 +322,7 @@ def cancel_disbursements(
             cancelled_count=len(rows),
             failed_count=-sum(1 for r in rows if r.state == DisbursementState.UNRESOLVED),
         )
+        callbacks.disbursements_cancelled(session, settings, envelope_id, now)
     return [
         item.model_copy(
             update={

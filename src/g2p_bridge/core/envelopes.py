@@ -10,7 +10,7 @@ from decimal import Decimal
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from g2p_bridge.core import approvals, states
+from g2p_bridge.core import approvals, callbacks, states
 from g2p_bridge.core.errors import BridgeError, Conflict, ErrorCode, InvalidRequest, NotFound
 from g2p_bridge.core.release import FundsFigures, funds_figures
 from g2p_bridge.models import (
@@ -31,6 +31,7 @@ from g2p_bridge.models.enums import (
 )
 from g2p_bridge.money import has_valid_minor_units
 from g2p_bridge.schemas import EnvelopeAmendPayload, EnvelopePayload
+from g2p_bridge.settings import Settings
 
 _FREQUENCIES = {f.value for f in DisbursementFrequency}
 
@@ -181,7 +182,9 @@ def bump_counters(session: Session, envelope_id: str, **deltas: int | Decimal) -
     )
 
 
-def cancel_envelope(session: Session, envelope_id: str | None) -> DisbursementEnvelope:
+def cancel_envelope(
+    session: Session, envelope_id: str | None, settings: Settings | None = None
+) -> DisbursementEnvelope:
     envelope = get_envelope(session, envelope_id)
     lock_status(session, envelope.id)
     if envelope.cancelled:
@@ -242,6 +245,8 @@ def cancel_envelope(session: Session, envelope_id: str | None) -> DisbursementEn
         failed_count=-counts.get(DisbursementState.UNRESOLVED, 0),
     )
     session.flush()
+    if cancelled:
+        callbacks.disbursements_cancelled(session, settings, envelope.id, now)
     return envelope
 
 

@@ -79,6 +79,7 @@ class ErrorCode(StrEnum):
     APPROVAL_ALREADY_DECIDED = "APPROVAL_ALREADY_DECIDED"
     # Operator actions of the console.
     BATCH_NOT_PARKED = "BATCH_NOT_PARKED"
+    RELEASE_NOT_PARKED = "RELEASE_NOT_PARKED"
     RECON_ERROR_NOT_FOUND = "RECON_ERROR_NOT_FOUND"
     # Payroll files (core/payroll_files.py): a file with faulty lines, one over the size limit.
     PAYROLL_FILE_INVALID = "PAYROLL_FILE_INVALID"

@@ -183,7 +183,7 @@ def _check_and_block(
             status.funds_available_at = now
             status.funds_available_error = error
             audit.bank_call(session, "funds.check", envelope_id, _ok(available), error=error)
-            callbacks.funds_changed(session, status)
+            callbacks.funds_changed(session, settings, status)
             if available != FundsAvailable.FUNDS_AVAILABLE:
                 status.lease_until = None
                 status.next_attempt_at = now + _backoff(settings, status.funds_available_attempts)
@@ -218,7 +218,7 @@ def _check_and_block(
         status.funds_blocked_error = error
         status.funds_block_reference = reference
         audit.bank_call(session, "funds.block", envelope_id, _ok(outcome), error=error)
-        callbacks.funds_changed(session, status)
+        callbacks.funds_changed(session, settings, status)
         status.lease_until = None
         if outcome != FundsBlocked.FUNDS_BLOCK_SUCCESS:
             status.next_attempt_at = now + _backoff(settings, status.funds_blocked_attempts)

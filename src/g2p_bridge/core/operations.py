@@ -5,11 +5,18 @@ from __future__ import annotations
 
 import re
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from g2p_bridge.core import audit, envelopes
 from g2p_bridge.core.errors import Conflict, ErrorCode, InvalidRequest, NotFound
-from g2p_bridge.models import BankBatch, DisbursementEnvelope, ReconError, ReconErrorAck
+from g2p_bridge.models import (
+    BankBatch,
+    DisbursementEnvelope,
+    FundsRelease,
+    ReconError,
+    ReconErrorAck,
+)
 from g2p_bridge.models.base import utcnow
 from g2p_bridge.models.enums import WorkState
 
@@ -30,6 +37,42 @@ def clean_note(note: str | None, required: bool) -> str | None:
     return note or None
 
 
+def _requeue_parked(
+    session: Session,
+    row: BankBatch | FundsRelease,
+    action: str,
+    target: str,
+    not_parked: ErrorCode,
+    envelope_id: str,
+    actor: str,
+    role: str,
+    max_attempts: int,
+) -> None:
+    """Gives a parked row (FAILED after its last attempt) a fresh set of attempts, due now,
+    audited with before and after. The caller holds the row's lock and checked its own
+    preconditions; a row that is not parked is refused (a running one must not be raced)."""
+    if row.state != WorkState.FAILED or row.attempts < max_attempts:
+        raise Conflict(
+            not_parked,
+            f"{target} {row.id} is {row.state} after {row.attempts} attempt(s); only one "
+            f"FAILED after its {max_attempts} attempts is re-queued",
+        )
+    before = {"state": row.state, "attempts": row.attempts, "last_error": row.last_error}
+    row.state, row.attempts, row.lease_until = WorkState.PENDING, 0, None
+    row.next_attempt_at = utcnow()
+    audit.record(
+        session,
+        action,
+        target,
+        row.id,
+        envelope_id=envelope_id,
+        actor=actor,
+        role=role,
+        detail={"before": before, "after": {"state": WorkState.PENDING, "attempts": 0}},
+    )
+    session.flush()
+
+
 def requeue_bank_batch(
     session: Session, batch_id: str, actor: str, role: str, max_attempts: int
 ) -> BankBatch:
@@ -47,28 +90,51 @@ def requeue_bank_batch(
     envelope = session.get(DisbursementEnvelope, batch.envelope_id)
     if envelope is None or envelope.cancelled:
         raise Conflict(ErrorCode.BATCH_NOT_PARKED, f"envelope of batch {batch_id} is cancelled")
-    if batch.state != WorkState.FAILED or batch.attempts < max_attempts:
-        raise Conflict(
-            ErrorCode.BATCH_NOT_PARKED,
-            f"batch {batch_id} is {batch.state} after {batch.attempts} attempt(s); only a batch "
-            f"FAILED after its {max_attempts} attempts is re-queued",
-        )
-    before = {"state": batch.state, "attempts": batch.attempts, "last_error": batch.last_error}
-    now = utcnow()
-    batch.state, batch.attempts, batch.lease_until = WorkState.PENDING, 0, None
-    batch.next_attempt_at = now
-    audit.record(
+    _requeue_parked(
         session,
+        batch,
         "bank_batch.requeue",
         "bank_batch",
-        batch.id,
-        envelope_id=batch.envelope_id,
-        actor=actor,
-        role=role,
-        detail={"before": before, "after": {"state": WorkState.PENDING, "attempts": 0}},
+        ErrorCode.BATCH_NOT_PARKED,
+        batch.envelope_id,
+        actor,
+        role,
+        max_attempts,
     )
-    session.flush()
     return batch
+
+
+def requeue_funds_release(
+    session: Session, envelope_id: str, actor: str, role: str, max_attempts: int
+) -> FundsRelease:
+    """Gives a parked release of an envelope's unspent block a fresh set of attempts, once the
+    operator fixed the cause. Safe to ask again: the bank answers the release's idempotency
+    key (``release-<envelope id>``) with the same release, and the amount was fixed when the
+    release was planned. A cancelled envelope's release is re-queued too: its block is what
+    the release gives back."""
+    release = session.scalar(
+        select(FundsRelease)
+        .where(FundsRelease.id == envelope_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    if release is None:
+        raise NotFound(
+            ErrorCode.DISBURSEMENT_ENVELOPE_NOT_FOUND,
+            f"envelope {envelope_id!r} has no funds release",
+        )
+    _requeue_parked(
+        session,
+        release,
+        "funds_release.requeue",
+        "funds_release",
+        ErrorCode.RELEASE_NOT_PARKED,
+        envelope_id,
+        actor,
+        role,
+        max_attempts,
+    )
+    return release
 
 
 def acknowledge_recon_error(

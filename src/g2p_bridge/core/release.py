@@ -33,7 +33,7 @@ from sqlalchemy import and_, exists, func, insert, literal, select
 from sqlalchemy.orm import Session
 
 from g2p_bridge.connectors.banks.base import BankRejected, BankUnavailable
-from g2p_bridge.core import audit
+from g2p_bridge.core import audit, callbacks
 from g2p_bridge.core.context import Context
 from g2p_bridge.core.work import Lease, claim, retry_later
 from g2p_bridge.db import get_required, transaction
@@ -180,8 +180,11 @@ def _record_done(
         amount=str(release.amount),
         reference=reference,
     )
-    # Callbacks (r3-callbacks): the "funds released" outbox event goes here, in this
-    # transaction, so it commits exactly when the release is recorded.
+    # In this transaction: the PBMS is told exactly when the release is recorded, and once
+    # (a release turns DONE once; a second worker's record finds its lease gone).
+    callbacks.funds_released(
+        session, release.id, release.amount, release.currency, release.block_reference, reference
+    )
 
 
 @dataclass(frozen=True)
