@@ -16,12 +16,24 @@ from bridge_support import (
 )
 from conftest import Client
 from g2p_bridge.auth import issue_token
+from g2p_bridge.db import transaction
 from g2p_bridge.embedded import EmbeddedRunner
+from g2p_bridge.models import BeneficiaryAddress
 from g2p_bridge.settings import Settings
 
 
 def _envelope(client: Client, session_factory: Any, count: int = 5) -> tuple[str, FakeBank]:
-    assert client.post("/create_benefit_program_configuration", program_request()).status_code
+    # A mapping-table program: an inline one resolves at ingest and makes no mapper batches.
+    request = program_request(resolver="table")
+    assert client.post("/create_benefit_program_configuration", request).status_code
+    with transaction(session_factory) as session:
+        session.add_all(
+            BeneficiaryAddress(
+                beneficiary_id=f"ben-{i}",
+                financial_address=f"account:ACC{i:08d}@OTHERBANK.BR{i % 3}",
+            )
+            for i in range(count)
+        )
     body = envelope_request(count=count, total=f"{100 * count}.00")
     envelope_id = client.post("/create_disbursement_envelope", body).json()["message"]["id"]
     items = disbursement_items(envelope_id, count)
@@ -76,7 +88,7 @@ def test_every_batch_once_mapper_batches_first_with_stage_and_attempts(
         assert item["created_at"] and item["updated_at"]
     mapper = [i for i in items if i["kind"] == "mapper"]
     assert sorted(i["disbursement_count"] for i in mapper) == [1, 2, 2]
-    assert all(i["resolver"] == "inline" and i["total_amount"] is None for i in mapper)
+    assert all(i["resolver"] == "table" and i["total_amount"] is None for i in mapper)
     shipped = [i for i in items if i["kind"] == "bank"]
     assert sorted(i["total_amount"] for i in shipped) == ["100.00", "200.00", "200.00"]
     assert all(i["sent_at"] for i in shipped)

@@ -38,6 +38,7 @@ from g2p_bridge.settings import Settings
 
 PUBLIC = {"/ping", "/health/live", "/health/ready", "/metrics", "/openapi.json", "/docs"}
 PUBLIC |= {"/docs/oauth2-redirect", "/redoc"}
+PUBLIC |= {"/.well-known/jwks.json"}  # the callbacks' public key set: public by design
 
 
 def _protected_routes() -> list[tuple[str, str]]:

@@ -117,7 +117,10 @@ def test_slow_stores_then_answers_late(tmp_path: Path) -> None:
         with pytest.raises(httpx.ReadTimeout):
             client.post("/initiate_payment", json=_payments(block, "P1", "P2"))
         assert _stored(settings) == 2
-        again = client.post("/initiate_payment", json=_payments(block, "P1", "P2")).json()
+        # The retry must not time out itself: the slow call may still hold the server.
+        again = client.post(
+            "/initiate_payment", json=_payments(block, "P1", "P2"), timeout=30
+        ).json()
     assert again["status"] == "success"
     assert sorted(again["duplicate_payment_references"]) == ["P1", "P2"]
 

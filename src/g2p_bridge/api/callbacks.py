@@ -147,7 +147,9 @@ def jwks(request: Request) -> Response:
     if signer is None:
         try:
             signer = load_signer(request.app.state.settings)
-        except SigningConfigurationError as exc:
-            return json_response({"keys": [], "error": str(exc)}, 503)
+        except SigningConfigurationError:
+            # No signing key configured: this bridge signs nothing, so it publishes no key (a
+            # subscribed program's callbacks fail and park, visibly, until a key is set).
+            return json_response({"keys": []})
         request.app.state.callback_signer = signer
     return json_response(signer.jwks())

@@ -153,10 +153,12 @@ API's routes from the app's own route table and checks this list against it, bot
 - {path: /get_disbursement_status, pathType: Exact}
 - {path: /upload_mt940, pathType: Exact}
 - {path: /payroll_files, pathType: Exact}
+- {path: /.well-known/jwks.json, pathType: Exact}
 - {path: /create_benefit_program_configuration, pathType: Exact}
 - {path: /envelopes, pathType: Prefix}
 - {path: /statements, pathType: Prefix}
 - {path: /programs, pathType: Prefix}
+- {path: /callbacks, pathType: Prefix}
 - {path: /audit, pathType: Exact}
 - {path: /console, pathType: Prefix}
 {{- if .Values.ingress.exposeApiDocs }}
