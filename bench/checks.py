@@ -152,16 +152,19 @@ class Checks(RunState):
             )
             check("failures_have_reasons", no_reason == 0, without_reason=no_reason)
             exp = self.expected
+            rejected = exp.get("rejected", 0)
             failed_rows = by_state.get("FAILED", 0) + by_state.get("UNRESOLVED", 0)
             check(
                 "expected_outcome",
                 by_state.get("REVERSED", 0) == exp["reversed"]
-                and failed_rows == exp["unresolved"]
-                and by_state.get("RECONCILED", 0) == n - exp["reversed"] - exp["unresolved"],
+                and failed_rows == exp["unresolved"] + rejected
+                and by_state.get("RECONCILED", 0)
+                == n - exp["reversed"] - exp["unresolved"] - rejected,
                 reversed=by_state.get("REVERSED", 0),
                 expected_reversed=exp["reversed"],
                 failed_or_unresolved=failed_rows,
                 expected_unresolved=exp["unresolved"],
+                expected_rejected_by_bank=rejected,
                 reversed_share=round(by_state.get("REVERSED", 0) / n, 4),
             )
             counters = self._counters(bridge)
@@ -182,11 +185,19 @@ class Checks(RunState):
             }
             check("counters_equal_rows", counters == rows, counters=counters, rows=rows)
 
-            # One bank payment per shipped disbursement, none extra, none twice.
+            # One bank payment per shipped disbursement, none extra, none twice; but none for a
+            # payment the bank rejected in its status report (FAILED after shipping, file
+            # channel only: expected_outcome's "rejected").
+            paid_at_bank = "shipped_at IS NOT NULL" + (" AND state <> 'FAILED'" if rejected else "")
             shipped_ids = bridge.stream(
-                f"SELECT id FROM disbursements WHERE {where} AND shipped_at IS NOT NULL"
-                f" ORDER BY id{order}",
+                f"SELECT id FROM disbursements WHERE {where} AND {paid_at_bank} ORDER BY id{order}",
                 *ids,
+            )
+            sent_to_bank = int(
+                bridge.one(
+                    f"SELECT count(*) FROM disbursements WHERE {where} AND {paid_at_bank}", *ids
+                )
+                or 0
             )
             payment_refs = bank.stream(
                 "SELECT payment_reference_number FROM payments"
@@ -195,8 +206,9 @@ class Checks(RunState):
             missing, extra, duplicates, payments = merge_compare(shipped_ids, payment_refs)
             check(
                 "one_bank_payment_per_shipped_disbursement",
-                missing == 0 and extra == 0 and duplicates == 0 and payments == shipped_rows,
+                missing == 0 and extra == 0 and duplicates == 0 and payments == sent_to_bank,
                 shipped=shipped_rows,
+                rejected_by_bank=shipped_rows - sent_to_bank,
                 bank_payments=payments,
                 missing_at_bank=missing,
                 extra_at_bank=extra,

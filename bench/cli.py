@@ -9,7 +9,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from bench.config import DEFAULT_OUT, FAULTS, BenchConfig
+from bench.config import CHANNELS, DEFAULT_OUT, FAULTS, BenchConfig
 from bench.harness import run_bench
 from bench.report import render_markdown
 
@@ -23,6 +23,12 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
     p.add_argument("--batch", type=int, default=5_000, help="disbursements per HTTP request")
     p.add_argument("--failure-rate", type=float, default=0.05)
     p.add_argument("--backend", choices=("postgres", "embedded"), default="postgres")
+    p.add_argument(
+        "--channel",
+        choices=CHANNELS,
+        default="example-bank",
+        help="the bank's JSON API, or ISO 20022 files over its SFTP endpoint",
+    )
     p.add_argument("--workers", type=int, default=1, help="g2p-bridge worker processes")
     p.add_argument("--api-workers", type=int, default=2, help="g2p-bridge api processes")
     p.add_argument("--worker-concurrency", type=int, default=2)

@@ -36,6 +36,8 @@ class BenchConfig:
     batch: int = 5_000
     failure_rate: float = 0.05
     backend: str = "postgres"  # postgres | embedded
+    # How the bridge reaches the Example Bank: one of CHANNELS.
+    channel: str = "example-bank"
     workers: int = 1  # number of `g2p-bridge worker` processes (postgres)
     api_workers: int = 2  # `g2p-bridge api --workers` (postgres; embedded runs one)
     worker_concurrency: int = 2  # Celery prefork children per bridge worker
@@ -81,6 +83,12 @@ class BenchConfig:
     # Per request: the longest the client waits in all, 503 answers' Retry-After included.
     ingest_retry_budget: float = 60.0
 
+
+# "example-bank": the bank's JSON API; "iso20022-sftp": pain.001 files to the bank's SFTP
+# endpoint, pain.002 and camt.053 back from its outbox (funds pre-arranged, as with a real bank).
+CHANNELS = ("example-bank", "iso20022-sftp")
+# The faults that act on the bank's JSON API, which the file channel does not use.
+JSON_API_FAULTS = ("bank-slow", "bank-5xx", "bank-close")
 
 FAULTS = {
     "kill-bridge-worker": "SIGKILL the bridge worker's process group while a payment batch is"

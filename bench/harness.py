@@ -45,7 +45,14 @@ from bench.postgres import (
     pg_url,
     sqlite_size,
 )
-from bench.processes import free_port, log, redis_broker, script, wait_ready
+from bench.processes import (
+    free_port,
+    log,
+    redis_broker,
+    script,
+    wait_listening,
+    wait_ready,
+)
 from bench.report import SUMMARY_KEYS, _r, render_markdown
 from bench.sampling import git_commit, loadavg, machine_info, percentile
 from bench.workload import bench_workload, expected_outcome
@@ -70,6 +77,7 @@ class Bench(FaultInjection, Checks):
         self.result = {
             "n": cfg.n,
             "backend": cfg.backend,
+            "channel": cfg.channel,
             "run_id": self.run_id,
             "started_at": datetime.now(UTC).isoformat(),
             "git_commit": git_commit(),
@@ -249,6 +257,10 @@ class Bench(FaultInjection, Checks):
         connector: dict[str, Any] = {"base_url": self.bank_url}
         if cfg.bank_timeout is not None:
             connector["timeout_seconds"] = cfg.bank_timeout
+        bank_files: dict[str, str] = {}
+        if cfg.channel == "iso20022-sftp":
+            connector_files, bank_files = self._sftp_channel()
+            connector.update(connector_files)
         bridge_env = dict(self.env_base)
         bridge_env.update(
             {
@@ -286,9 +298,17 @@ class Bench(FaultInjection, Checks):
         )
         if self.bank_broker:
             bank_env["EXAMPLE_BANK_BROKER_URL"] = self.bank_broker
+        bank_env.update(bank_files)
         bank_env.update(self._bank_fault_env())
         for env in (bridge_env, bank_env):
             env.update(cfg.extra_env)
+        # The SFTP endpoint runs in one process only: its own beside the worker (postgres), or
+        # the embedded bank's API process, which does all the bank's work in-process.
+        sftp_env = dict(bank_env)
+        if self.sftp_port is not None:
+            sftp_env["EXAMPLE_BANK_SFTP_PORT"] = str(self.sftp_port)
+            if cfg.backend == "embedded":
+                bank_env = sftp_env
         bridge, bank = script("g2p-bridge"), script("example-bank")
         migrate_limit = max(10.0, min(300.0, self.deadline.left()))
         self.procs.run("migrate-bridge", [bridge, "migrate"], bridge_env, migrate_limit)
@@ -308,6 +328,8 @@ class Bench(FaultInjection, Checks):
                 [bank, "worker", "--concurrency", str(cfg.bank_concurrency), *quiet],
                 bank_env,
             )
+            if self.sftp_port is not None:
+                self.procs.start("bank-sftp", [bank, "sftp"], sftp_env)
             self.procs.start("bridge-beat", [bridge, "beat", *quiet], bridge_env)
             for w in range(cfg.workers):
                 argv = [
@@ -323,6 +345,8 @@ class Bench(FaultInjection, Checks):
                 self.procs.start(f"bridge-worker-{w + 1}", argv, bridge_env)
         wait_ready(f"{self.bank_url}/health/ready", self.procs, self.deadline)
         wait_ready(f"{self.bridge_url}/health/ready", self.procs, self.deadline)
+        if self.sftp_port is not None:
+            wait_listening(self.sftp_port, self.procs, self.deadline)
         self.result["processes"] = {p.name: p.pid for p in self.procs.procs}
         self.sampler.start()
         if cfg.profile:
@@ -332,6 +356,30 @@ class Bench(FaultInjection, Checks):
             f"{cfg.backend}: bridge {self.bridge_url}, bank {self.bank_url}, "
             f"logs in {self.run_dir}",
         )
+
+    def _sftp_channel(self) -> tuple[dict[str, Any], dict[str, str]]:
+        """The bank's profile on the bridge and the Example Bank's EXAMPLE_BANK_ variables for
+        ISO 20022 over SFTP: the demo's keys, pinned host key and free port, in the run's
+        directory (g2p_bridge.demo_sftp)."""
+        from g2p_bridge.demo_sftp import sftp_channel
+
+        files = sftp_channel(self.run_dir, self.bank_url, OWN_BANK)
+        profile = files.bridge
+        self.sftp_port = profile.sftp.port
+        connector = {
+            "channel": profile.channel,
+            "bank_member_id": profile.bank_member_id,
+            # How often the bridge looks in the bank's outbox for pain.002 and camt.053.
+            "poll_interval_seconds": profile.poll_interval_seconds,
+            # Key and known-hosts entry by file and text: no SecretStr field is set here.
+            "sftp": profile.sftp.model_dump(mode="json", exclude_none=True),
+        }
+        bank = {
+            f"EXAMPLE_BANK_{name.upper()}": str(value)
+            for name, value in files.bank.items()
+            if name != "sftp_port"
+        }
+        return connector, bank
 
     def _start_profilers(self) -> None:
         pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
@@ -395,7 +443,7 @@ class Bench(FaultInjection, Checks):
         self.envelope_id = self._create_envelope(self.envelope_key, cfg.n, self.total)
         self.envelope_ids = [self.envelope_id]
         self.result["envelope_id"] = self.envelope_id
-        self.expected = expected_outcome(self.workload(), cfg.seed, cfg.failure_rate)
+        self.expected = expected_outcome(self.workload(), cfg.seed, cfg.failure_rate, cfg.channel)
         self.result["expected"] = self.expected
 
     def _configure_envelopes(self) -> None:

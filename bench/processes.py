@@ -177,3 +177,20 @@ def wait_ready(url: str, procs: Processes, deadline: Deadline, limit: float = 90
                     return
             time.sleep(0.1)
     raise RuntimeError(f"{url} did not become ready")
+
+
+def wait_listening(port: int, procs: Processes, deadline: Deadline, limit: float = 90.0) -> None:
+    """Until something accepts TCP connections on 127.0.0.1:``port`` (an SFTP endpoint)."""
+    end = min(time.monotonic() + limit, deadline.end)
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            pass
+        dead = procs.dead()
+        if dead:
+            raise RuntimeError(f"process died while waiting for port {port}: {dead}")
+        if time.monotonic() >= end:
+            raise TimeoutError(f"nothing listening on 127.0.0.1:{port}")
+        time.sleep(0.2)

@@ -11,6 +11,7 @@ SUMMARY_KEYS = (
     "run_id",
     "n",
     "backend",
+    "channel",
     "ingest_per_s",
     "ingest_p50_s",
     "ingest_p99_s",
@@ -73,7 +74,11 @@ def render_markdown(r: dict[str, Any]) -> str:
         return "-" if value is None else str(value)
 
     lines = [
-        *heading(r, f"Bench {r.get('run_id')}: {r.get('backend')}, N = {r.get('n')}"),
+        *heading(
+            r,
+            f"Bench {r.get('run_id')}: {r.get('backend')}, {r.get('channel', 'example-bank')},"
+            f" N = {r.get('n')}",
+        ),
         "| metric | value |",
         "| --- | --- |",
     ]

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.callbacks import new_signing_key
-from bench.config import FAULTS, PROGRAM_ACCOUNT, SENDER_ID, BenchConfig
+from bench.config import CHANNELS, FAULTS, JSON_API_FAULTS, PROGRAM_ACCOUNT, SENDER_ID, BenchConfig
 from bench.postgres import Db, PrivatePostgres
 from bench.processes import Deadline, Processes
 from bench.redis_db import RedisDatabaseClaim
@@ -93,6 +93,10 @@ class RunState:
         unknown = set(cfg.faults) - set(FAULTS)
         if unknown or (cfg.faults and cfg.backend != "postgres"):
             raise ValueError(f"faults need the postgres backend and one of {sorted(FAULTS)}")
+        if cfg.channel not in CHANNELS:
+            raise ValueError(f"channel must be one of {CHANNELS}")
+        if cfg.channel != "example-bank" and set(cfg.faults) & set(JSON_API_FAULTS):
+            raise ValueError(f"{JSON_API_FAULTS} act on the bank's JSON API, not {cfg.channel}")
         if cfg.envelopes > 1 and cfg.faults:
             raise ValueError("faults run with one envelope")
         self.plan = plan_envelopes(cfg.n, cfg.envelopes, cfg.programs)
@@ -104,7 +108,8 @@ class RunState:
         self.cfg = cfg
         self.run_id = f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         self.out = Path(cfg.out)
-        self.run_dir = self.out / f"{self.run_id}-{cfg.backend}-{cfg.n}"
+        channel = "" if cfg.channel == "example-bank" else f"-{cfg.channel}"
+        self.run_dir = self.out / f"{self.run_id}-{cfg.backend}{channel}-{cfg.n}"
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.procs = Processes(self.run_dir)
         self.sampler = RssSampler(self.procs)
@@ -148,6 +153,8 @@ class RunState:
         self.envelope_ids: list[str] = []
         self.n_total = cfg.n
         self.http_headers: dict[str, str] = {}
+        # The Example Bank's SFTP endpoint, when the run reaches the bank over files.
+        self.sftp_port: int | None = None
         # The first few accepted ingest requests, (body, HTTP status, answer), for replays.
         self.ingest_answers: list[tuple[bytes, int, bytes]] = []
 

@@ -26,19 +26,33 @@ def bench_workload(n: int, id_prefix: str) -> Workload:
     )
 
 
-def expected_outcome(workload: Workload, seed: int, rate: float) -> dict[str, int]:
-    """What the Example Bank's deterministic failure simulation will do to this workload."""
+def expected_outcome(
+    workload: Workload, seed: int, rate: float, channel: str = "example-bank"
+) -> dict[str, int]:
+    """What the Example Bank's deterministic failure simulation will do to this workload.
+
+    ``rejected``: payments the bank refuses before paying, so it holds no payment for them and
+    the bridge fails them with the reason. Over ISO 20022 files a credit to an account the bank
+    does not have is one: rejected with AC01 in pain.002. Its JSON API takes such a payment into
+    suspense and returns it (REVERSED)."""
     from example_bank.processing import simulated_failure
     from g2p_bridge.workload import Destination
 
-    reversed_ = unresolved = 0
+    reversed_ = unresolved = rejected = 0
     for item in workload.items():
         if item.destination is Destination.UNKNOWN:
             unresolved += 1
+        elif item.destination is Destination.NO_SUCH_ACCOUNT and channel == "iso20022-sftp":
+            rejected += 1
         elif item.destination is Destination.NO_SUCH_ACCOUNT or (
             item.leaves_sponsor_bank
             and simulated_failure(seed, item.disbursement_id or "", rate) is not None
         ):
             reversed_ += 1
     n = workload.count
-    return {"reversed": reversed_, "unresolved": unresolved, "reconciled": n - unresolved}
+    return {
+        "reversed": reversed_,
+        "unresolved": unresolved,
+        "rejected": rejected,
+        "reconciled": n - unresolved - rejected,
+    }

@@ -36,12 +36,18 @@ from example_bank.processing import simulated_failure
 from example_bank.services import create_account, deposit
 from example_bank.settings import BankSettings
 from example_bank.sftp import SftpEndpoint
-from g2p_bridge.core import disbursements, envelopes, programs
+from g2p_bridge.core import callbacks, disbursements, envelopes, programs
 from g2p_bridge.core.bank_files import poll_bank_outbox
 from g2p_bridge.core.context import Context
 from g2p_bridge.db import transaction
 from g2p_bridge.embedded import EmbeddedRunner
-from g2p_bridge.models import AccountStatement, BankBatch, BankFile, Disbursement
+from g2p_bridge.models import (
+    AccountStatement,
+    BankBatch,
+    BankFile,
+    CallbackEvent,
+    Disbursement,
+)
 from g2p_bridge.models.base import utcnow
 from g2p_bridge.models.enums import DisbursementState, StatementState
 from g2p_bridge.schemas import DisbursementPayload, EnvelopePayload, ProgramPayload
@@ -318,3 +324,35 @@ def test_pays_and_reconciles_through_files_with_the_example_bank(
         assert statements[0].sequence_gaps is None
         assert statements[1].sequence_gaps == f"account {ACCOUNT}: statement numbers missing: 2"
     counters_match_rows(context.session_factory)
+
+
+def test_a_payment_the_bank_rejects_is_told_to_the_pbms_and_closes_the_envelope(
+    session_factory: Any, bank: Bank, tmp_path: Path
+) -> None:
+    """A pain.002 that fails a transaction queues its result for the PBMS and, when it is the
+    last outcome of the envelope, the envelope's settled summary (the bench found neither)."""
+    context = bridge(session_factory, bank, tmp_path)
+    envelope(
+        context,
+        "env-cb",
+        {"d-cb-ok": f"account:CUST-1@{BANK}.BR1", "d-cb-none": f"account:NO-SUCH@{BANK}.BR1"},
+    )
+    with transaction(context.session_factory) as session:
+        # A closed loopback port: deliveries fail and wait; what matters is what was queued.
+        callbacks.set_callback_url(session, "PROG1", "http://127.0.0.1:9/cb", context.settings)
+    run(context)
+    bank.step()
+    poll(context)
+    assert one(context, "d-cb-none").state == DisbursementState.FAILED
+    assert one(context, "d-cb-ok").state == DisbursementState.RECONCILED
+    with transaction(context.session_factory) as session:
+        events = session.scalars(
+            select(CallbackEvent)
+            .where(CallbackEvent.envelope_id == "env-cb")
+            .order_by(CallbackEvent.sequence)
+        ).all()
+        by_type = {e.event_type: e for e in events}
+    refused = by_type.get(callbacks.BANK_REFUSED)
+    assert refused is not None and refused.result_count == 1
+    assert "d-cb-none" in refused.message and "AC01" in refused.message
+    assert callbacks.SETTLED in by_type

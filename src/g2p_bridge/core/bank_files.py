@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from g2p_bridge.auth import Principal
 from g2p_bridge.connectors.banks.base import BankUnavailable, Outbox, RemoteFile
-from g2p_bridge.core import audit
+from g2p_bridge.core import audit, callbacks
 from g2p_bridge.core.context import Context
 from g2p_bridge.core.envelopes import bump_counters, lock_status
 from g2p_bridge.core.errors import BridgeError, Conflict
@@ -332,7 +332,19 @@ def apply_status_report(
     )
     if group.is_rejected or block_rejections:
         return _reject_batch(context, session, bank_code, batch, file_reasons)
-    failed = _fail_transactions(session, batch, rejected)
+    failed, failed_at = _fail_transactions(session, batch, rejected)
+    if failed:
+        # The PBMS hears of each rejected payment, and of the envelope's close when the report
+        # is the last thing to settle it (a statement may have come first).
+        callbacks.record_results(
+            session,
+            context.settings,
+            batch.envelope_id,
+            callbacks.BANK_REFUSED,
+            Disbursement.bank_batch_id == batch.id,
+            Disbursement.state == DisbursementState.FAILED,
+            Disbursement.updated_at == failed_at,
+        )
     audit.record(
         session,
         "bank_batch.status_report",
@@ -365,9 +377,12 @@ def _of_bank(session: Session, batch: BankBatch, bank_code: str) -> bool:
 _OPEN = (DisbursementState.SHIPPED, DisbursementState.BATCHED)
 
 
-def _fail_transactions(session: Session, batch: BankBatch, rejected: dict[str, str]) -> int:
+def _fail_transactions(
+    session: Session, batch: BankBatch, rejected: dict[str, str]
+) -> tuple[int, datetime]:
     """Fails the rejected disbursements still awaiting their outcome; set-based, grouped by
-    reason. One a statement already reconciled keeps its state (the money moved)."""
+    reason. One a statement already reconciled keeps its state (the money moved). Returns how
+    many failed and the ``updated_at`` they were given."""
     by_reason: dict[str, list[str]] = {}
     for disbursement_id, reason in rejected.items():
         by_reason.setdefault(reason, []).append(disbursement_id)
@@ -391,7 +406,7 @@ def _fail_transactions(session: Session, batch: BankBatch, rejected: dict[str, s
                 .execution_options(synchronize_session=False)
             ).rowcount  # type: ignore[attr-defined]
     bump_counters(session, batch.envelope_id, failed_count=failed)
-    return failed
+    return failed, now
 
 
 def _reject_batch(
@@ -455,6 +470,7 @@ def _reject_batch(
             .execution_options(synchronize_session=False)
         ).rowcount  # type: ignore[attr-defined]
         bump_counters(session, batch.envelope_id, failed_count=failed)
+        callbacks.bank_batch_changed(session, settings, batch.envelope_id, batch.id, "refused", now)
         batch.state, batch.lease_until = WorkState.FAILED, None
         batch.last_error = batch.bank_response = f"file rejected by the bank: {text}"[:2000]
         outcome, action = "failed", "parked"
