@@ -64,6 +64,32 @@ def test_postgres_every_component_its_own_process(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.broker
+@pytest.mark.timeout(240)
+def test_postgres_through_celery_over_iso20022_files(tmp_path: Path) -> None:
+    """The whole pipeline with Celery workers, paying and reconciling through pain.001,
+    pain.002 and camt.053 files over the Example Bank's SFTP endpoint (its own process)."""
+    result = _run("postgres", tmp_path, channel="iso20022-sftp")
+    _assert_correct(result)
+    assert result["channel"] == "iso20022-sftp"
+    assert "bank-sftp" in result["processes"], result["processes"]
+    # Payments the bank returned come back as camt.053 returns, each reversed once.
+    assert result["disbursements_by_state"].get("REVERSED", 0) > 0, result
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.broker
+@pytest.mark.timeout(240)
+def test_postgres_many_envelopes_from_several_programs_at_once(tmp_path: Path) -> None:
+    result = _run("postgres", tmp_path, envelopes=3, programs=2)
+    _assert_correct(result)
+    assert len(result["envelopes"]) == 3
+    assert result["envelope_starvation"] is not None
+
+
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_embedded_two_processes_on_sqlite(tmp_path: Path) -> None:
     result = _run("embedded", tmp_path)
