@@ -30,7 +30,7 @@ from g2p_bridge.core import audit
 from g2p_bridge.core.context import Context
 from g2p_bridge.core.errors import ErrorCode, InvalidRequest, NotFound
 from g2p_bridge.core.work import Lease, claim, retry_later
-from g2p_bridge.db import bulk_insert, get_required, is_postgres, transaction
+from g2p_bridge.db import bulk_insert, get_required, is_postgres, one_of, transaction
 from g2p_bridge.models import (
     BenefitProgram,
     CallbackEvent,
@@ -221,15 +221,28 @@ def _iso(value: Any) -> str | None:
 
 
 def _matching_ids(
-    session: Session, envelope_id: str, conditions: tuple[ColumnElement[bool], ...]
+    session: Session,
+    envelope_id: str,
+    conditions: tuple[ColumnElement[bool], ...],
+    of_recons: bool,
 ) -> list[str]:
     d, r = Disbursement, DisbursementRecon
-    query = (
-        select(d.id)
-        .outerjoin(r, r.disbursement_id == d.id)
-        .where(d.envelope_id == envelope_id, *conditions)
-        .order_by(d.id)
-    )
+    if of_recons:
+        # A statement's rows, through the recon table's statement indexes, in their order:
+        # never a walk of the envelope's disbursements (the planner took one when the
+        # table's statistics lagged behind a payday's inserts).
+        query = (
+            select(r.disbursement_id)
+            .where(r.envelope_id == envelope_id, *conditions)
+            .order_by(r.disbursement_id)
+        )
+    else:
+        query = (
+            select(d.id)
+            .outerjoin(r, r.disbursement_id == d.id)
+            .where(d.envelope_id == envelope_id, *conditions)
+            .order_by(d.id)
+        )
     return list(session.connection().execute(query).scalars())
 
 
@@ -238,7 +251,6 @@ def _results(
     envelope: DisbursementEnvelope,
     event_type: str,
     ids: list[str],
-    conditions: tuple[ColumnElement[bool], ...],
     now: datetime,
     reason: str | None,
 ) -> list[dict[str, Any]]:
@@ -262,9 +274,10 @@ def _results(
             r.reversal_reason,
         )
         .outerjoin(r, r.disbursement_id == d.id)
-        # The chunk is a run of the matching ids in the database's own order: its bounds and
-        # the same conditions select it again, without a thousand parameters.
-        .where(d.envelope_id == envelope.id, d.id.between(ids[0], ids[-1]), *conditions)
+        # By primary key: the ids were matched in this transaction, whose step wrote (and so
+        # locked) these rows. The conditions again would let the planner walk all of a
+        # statement's rows through its index for every chunk of them.
+        .where(one_of(session, d.id, ids))
         .order_by(d.id)
     )
     currency = envelope.currency
@@ -339,16 +352,18 @@ def record_results(
     *conditions: ColumnElement[bool],
     reason: str | None = None,
     settle: bool = True,
+    of_recons: bool = False,
 ) -> int:
     """Queues callbacks for the envelope's disbursements matching ``conditions`` (over
-    Disbursement and DisbursementRecon), as they are in the caller's transaction: call it after
-    the step's own writes. One callback per ``callback_batch_size`` results, each serialised
-    and stored before the next is read, so memory holds one chunk (and the ids). Returns the
-    number of callbacks queued: 0 when the program has no callback URL."""
+    Disbursement and DisbursementRecon; over DisbursementRecon alone with ``of_recons``), as
+    they are in the caller's transaction: call it after the step's own writes. One callback per
+    ``callback_batch_size`` results, each serialised and stored before the next is read, so
+    memory holds one chunk (and the ids). Returns the number of callbacks queued: 0 when the
+    program has no callback URL."""
     envelope = _subscribed(session, envelope_id)
     if envelope is None:
         return 0
-    ids = _matching_ids(session, envelope_id, conditions)
+    ids = _matching_ids(session, envelope_id, conditions, of_recons)
     if not ids:
         return 0
     now = utcnow()
@@ -358,7 +373,7 @@ def record_results(
     first = _allocate(session, stream, len(chunks), now)
     session.flush()
     for offset, chunk in enumerate(chunks):
-        items = _results(session, envelope, event_type, chunk, conditions, now, reason)
+        items = _results(session, envelope, event_type, chunk, now, reason)
         message = {"disbursements_status": items}
         row = _event_row(envelope_id, first + offset, event_type, len(items), message, now)
         bulk_insert(session, CallbackEvent, [row])
@@ -570,6 +585,7 @@ def statement_applied(
             DisbursementRecon.remittance_statement_id == statement_id,
             recent,
             settle=False,
+            of_recons=True,
         )
         queued += record_results(
             session,
@@ -579,6 +595,7 @@ def statement_applied(
             DisbursementRecon.reversal_statement_id == statement_id,
             recent,
             settle=False,
+            of_recons=True,
         )
         # After both: the summary closes the envelope's sequence.
         queued += settle_if_final(session, envelope_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from decimal import Decimal
 
-from sqlalchemy import Boolean, Date, ForeignKey, Index, Integer, LargeBinary, String, Text
+from sqlalchemy import Boolean, Date, ForeignKey, Index, Integer, LargeBinary, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from g2p_bridge.models.base import Amount, Base, UTCDateTime, new_id, utcnow
@@ -111,6 +111,26 @@ class DisbursementRecon(Base):
     reversal_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    # What one statement recorded, in disbursement id order: the callbacks of a statement
+    # read exactly its own rows (and a chunk of them as an index range), not every row of
+    # the envelopes it touched. Each entry is written once, when its column is first set.
+    __table_args__ = (
+        Index(
+            "ix_disbursement_recons_remittance_statement",
+            "remittance_statement_id",
+            "disbursement_id",
+            postgresql_where=text("remittance_statement_id IS NOT NULL"),
+            sqlite_where=text("remittance_statement_id IS NOT NULL"),
+        ),
+        Index(
+            "ix_disbursement_recons_reversal_statement",
+            "reversal_statement_id",
+            "disbursement_id",
+            postgresql_where=text("reversal_statement_id IS NOT NULL"),
+            sqlite_where=text("reversal_statement_id IS NOT NULL"),
+        ),
+    )
 
 
 class ReconError(Base):
