@@ -61,6 +61,11 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
         action="store_true",
         help="skip the floor (a COPY and an UPDATE ... FROM of N rows after the run, postgres)",
     )
+    p.add_argument(
+        "--no-vacuum",
+        action="store_true",
+        help="skip measuring the bridge database after VACUUM and VACUUM FULL (postgres)",
+    )
     p.add_argument("--profile", action="store_true", help="py-spy record every component")
     p.add_argument("--profile-svg", action="store_true", help="also write flamegraph SVGs")
     p.add_argument("--profile-rate", type=int, default=25, help="py-spy samples per second")
@@ -87,7 +92,14 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
     # A flag named like a BenchConfig field (--worker-concurrency: worker_concurrency) sets it;
     # a new scenario option is a field there and an add_argument here. The rest are spelt
     # differently on the command line.
-    spelt_otherwise = {"profile", "profile_formats", "write_latest", "faults", "floor"}
+    spelt_otherwise = {
+        "profile",
+        "profile_formats",
+        "write_latest",
+        "faults",
+        "floor",
+        "vacuum",
+    }
     same = {
         f.name: getattr(a, f.name)
         for f in fields(BenchConfig)
@@ -96,6 +108,7 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
     return BenchConfig(
         **same,
         floor=not a.no_floor,
+        vacuum=not a.no_vacuum,
         profile=a.profile or a.profile_svg,
         profile_formats=(("raw", "txt"), ("flamegraph", "svg"))
         if a.profile_svg

@@ -63,6 +63,8 @@ class BenchConfig:
     keep_db: bool = False
     # After the run, on its server: COPY and UPDATE ... FROM of N rows (bench/floor.py).
     floor: bool = True
+    # After the checks: the bridge database's size after VACUUM and VACUUM FULL (bench/vacuum.py).
+    vacuum: bool = True
     profile: bool = False  # py-spy record every component
     # Collapsed stacks ("raw") are greppable; add ("flamegraph", "svg") for pictures. Each py-spy
     # costs CPU on a 2-core machine: profiled runs are for where-the-time-goes, not for figures.

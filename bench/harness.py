@@ -55,6 +55,7 @@ from bench.processes import (
 )
 from bench.report import SUMMARY_KEYS, _r, render_markdown
 from bench.sampling import git_commit, loadavg, machine_info, percentile
+from bench.vacuum import vacuumed_sizes
 from bench.workload import bench_workload, expected_outcome
 from g2p_bridge.pbms_client import (
     EnvelopeSpec,
@@ -132,6 +133,7 @@ class Bench(FaultInjection, Checks):
             self._fault_figures()
             with contextlib.suppress(Exception):
                 self._sizes()
+            self._vacuumed()
             self._floor()
         finally:
             self.procs.stop_all()
@@ -159,6 +161,17 @@ class Bench(FaultInjection, Checks):
                 and not self.result.get("error")
             )
             self._write()
+
+    def _vacuumed(self) -> None:
+        """The bridge database's size after VACUUM and after VACUUM FULL (bench/vacuum.py)."""
+        if not self.cfg.vacuum or self.cfg.backend != "postgres" or self.result.get("error"):
+            return
+        t0 = time.monotonic()
+        try:
+            self.result["vacuumed"] = vacuumed_sizes(libpq(self.bridge_db_url), self.cfg.n)
+        except Exception as exc:
+            self.result["vacuumed"] = {"error": f"{type(exc).__name__}: {exc}"}
+        self.phases["vacuum"] = round(time.monotonic() - t0, 2)
 
     def _floor(self) -> None:
         """Measured once every process of the system has stopped, so it has the server alone

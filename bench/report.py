@@ -27,6 +27,7 @@ SUMMARY_KEYS = (
     "cpu_ms_per_disbursement",
     "floor",
     "floor_ratio",
+    "vacuumed",
     "envelope_reconciled_median_s",
     "envelope_reconciled_max_s",
     "envelope_starvation",
@@ -115,6 +116,17 @@ def render_markdown(r: dict[str, Any]) -> str:
             + f"; ingest / COPY = {fmt(ratio.get('ingest_over_copy'))}, last ingest -> "
             f"reconciled / UPDATE = {fmt(ratio.get('settle_over_update'))}, both / both = "
             f"{fmt(ratio.get('total_over_floor'))}",
+        ]
+    vacuumed = r.get("vacuumed")
+    if vacuumed:
+        plain, full = vacuumed.get("vacuum", {}), vacuumed.get("vacuum_full", {})
+        lines += [
+            "",
+            f"bridge database after VACUUM {fmt(plain.get('mb'))} MB "
+            f"({fmt(plain.get('bytes_per_disbursement'))} bytes per disbursement), after VACUUM "
+            f"FULL {fmt(full.get('mb'))} MB ({fmt(full.get('bytes_per_disbursement'))} bytes per "
+            f"disbursement); largest after FULL, MB: {fmt(vacuumed.get('largest_after_full_mb'))}"
+            + (f" ({vacuumed['error']})" if "error" in vacuumed else ""),
         ]
     envelopes = r.get("envelopes")
     if envelopes:
