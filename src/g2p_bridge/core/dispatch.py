@@ -12,7 +12,7 @@ from collections import defaultdict
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import case, insert, select, update
+from sqlalchemy import Row, case, exists, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from g2p_bridge.connectors.banks.base import (
@@ -45,49 +45,124 @@ def _destination(group_by: str | None, *codes: str | None) -> str | None:
     return next((code for code in codes if code), "")
 
 
-def plan_bank_batches(context: Context, session: Session, now: datetime) -> list[str]:
-    """Batches the resolved disbursements of envelopes whose funds are blocked."""
-    settings = context.settings
-    envelopes = session.execute(
-        select(DisbursementEnvelope.id, BenefitProgram.sponsor_bank_code)
-        .join(EnvelopeStatus, EnvelopeStatus.envelope_id == DisbursementEnvelope.id)
-        .join(BenefitProgram, BenefitProgram.mnemonic == DisbursementEnvelope.program_mnemonic)
-        .where(
-            EnvelopeStatus.funds_blocked_state == FundsBlocked.FUNDS_BLOCK_SUCCESS,
-            DisbursementEnvelope.cancelled.is_(False),
-        )
+def _envelopes_with_work(session: Session) -> list[tuple[str, str]]:
+    """(envelope id, sponsor bank code) of every funded, uncancelled envelope that has RESOLVED
+    disbursements, least recently batched first.
+
+    A settled envelope stays FUNDS_BLOCK_SUCCESS for ever, so the funds state alone would list
+    the whole history. Its counters rule it out with no probe: a RESOLVED row is counted as
+    received and neither as reconciled nor as failed, and the counters equal the rows (see
+    EnvelopeStatus). An envelope still in flight (its rows batched or shipped, not all settled)
+    costs one probe of ix_disbursements_envelope_state_id.
+
+    The order: never batched first, then by when the envelope's last batch was planned
+    (ix_bank_batches_envelope_created), so an envelope left out of a tick's budget comes first
+    in the next; among those batched in the same tick, the one given fewer rows so far first,
+    so the budget's remainder goes round too; then the oldest envelope."""
+    e, s, p, d, b = DisbursementEnvelope, EnvelopeStatus, BenefitProgram, Disbursement, BankBatch
+    last_batched = (
+        select(func.max(b.created_at)).where(b.envelope_id == e.id).correlate(e).scalar_subquery()
     )
-    budget = settings.dispatch_batch_size * settings.batches_planned_per_tick
-    batch_ids: list[str] = []
-    for envelope_id, bank_code in list(envelopes):
-        if budget <= 0:
-            break
-        group_by = context.bank(bank_code).group_payments_by
-        query = (
-            select(
-                Disbursement.id,
-                Disbursement.amount,
-                ResolvedAddress.bank_code,
-                ResolvedAddress.mobile_wallet_provider,
-                ResolvedAddress.email_wallet_provider,
-            )
-            .join(ResolvedAddress, ResolvedAddress.disbursement_id == Disbursement.id)
-            .where(
-                Disbursement.envelope_id == envelope_id,
-                Disbursement.state == DisbursementState.RESOLVED,
-            )
-            .order_by(Disbursement.id)
-            .limit(budget)
+    rows_batched = (
+        select(func.coalesce(func.sum(b.disbursement_count), 0))
+        .where(b.envelope_id == e.id)
+        .correlate(e)
+        .scalar_subquery()
+    )
+    query = (
+        select(e.id, p.sponsor_bank_code)
+        .join(s, s.envelope_id == e.id)
+        .join(p, p.mnemonic == e.program_mnemonic)
+        .where(
+            s.funds_blocked_state == FundsBlocked.FUNDS_BLOCK_SUCCESS,
+            e.cancelled.is_(False),
+            s.received_count > s.reconciled_count + s.failed_count,
+            exists().where(d.envelope_id == e.id, d.state == DisbursementState.RESOLVED),
         )
-        if is_postgres(session):
-            query = query.with_for_update(of=Disbursement, skip_locked=True)
+        .order_by(last_batched.asc().nulls_first(), rows_batched, e.created_at, e.id)
+    )
+    return [(envelope_id, bank_code) for envelope_id, bank_code in session.execute(query)]
+
+
+# A disbursement to batch: id, amount, and the codes its destination is read from.
+_Row = Row[str, Decimal, str | None, str | None, str | None]
+
+
+def _resolved_rows(session: Session, envelope_id: str, after: str | None, limit: int) -> list[_Row]:
+    """The next RESOLVED rows of an envelope in id order, after the ones this tick already took
+    (on PostgreSQL they are locked by this transaction, which SKIP LOCKED does not skip)."""
+    query = (
+        select(
+            Disbursement.id,
+            Disbursement.amount,
+            ResolvedAddress.bank_code,
+            ResolvedAddress.mobile_wallet_provider,
+            ResolvedAddress.email_wallet_provider,
+        )
+        .join(ResolvedAddress, ResolvedAddress.disbursement_id == Disbursement.id)
+        .where(
+            Disbursement.envelope_id == envelope_id,
+            Disbursement.state == DisbursementState.RESOLVED,
+        )
+        .order_by(Disbursement.id)
+        .limit(limit)
+    )
+    if after is not None:
+        query = query.where(Disbursement.id > after)
+    if is_postgres(session):
+        query = query.with_for_update(of=Disbursement, skip_locked=True)
+    return list(session.execute(query))
+
+
+def plan_bank_batches(context: Context, session: Session, now: datetime) -> list[str]:
+    """Batches the resolved disbursements of envelopes whose funds are blocked, sharing the
+    tick's budget of ``batches_planned_per_tick`` batches between them.
+
+    Round-robin in rounds: each round splits what is left of the budget evenly (in whole batches)
+    between the envelopes that still have work, in the order of ``_envelopes_with_work``, the
+    remainder one batch each to the first; each envelope takes its share with one SELECT ...
+    LIMIT. An envelope that returns fewer rows than its share has no more work, and the batches
+    it did not use go to the others in the next round (the ones given least this tick first).
+    So one huge envelope no longer holds back the rest, and a single envelope is batched exactly
+    as before: one SELECT of the whole budget, full batches but the tail."""
+    settings = context.settings
+    size = settings.dispatch_batch_size
+    envelopes = _envelopes_with_work(session)
+    bank_codes = dict(envelopes)
+    taken: dict[str, list[_Row]] = {envelope_id: [] for envelope_id, _ in envelopes}
+    granted = dict.fromkeys(taken, 0)
+    budget = settings.batches_planned_per_tick
+    wanting = list(taken)
+    while budget > 0 and wanting:
+        each, extra = divmod(budget, len(wanting))
+        still: list[str] = []
+        for position, envelope_id in enumerate(wanting):
+            share = each + (1 if position < extra else 0)
+            if share == 0:
+                still.append(envelope_id)
+                continue
+            rows = taken[envelope_id]
+            more = _resolved_rows(session, envelope_id, rows[-1][0] if rows else None, share * size)
+            rows += more
+            used = -(-len(more) // size)
+            granted[envelope_id] += used
+            budget -= used
+            if len(more) == share * size:
+                still.append(envelope_id)
+        still.sort(key=granted.__getitem__)  # stable: the order above among equals
+        wanting = still
+
+    batch_ids: list[str] = []
+    for envelope_id, rows in taken.items():
+        if not rows:
+            continue
+        group_by = context.bank(bank_codes[envelope_id]).group_payments_by
         groups: dict[str | None, list[tuple[str, Decimal]]] = defaultdict(list)
-        for disbursement_id, amount, *codes in session.execute(query):
+        for disbursement_id, amount, *codes in rows:
             groups[_destination(group_by, *codes)].append((disbursement_id, amount))
-            budget -= 1
-        for destination, rows in groups.items():
-            for start in range(0, len(rows), settings.dispatch_batch_size):
-                chunk = rows[start : start + settings.dispatch_batch_size]
+        for destination, group in groups.items():
+            for start in range(0, len(group), size):
+                chunk = group[start : start + size]
                 batch_id = new_id()
                 session.execute(
                     insert(BankBatch).values(

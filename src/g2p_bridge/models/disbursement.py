@@ -36,6 +36,8 @@ class BankBatch(Base):
     __table_args__ = (
         Index("ix_bank_batches_due", "state", "next_attempt_at"),
         Index("ix_bank_batches_envelope_page", "envelope_id", "id"),
+        # When an envelope was last batched: the planner serves the least recently batched first.
+        Index("ix_bank_batches_envelope_created", "envelope_id", "created_at"),
     )
 
 
@@ -77,7 +79,9 @@ class Disbursement(Base):
     )
 
     __table_args__ = (
-        Index("ix_disbursements_envelope_state", "envelope_id", "state"),
+        # With id last, an envelope's RESOLVED rows come in id order straight from the index, so
+        # the dispatch planner's SELECT ... ORDER BY id LIMIT n reads n entries, not all of them.
+        Index("ix_disbursements_envelope_state_id", "envelope_id", "state", "id"),
         # Partial: every look-up is by a batch id, and a row without one (all of an inline
         # program's rows for the mapper, every row until it is batched for the bank) then
         # costs no entry in these indexes on each of its writes, none of which is HOT.
