@@ -1,8 +1,8 @@
 """dispatch planning indexes: the planner serves the envelope least recently batched first and
 takes each envelope's share of a tick in id order
 
-Revision ID: 0013
-Revises: 0012
+Revision ID: 0014
+Revises: 0013
 Create Date: 2026-12-01 15:10:00
 
 Two index changes, built on the existing rows as they stand; no data changes.
@@ -20,8 +20,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0013"
-down_revision: str | None = "0012"
+revision: str = "0014"
+down_revision: str | None = "0013"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
