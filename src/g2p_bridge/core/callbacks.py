@@ -236,14 +236,17 @@ def _matching_ids(
             .where(r.envelope_id == envelope_id, *conditions)
             .order_by(r.disbursement_id)
         )
-    else:
-        query = (
-            select(d.id)
-            .outerjoin(r, r.disbursement_id == d.id)
-            .where(d.envelope_id == envelope_id, *conditions)
-            .order_by(d.id)
-        )
-    return list(session.connection().execute(query).scalars())
+        return list(session.connection().execute(query).scalars())
+    # The conditions alone pick the rows (a batch id, through its index); the envelope is
+    # checked on what they return. In the WHERE clause it let the planner, its statistics
+    # behind a payday's inserts, walk the whole envelope for one batch's thousand rows.
+    matching = (
+        select(d.id, d.envelope_id)
+        .outerjoin(r, r.disbursement_id == d.id)
+        .where(*conditions)
+        .order_by(d.id)
+    )
+    return [row_id for row_id, of in session.connection().execute(matching) if of == envelope_id]
 
 
 def _results(
@@ -355,7 +358,9 @@ def record_results(
     of_recons: bool = False,
 ) -> int:
     """Queues callbacks for the envelope's disbursements matching ``conditions`` (over
-    Disbursement and DisbursementRecon; over DisbursementRecon alone with ``of_recons``), as
+    Disbursement and DisbursementRecon; over DisbursementRecon alone with ``of_recons``). The
+    conditions must select by something indexed (a batch or statement id, or the envelope
+    itself); rows of other envelopes they match are left out. The results are read as
     they are in the caller's transaction: call it after the step's own writes. One callback per
     ``callback_batch_size`` results, each serialised and stored before the next is read, so
     memory holds one chunk (and the ids). Returns the number of callbacks queued: 0 when the
@@ -527,6 +532,7 @@ def disbursements_cancelled(
         settings if settings is not None else get_settings(),
         envelope_id,
         CANCELLED,
+        Disbursement.envelope_id == envelope_id,
         Disbursement.state == DisbursementState.CANCELLED,
         Disbursement.cancelled_at == cancelled_at,
     )
