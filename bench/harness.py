@@ -43,6 +43,7 @@ from bench.postgres import (
     pg_admin,
     pg_database_size,
     pg_url,
+    production_autovacuum,
     sqlite_size,
 )
 from bench.processes import (
@@ -201,6 +202,7 @@ class Bench(FaultInjection, Checks):
     def _setup_databases(self) -> None:
         cfg = self.cfg
         if cfg.backend == "postgres":
+            self.result["postgres_settings"] = production_autovacuum(PG_PORT, cfg)
             tag = self.run_id.replace("-", "_")
             bridge_port = PG_PORT
             if "restart-database" in cfg.faults:

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from bench.config import PG_HOST, PG_PASSWORD, PG_PORT, PG_USER
-from bench.processes import free_port
+from bench.config import PG_HOST, PG_PASSWORD, PG_PORT, PG_USER, BenchConfig
+from bench.processes import free_port, log
 
 
 class Db:
@@ -98,6 +98,28 @@ def pg_admin(sql: str, port: int = PG_PORT) -> None:
 
     with psycopg.connect(pg_url("postgres", port), autocommit=True) as conn:
         conn.execute(sql)
+
+
+_REPORTED_SETTINGS = ("autovacuum", "shared_buffers", "work_mem", "synchronous_commit")
+
+
+def production_autovacuum(port: int, cfg: BenchConfig) -> dict[str, Any]:
+    """The server's settings that shape the run, as found; autovacuum is switched on (server
+    wide, ALTER SYSTEM and a reload) when it is off. A production server runs it: without it
+    nothing is ever analysed, so the planner chooses with no statistics for a table that grew
+    by a million rows in the last minute, and dead rows are never reclaimed."""
+    import psycopg
+
+    with psycopg.connect(pg_url("postgres", port), autocommit=True) as conn:
+        found = {
+            name: conn.execute(f"SHOW {name}").fetchone()[0]  # type: ignore[index]
+            for name in _REPORTED_SETTINGS
+        }
+        if found["autovacuum"] != "on":
+            log(cfg, "autovacuum is off on this server: turning it on, as production runs it")
+            conn.execute("ALTER SYSTEM SET autovacuum = on")
+            conn.execute("SELECT pg_reload_conf()")
+    return {"as_found": found, "autovacuum_turned_on": found["autovacuum"] != "on"}
 
 
 def pg_database_size(name: str, port: int = PG_PORT) -> int | None:
