@@ -22,6 +22,7 @@ from g2p_bridge.connectors.banks.base import (
     PaymentInstruction,
 )
 from g2p_bridge.core import audit, callbacks
+from g2p_bridge.core.budget import share_round_robin
 from g2p_bridge.core.context import Context
 from g2p_bridge.core.envelopes import bump_counters, lock_status
 from g2p_bridge.core.work import Lease, claim, retry_later
@@ -118,39 +119,19 @@ def plan_bank_batches(context: Context, session: Session, now: datetime) -> list
     """Batches the resolved disbursements of envelopes whose funds are blocked, sharing the
     tick's budget of ``batches_planned_per_tick`` batches between them.
 
-    Round-robin in rounds: each round splits what is left of the budget evenly (in whole batches)
-    between the envelopes that still have work, in the order of ``_envelopes_with_work``, the
-    remainder one batch each to the first; each envelope takes its share with one SELECT ...
-    LIMIT. An envelope that returns fewer rows than its share has no more work, and the batches
-    it did not use go to the others in the next round (the ones given least this tick first).
-    So one huge envelope no longer holds back the rest, and a single envelope is batched exactly
-    as before: one SELECT of the whole budget, full batches but the tail."""
+    Round-robin (``share_round_robin``) in the order of ``_envelopes_with_work``, each envelope's
+    share taken with one SELECT ... LIMIT a round. So one huge envelope no longer holds back the
+    rest, and a single envelope is batched exactly as before: one SELECT of the whole budget,
+    full batches but the tail."""
     settings = context.settings
     size = settings.dispatch_batch_size
     envelopes = _envelopes_with_work(session)
     bank_codes = dict(envelopes)
-    taken: dict[str, list[_Row]] = {envelope_id: [] for envelope_id, _ in envelopes}
-    granted = dict.fromkeys(taken, 0)
-    budget = settings.batches_planned_per_tick
-    wanting = list(taken)
-    while budget > 0 and wanting:
-        each, extra = divmod(budget, len(wanting))
-        still: list[str] = []
-        for position, envelope_id in enumerate(wanting):
-            share = each + (1 if position < extra else 0)
-            if share == 0:
-                still.append(envelope_id)
-                continue
-            rows = taken[envelope_id]
-            more = _resolved_rows(session, envelope_id, rows[-1][0] if rows else None, share * size)
-            rows += more
-            used = -(-len(more) // size)
-            granted[envelope_id] += used
-            budget -= used
-            if len(more) == share * size:
-                still.append(envelope_id)
-        still.sort(key=granted.__getitem__)  # stable: the order above among equals
-        wanting = still
+
+    def take(envelope_id: str, last: _Row | None, limit: int) -> list[_Row]:
+        return _resolved_rows(session, envelope_id, last[0] if last else None, limit)
+
+    taken = share_round_robin(list(bank_codes), settings.batches_planned_per_tick, size, take)
 
     batch_ids: list[str] = []
     for envelope_id, rows in taken.items():

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
-from sqlalchemy import Table, bindparam, func, insert, select, update
+from sqlalchemy import Table, bindparam, exists, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from g2p_bridge.connectors.mappers.base import (
@@ -16,6 +15,7 @@ from g2p_bridge.connectors.mappers.base import (
     Unresolved,
 )
 from g2p_bridge.core import callbacks
+from g2p_bridge.core.budget import share_round_robin
 from g2p_bridge.core.context import Context
 from g2p_bridge.core.envelopes import bump_counters
 from g2p_bridge.core.work import Lease, claim, retry_later
@@ -24,6 +24,7 @@ from g2p_bridge.models import (
     BenefitProgram,
     Disbursement,
     DisbursementEnvelope,
+    EnvelopeStatus,
     MapperBatch,
     ResolvedAddress,
 )
@@ -32,23 +33,82 @@ from g2p_bridge.models.enums import DisbursementState, WorkState
 from g2p_bridge.settings import Settings
 
 
-def plan_mapper_batches(session: Session, settings: Settings, now: datetime) -> list[str]:
-    """Puts newly received disbursements into mapper batches; returns the new batch ids."""
-    query = (
-        select(Disbursement.id, Disbursement.envelope_id, BenefitProgram)
-        .join(DisbursementEnvelope, DisbursementEnvelope.id == Disbursement.envelope_id)
-        .join(BenefitProgram, BenefitProgram.mnemonic == DisbursementEnvelope.program_mnemonic)
-        .where(Disbursement.state == DisbursementState.RECEIVED)
-        .order_by(Disbursement.envelope_id, Disbursement.id)
-        .limit(settings.mapper_batch_size * settings.batches_planned_per_tick)
+def _envelopes_with_received(session: Session) -> list[tuple[str, BenefitProgram]]:
+    """(envelope id, program) of every envelope that has RECEIVED disbursements, least recently
+    planned first.
+
+    Its counters rule a settled envelope out with no probe: a RECEIVED row is counted as
+    received and neither as reconciled nor as failed, and the counters equal the rows (see
+    EnvelopeStatus). An envelope not yet settled costs one probe of
+    ix_disbursements_envelope_state_id.
+
+    The order: never planned first, then by when the envelope's last mapper batch was planned
+    (ix_mapper_batches_envelope_created), so an envelope left out of a tick's budget comes first
+    in the next; among those planned in the same tick, the one given fewer rows so far first, so
+    the budget's remainder goes round too; then the oldest envelope."""
+    e, s, p, d, m = DisbursementEnvelope, EnvelopeStatus, BenefitProgram, Disbursement, MapperBatch
+    last_planned = (
+        select(func.max(m.created_at)).where(m.envelope_id == e.id).correlate(e).scalar_subquery()
     )
+    rows_planned = (
+        select(func.coalesce(func.sum(m.size), 0))
+        .where(m.envelope_id == e.id)
+        .correlate(e)
+        .scalar_subquery()
+    )
+    query = (
+        select(e.id, p)
+        .join(s, s.envelope_id == e.id)
+        .join(p, p.mnemonic == e.program_mnemonic)
+        .where(
+            s.received_count > s.reconciled_count + s.failed_count,
+            exists().where(d.envelope_id == e.id, d.state == DisbursementState.RECEIVED),
+        )
+        .order_by(last_planned.asc().nulls_first(), rows_planned, e.created_at, e.id)
+    )
+    return [(envelope_id, program) for envelope_id, program in session.execute(query)]
+
+
+def _received_ids(session: Session, envelope_id: str, after: str | None, limit: int) -> list[str]:
+    """The next RECEIVED rows of an envelope in id order, after the ones this tick already took
+    (on PostgreSQL they are locked by this transaction, which SKIP LOCKED does not skip)."""
+    query = (
+        select(Disbursement.id)
+        .where(
+            Disbursement.envelope_id == envelope_id,
+            Disbursement.state == DisbursementState.RECEIVED,
+        )
+        .order_by(Disbursement.id)
+        .limit(limit)
+    )
+    if after is not None:
+        query = query.where(Disbursement.id > after)
     if is_postgres(session):
         query = query.with_for_update(of=Disbursement, skip_locked=True)
-    by_envelope: dict[tuple[str, str], list[str]] = defaultdict(list)
-    for disbursement_id, envelope_id, program in session.execute(query):
-        by_envelope[(envelope_id, program.resolver_name)].append(disbursement_id)
+    return list(session.scalars(query))
+
+
+def plan_mapper_batches(session: Session, settings: Settings, now: datetime) -> list[str]:
+    """Puts newly received disbursements into mapper batches, sharing the tick's budget of
+    ``batches_planned_per_tick`` batches between the envelopes that have them; returns the new
+    batch ids.
+
+    Round-robin (``share_round_robin``) in the order of ``_envelopes_with_received``, each
+    envelope's share taken with one SELECT ... LIMIT a round, so a million-row envelope no
+    longer holds back the resolution of every envelope after it. A single envelope is batched
+    exactly as before: one SELECT of the whole budget, full batches but the tail."""
+    envelopes = _envelopes_with_received(session)
+    resolvers = {envelope_id: program.resolver_name for envelope_id, program in envelopes}
+
+    def take(envelope_id: str, last: str | None, limit: int) -> list[str]:
+        return _received_ids(session, envelope_id, last, limit)
+
+    taken = share_round_robin(
+        list(resolvers), settings.batches_planned_per_tick, settings.mapper_batch_size, take
+    )
     batch_ids = []
-    for (envelope_id, resolver), ids in by_envelope.items():
+    for envelope_id, ids in taken.items():
+        resolver = resolvers[envelope_id]
         for start in range(0, len(ids), settings.mapper_batch_size):
             chunk = ids[start : start + settings.mapper_batch_size]
             batch_id = new_id()

@@ -119,6 +119,8 @@ class MapperBatch(Base):
         Index("ix_mapper_batches_due", "state", "next_attempt_at"),
         # The per-batch status pages an envelope's batches by id (core/batches.py).
         Index("ix_mapper_batches_envelope_page", "envelope_id", "id"),
+        # When an envelope was last planned: the mapper planner serves the least recent first.
+        Index("ix_mapper_batches_envelope_created", "envelope_id", "created_at"),
     )
 
 
