@@ -107,7 +107,8 @@ class RunState:
         self.envelope_ingest_end: dict[str, float] = {}
         self.cfg = cfg
         self.run_id = f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-        self.out = Path(cfg.out)
+        # Absolute: the services it starts run elsewhere and open their SQLite files by path.
+        self.out = Path(cfg.out).resolve()
         channel = "" if cfg.channel == "example-bank" else f"-{cfg.channel}"
         self.run_dir = self.out / f"{self.run_id}-{cfg.backend}{channel}-{cfg.n}"
         self.run_dir.mkdir(parents=True, exist_ok=True)
