@@ -40,7 +40,10 @@ class BenchConfig:
     channel: str = "example-bank"
     workers: int = 1  # number of `g2p-bridge worker` processes (postgres)
     api_workers: int = 2  # `g2p-bridge api --workers` (postgres; embedded runs one)
-    worker_concurrency: int = 2  # Celery prefork children per bridge worker
+    # Celery prefork children per bridge worker: 4, as the charts' production values deploy. The
+    # steps mostly wait (on the bank, on row locks); with 2 the pipeline idled on a 2-core
+    # machine (docs/performance.md, session 3). --worker-concurrency 2 gives the older figures.
+    worker_concurrency: int = 4
     bank_concurrency: int = 2  # Celery prefork children of the bank worker
     clients: int = 4
     # Many programs at once: N split evenly over this many envelopes, submitted concurrently
