@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import datetime
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Row, case, exists, func, insert, select, update
 from sqlalchemy.orm import Session
@@ -86,7 +87,8 @@ def _envelopes_with_work(session: Session) -> list[tuple[str, str]]:
 
 
 # A disbursement to batch: id, amount, and the codes its destination is read from.
-_Row = Row[str, Decimal, str | None, str | None, str | None]
+if TYPE_CHECKING:  # Row takes one argument per column only from SQLAlchemy 2.1 on
+    _Row = Row[str, Decimal, str | None, str | None, str | None]
 
 
 def _resolved_rows(session: Session, envelope_id: str, after: str | None, limit: int) -> list[_Row]:
