@@ -1,4 +1,5 @@
-"""Sharing one producer tick's budget of batches between the envelopes that have work.
+"""Sharing one producer tick's budget of batches between the envelopes that have work, and the
+one query both planners take an envelope's share with.
 
 The mapper planner and the payment planner both take rows of many envelopes into batches of a
 fixed size, at most a budget of batches a tick. Given to the envelopes in turn, the first one
@@ -9,10 +10,17 @@ list the ones served least recently first)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
-from typing import TypeVar
+from typing import TypeVar, TypeVarTuple
+
+from sqlalchemy import Select
+from sqlalchemy.orm import Session
+
+from g2p_bridge.db import is_postgres
+from g2p_bridge.models import Disbursement
 
 K = TypeVar("K", bound=Hashable)
 R = TypeVar("R")
+Ts = TypeVarTuple("Ts")
 
 
 def share_round_robin(
@@ -51,3 +59,27 @@ def share_round_robin(
         still.sort(key=granted.__getitem__)  # stable: the order above among equals
         wanting = still
     return taken
+
+
+def next_share(
+    session: Session,
+    query: Select[*Ts],
+    envelope_id: str,
+    state: str,
+    after: str | None,
+    limit: int,
+) -> Select[*Ts]:
+    """``query`` narrowed to an envelope's next ``limit`` disbursements in ``state``, in id
+    order after ``after`` (the last one this tick already took: on PostgreSQL this transaction
+    holds it locked, which SKIP LOCKED does not skip), locked for the caller's transaction.
+    Served by ix_disbursements_envelope_state_id without a sort."""
+    narrowed = (
+        query.where(Disbursement.envelope_id == envelope_id, Disbursement.state == state)
+        .order_by(Disbursement.id)
+        .limit(limit)
+    )
+    if after is not None:
+        narrowed = narrowed.where(Disbursement.id > after)
+    if is_postgres(session):
+        narrowed = narrowed.with_for_update(of=Disbursement, skip_locked=True)
+    return narrowed

@@ -23,11 +23,11 @@ from g2p_bridge.connectors.banks.base import (
     PaymentInstruction,
 )
 from g2p_bridge.core import audit, callbacks
-from g2p_bridge.core.budget import share_round_robin
+from g2p_bridge.core.budget import next_share, share_round_robin
 from g2p_bridge.core.context import Context
 from g2p_bridge.core.envelopes import bump_counters, lock_status
 from g2p_bridge.core.work import Lease, claim, retry_later
-from g2p_bridge.db import get_required, is_postgres, one_of, transaction
+from g2p_bridge.db import get_required, one_of, transaction
 from g2p_bridge.models import (
     BankBatch,
     BenefitProgram,
@@ -92,29 +92,16 @@ if TYPE_CHECKING:  # Row takes one argument per column only from SQLAlchemy 2.1 
 
 
 def _resolved_rows(session: Session, envelope_id: str, after: str | None, limit: int) -> list[_Row]:
-    """The next RESOLVED rows of an envelope in id order, after the ones this tick already took
-    (on PostgreSQL they are locked by this transaction, which SKIP LOCKED does not skip)."""
-    query = (
-        select(
-            Disbursement.id,
-            Disbursement.amount,
-            ResolvedAddress.bank_code,
-            ResolvedAddress.mobile_wallet_provider,
-            ResolvedAddress.email_wallet_provider,
-        )
-        .join(ResolvedAddress, ResolvedAddress.disbursement_id == Disbursement.id)
-        .where(
-            Disbursement.envelope_id == envelope_id,
-            Disbursement.state == DisbursementState.RESOLVED,
-        )
-        .order_by(Disbursement.id)
-        .limit(limit)
-    )
-    if after is not None:
-        query = query.where(Disbursement.id > after)
-    if is_postgres(session):
-        query = query.with_for_update(of=Disbursement, skip_locked=True)
-    return list(session.execute(query))
+    """The envelope's next RESOLVED rows with the codes their destination is read from."""
+    query = select(
+        Disbursement.id,
+        Disbursement.amount,
+        ResolvedAddress.bank_code,
+        ResolvedAddress.mobile_wallet_provider,
+        ResolvedAddress.email_wallet_provider,
+    ).join(ResolvedAddress, ResolvedAddress.disbursement_id == Disbursement.id)
+    resolved = DisbursementState.RESOLVED
+    return list(session.execute(next_share(session, query, envelope_id, resolved, after, limit)))
 
 
 def plan_bank_batches(context: Context, session: Session, now: datetime) -> list[str]:

@@ -15,11 +15,11 @@ from g2p_bridge.connectors.mappers.base import (
     Unresolved,
 )
 from g2p_bridge.core import callbacks
-from g2p_bridge.core.budget import share_round_robin
+from g2p_bridge.core.budget import next_share, share_round_robin
 from g2p_bridge.core.context import Context
 from g2p_bridge.core.envelopes import bump_counters
 from g2p_bridge.core.work import Lease, claim, retry_later
-from g2p_bridge.db import bulk_insert, get_required, is_postgres, one_of, transaction
+from g2p_bridge.db import bulk_insert, get_required, one_of, transaction
 from g2p_bridge.models import (
     BenefitProgram,
     Disbursement,
@@ -70,21 +70,9 @@ def _envelopes_with_received(session: Session) -> list[tuple[str, BenefitProgram
 
 
 def _received_ids(session: Session, envelope_id: str, after: str | None, limit: int) -> list[str]:
-    """The next RECEIVED rows of an envelope in id order, after the ones this tick already took
-    (on PostgreSQL they are locked by this transaction, which SKIP LOCKED does not skip)."""
-    query = (
-        select(Disbursement.id)
-        .where(
-            Disbursement.envelope_id == envelope_id,
-            Disbursement.state == DisbursementState.RECEIVED,
-        )
-        .order_by(Disbursement.id)
-        .limit(limit)
-    )
-    if after is not None:
-        query = query.where(Disbursement.id > after)
-    if is_postgres(session):
-        query = query.with_for_update(of=Disbursement, skip_locked=True)
+    """The envelope's next RECEIVED rows."""
+    received = DisbursementState.RECEIVED
+    query = next_share(session, select(Disbursement.id), envelope_id, received, after, limit)
     return list(session.scalars(query))
 
 
