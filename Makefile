@@ -25,14 +25,21 @@ $(BIN)/python:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv; \
 	  $(PYTHON) -m venv $(VENV); }
 
-$(VENV)/.installed: pyproject.toml requirements/build.txt requirements/runtime.txt | $(BIN)/python
-	$(BIN)/python -m pip install -q --require-hashes -r requirements/build.txt -r requirements/runtime.txt
+# The locked pip goes in first, on its own: the pip that `venv` bundles (23.x on Python 3.11)
+# resolves an extra (camt053's `uvicorn[standard]`) to the index's newest release instead of
+# the lock's pin, and so refuses the lock whenever that package has a newer release.
+$(VENV)/.pip: requirements/build.txt | $(BIN)/python
+	$(BIN)/python -m pip install -q --require-hashes -r requirements/build.txt
+	@touch $@
+
+$(VENV)/.installed: pyproject.toml requirements/runtime.txt $(VENV)/.pip
+	$(BIN)/python -m pip install -q --require-hashes -r requirements/runtime.txt
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	@# A dependency added to pyproject.toml but not to the lock shows up here, not at run time.
 	@$(BIN)/python -m pip check || { echo "requirements/ is behind pyproject.toml: make lock" >&2; exit 1; }
 	@touch $@
 
-$(VENV)/.installed-dev: pyproject.toml requirements/dev.txt | $(BIN)/python
+$(VENV)/.installed-dev: pyproject.toml requirements/dev.txt $(VENV)/.pip
 	$(BIN)/python -m pip install -q --require-hashes -r requirements/dev.txt
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	@$(BIN)/python -m pip check || { echo "requirements/ is behind pyproject.toml: make lock" >&2; exit 1; }
@@ -51,7 +58,7 @@ UV_COMPILE = $(BIN)/uv pip compile --quiet --universal --python-version $(LOCK_P
 
 # uv comes from the current lock, without the project: `make lock` must work while the lock is
 # behind pyproject.toml, which is when the venv targets refuse.
-$(BIN)/uv: requirements/dev.txt | $(BIN)/python
+$(BIN)/uv: requirements/dev.txt $(VENV)/.pip
 	$(BIN)/python -m pip install -q --require-hashes -r requirements/dev.txt
 	@touch $@
 
