@@ -9,7 +9,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from bench.config import CHANNELS, DEFAULT_OUT, FAULTS, BenchConfig
+from bench.config import CHANNELS, FAULTS, BenchConfig
 from bench.harness import run_bench
 from bench.report import render_markdown
 
@@ -19,42 +19,39 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
         prog="python -m bench.run",
         description="End-to-end benchmark of the bridge and the Example Bank, one OS process each.",
     )
-    p.add_argument("--n", type=int, default=10_000, help="disbursements in the envelope")
-    p.add_argument("--batch", type=int, default=5_000, help="disbursements per HTTP request")
-    p.add_argument("--failure-rate", type=float, default=0.05)
-    p.add_argument("--backend", choices=("postgres", "embedded"), default="postgres")
+    p.add_argument("--n", type=int, help="disbursements in the envelope")
+    p.add_argument("--batch", type=int, help="disbursements per HTTP request")
+    p.add_argument("--failure-rate", type=float)
+    p.add_argument("--backend", choices=("postgres", "embedded"))
     p.add_argument(
         "--channel",
         choices=CHANNELS,
-        default="example-bank",
         help="the bank's JSON API, or ISO 20022 files over its SFTP endpoint",
     )
-    p.add_argument("--workers", type=int, default=1, help="g2p-bridge worker processes")
-    p.add_argument("--api-workers", type=int, default=2, help="g2p-bridge api processes")
-    p.add_argument("--worker-concurrency", type=int, default=2)
-    p.add_argument("--bank-concurrency", type=int, default=2)
-    p.add_argument("--clients", type=int, default=4, help="concurrent client threads")
+    p.add_argument("--workers", type=int, help="g2p-bridge worker processes")
+    p.add_argument("--api-workers", type=int, help="g2p-bridge api processes")
+    p.add_argument("--worker-concurrency", type=int)
+    p.add_argument("--bank-concurrency", type=int)
+    p.add_argument("--clients", type=int, help="concurrent client threads")
     p.add_argument(
         "--envelopes",
         type=int,
-        default=1,
         help="split N evenly over this many envelopes, submitted concurrently",
     )
     p.add_argument(
         "--programs",
         type=int,
-        default=None,
         help="programs the envelopes come from, each its own account (default min(envelopes, 5))",
     )
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    p.add_argument("--timeout", type=float, default=1800.0, help="overall limit in seconds")
-    p.add_argument("--stall-timeout", type=float, default=120.0)
-    p.add_argument("--beat-interval", type=float, default=0.5)
-    p.add_argument("--dispatch-batch", type=int, default=None)
-    p.add_argument("--mapper-batch", type=int, default=None)
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--redis-db-bridge", type=int, default=None, help="default: claim a free one")
-    p.add_argument("--redis-db-bank", type=int, default=None, help="default: claim a free one")
+    p.add_argument("--out", type=Path)
+    p.add_argument("--timeout", type=float, help="overall limit in seconds")
+    p.add_argument("--stall-timeout", type=float)
+    p.add_argument("--beat-interval", type=float)
+    p.add_argument("--dispatch-batch", type=int)
+    p.add_argument("--mapper-batch", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--redis-db-bridge", type=int, help="default: claim a free one")
+    p.add_argument("--redis-db-bank", type=int, help="default: claim a free one")
     p.add_argument("--keep-db", action="store_true", help="do not drop the databases afterwards")
     p.add_argument(
         "--no-floor",
@@ -68,7 +65,7 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
     )
     p.add_argument("--profile", action="store_true", help="py-spy record every component")
     p.add_argument("--profile-svg", action="store_true", help="also write flamegraph SVGs")
-    p.add_argument("--profile-rate", type=int, default=25, help="py-spy samples per second")
+    p.add_argument("--profile-rate", type=int, help="py-spy samples per second")
     p.add_argument("--no-latest", action="store_true", help="do not overwrite latest.json")
     p.add_argument("--quiet", action="store_true")
     p.add_argument(
@@ -79,15 +76,18 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
         help="inject a fault (repeatable): "
         + "; ".join(f"{name}: {what}" for name, what in FAULTS.items()),
     )
-    p.add_argument("--bank-timeout", type=float, default=None, help="bridge's bank timeout (s)")
-    p.add_argument("--outage-seconds", type=float, default=3.0)
-    p.add_argument("--ingest-attempts", type=int, default=3)
+    p.add_argument("--bank-timeout", type=float, help="bridge's bank timeout (s)")
+    p.add_argument("--outage-seconds", type=float)
+    p.add_argument("--ingest-attempts", type=int)
     p.add_argument(
         "--ingest-retry-budget",
         type=float,
-        default=60.0,
         help="per request, the longest the client waits out 503 Retry-After answers (s)",
     )
+    # BenchConfig's defaults are the only ones: a second copy here once ran every `make bench`
+    # with 2 worker children while the config (and the docs) said 4.
+    defaults = BenchConfig()
+    p.set_defaults(**{f.name: getattr(defaults, f.name) for f in fields(BenchConfig)})
     a = p.parse_args(argv)
     # A flag named like a BenchConfig field (--worker-concurrency: worker_concurrency) sets it;
     # a new scenario option is a field there and an add_argument here. The rest are spelt

@@ -53,6 +53,12 @@ def test_the_flags_reach_the_config() -> None:
     assert parse_args([]).envelopes == 1 and parse_args([]).programs is None
 
 
+def test_the_command_line_defaults_are_the_configs() -> None:
+    # A run with no flags is the documented scenario (4 worker children, among the rest).
+    assert parse_args([]) == BenchConfig()
+    assert parse_args(["--worker-concurrency", "2"]).worker_concurrency == 2
+
+
 def test_faults_stay_single_envelope(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         Bench(BenchConfig(n=100, envelopes=2, faults=("bank-5xx",), out=tmp_path))
