@@ -6,6 +6,7 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
+import orjson
 
 from g2p_bridge.connectors.banks.base import (
     BankConnector,
@@ -45,7 +46,11 @@ class ExampleBankConnector(BankConnector):
 
     def _post(self, path: str, body: Any) -> dict[str, Any]:
         try:
-            response = self._client.post(path, json=body)
+            # orjson, not httpx's json=: the body of a 1,000-payment batch is the largest thing
+            # a worker serialises, and the standard library spent a tenth of a send on it.
+            response = self._client.post(
+                path, content=orjson.dumps(body), headers={"content-type": "application/json"}
+            )
         except httpx.HTTPError as exc:
             raise BankUnavailable(f"{path}: {type(exc).__name__}: {exc}") from exc
         if response.status_code >= 500 or response.status_code in RETRYABLE_CLIENT_ERRORS:
