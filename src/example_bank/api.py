@@ -328,6 +328,13 @@ def create_app(
     app.state.session_factory = factory
     app.state.processor = processor
     app.state.sftp = sftp
+    app.state.enqueue_batch = None
+    if settings.broker_url:
+        # Imported here, at start-up, not on the first payment batch: Celery and its broker
+        # client took a third of a second to import, inside that batch's request.
+        from example_bank.worker import enqueue_batch
+
+        app.state.enqueue_batch = enqueue_batch
     app.include_router(router)
     app.add_exception_handler(services.BankError, _admin_refusal)  # type: ignore[arg-type]
     if settings.fault_mode is not None:
@@ -346,11 +353,9 @@ async def _admin_refusal(_request: Request, exc: services.BankError) -> JSONResp
 def _wake(request: Request, batch_id: int | None = None) -> None:
     """Hand committed work to the processor (never before the commit): a payment batch to the
     broker when there is one, else a wake-up of the in-process processor."""
-    settings: BankSettings = request.app.state.settings
     processor: InProcessProcessor | None = request.app.state.processor
-    if batch_id is not None and settings.broker_url:
-        from example_bank.worker import enqueue_batch
-
+    enqueue_batch: Callable[[int], None] | None = request.app.state.enqueue_batch
+    if batch_id is not None and enqueue_batch is not None:
         try:
             enqueue_batch(batch_id)
         except Exception:  # the beat sweep picks the batch up anyway
