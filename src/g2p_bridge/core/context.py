@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from g2p_bridge.connectors.banks.base import BankConnector, load_bank_connector
@@ -51,6 +52,16 @@ class Context:
 
             self._callbacks = CallbackSender(self.settings)
         return self._callbacks
+
+    def warm_up(self) -> None:
+        """Builds now what the first steps of a process would otherwise build while a payday
+        waits: each configured bank's connector (its module, its TLS context), the callback
+        sender and one database connection. A worker child calls it when it starts."""
+        for bank_code in self.settings.bank_connectors:
+            self.bank(bank_code)
+        self.callbacks()
+        with self.session_factory() as session:
+            session.execute(text("SELECT 1"))
 
     def use_bank(self, bank_code: str, connector: BankConnector) -> None:
         """Puts a given connector in place, as tests do with a fake bank."""

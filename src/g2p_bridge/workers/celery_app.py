@@ -10,6 +10,7 @@ from collections.abc import Callable
 from functools import cache
 
 from celery import Celery
+from celery.signals import worker_process_init
 from kombu import Exchange, Queue
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -34,6 +35,16 @@ def make_celery(settings: Settings, context: Context | None = None) -> Celery:
             engine = make_engine(settings.database_url)
             contexts.append(Context(settings, make_session_factory(engine)))
         return contexts[0]
+
+    if context is None:
+
+        @worker_process_init.connect(weak=False)
+        def warm_up(**_: object) -> None:
+            # In each prefork child as it starts, so its first batch does not wait on it.
+            try:
+                current_context().warm_up()
+            except Exception:  # the first step that needs it builds it again, and says why
+                log.warning("warming up the worker process failed", exc_info=True)
 
     app = Celery("g2p_bridge", broker=settings.broker_url or "memory://", set_as_current=False)
     queues = sorted(set(QUEUES.values()) | {PRODUCER_QUEUE})
