@@ -167,3 +167,23 @@ def test_the_worker_reports_a_processed_batch_at_once(
     assert row.delivery_state == DELIVERED
     (request,) = bridge.received
     assert b"pay-1" in request.read()
+
+
+def test_a_statement_written_during_a_delivery_goes_out_with_it(bank: Any) -> None:
+    """Another worker child that wrote a statement while this one was sending the account's
+    earlier one leaves it (order per account); this delivery takes it, not the next sweep."""
+    bank.account("PROG-1", "5.00")
+    _write(bank)
+    bridge = FakeBridge()
+    written_meanwhile: list[int] = []
+
+    def answer_and_write(request: httpx.Request) -> httpx.Response:
+        if not written_meanwhile:
+            written_meanwhile.extend(_write(bank))
+        return bridge(request)
+
+    with httpx.Client(transport=httpx.MockTransport(answer_and_write)) as client:
+        report = deliver_pending_statements(bank.sessions, bank.settings, client)
+    assert written_meanwhile and report.delivered == 2
+    assert [row.delivery_state for row in _rows(bank)] == [DELIVERED, DELIVERED]
+    assert len(bridge.received) == 2
