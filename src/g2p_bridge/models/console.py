@@ -80,21 +80,9 @@ class ReconErrorAck(Base):
     note: Mapped[str] = mapped_column(String(1024))
 
 
-# Searches by beneficiary and by the bank's reference, the failures list across envelopes
-# (keyset on id) and today's paid/returned sums must not scan a million rows.
+# Searches by beneficiary and by the bank's reference and the failures list across envelopes
+# (keyset on id) must not scan a million rows. Today's paid/returned sums are kept apart, in
+# recon_day_totals (models/statement.py).
 Index("ix_disbursements_beneficiary", Disbursement.beneficiary_id)
 Index("ix_disbursements_state_id", Disbursement.state, Disbursement.id)
 Index("ix_disbursement_recons_reference", DisbursementRecon.remittance_reference_number)
-# Covering: today's sums per envelope (so per currency) are read from the index alone.
-Index(
-    "ix_disbursement_recons_remitted",
-    DisbursementRecon.remittance_entry_date,
-    DisbursementRecon.envelope_id,
-    DisbursementRecon.remittance_amount,
-)
-Index(
-    "ix_disbursement_recons_reversed",
-    DisbursementRecon.reversal_entry_date,
-    DisbursementRecon.envelope_id,
-    DisbursementRecon.remittance_amount,
-)
