@@ -8,6 +8,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import select, text
 from test_migration_0003 import empty_database  # noqa: F401 (the fixture)
 
@@ -31,6 +32,7 @@ from g2p_bridge.db import make_engine, make_session_factory, transaction
 from g2p_bridge.migrations import downgrade, upgrade
 from g2p_bridge.models import BankBatch, Disbursement
 from g2p_bridge.models.base import utcnow
+from g2p_bridge.models.console import FAILED_ROWS
 from g2p_bridge.schemas import DisbursementPayload, EnvelopePayload, ProgramPayload
 
 ACCOUNT = "1000000001"
@@ -208,5 +210,33 @@ def test_0016_keeps_every_answer_down_to_0015_and_up_again(empty_database: str) 
         upgrade(empty_database)  # the totals summed from the restored columns
         engine.dispose()
         assert _answers(context, ids) == before
+    finally:
+        engine.dispose()
+
+
+def test_0016_the_failures_list_reads_only_its_own_index_entries(empty_database: str) -> None:  # noqa: F811
+    upgrade(empty_database)
+    engine = make_engine(empty_database)
+    query = (
+        select(Disbursement.id)
+        .where(FAILED_ROWS, Disbursement.id > "d-1")
+        .order_by(Disbursement.id)
+        .limit(50)
+    )
+    sql = str(query.compile(engine, compile_kwargs={"literal_binds": True}))
+    try:
+        with engine.connect() as conn:
+            if engine.dialect.name == "sqlite":
+                plan = " ".join(str(r[-1]) for r in conn.execute(text(f"EXPLAIN QUERY PLAN {sql}")))
+                assert "ix_disbursements_failed_id" in plan and "TEMP B-TREE" not in plan
+            else:
+                conn.execute(text("SET enable_seqscan = off"))
+                plan = " ".join(str(r[0]) for r in conn.execute(text(f"EXPLAIN {sql}")))
+                assert "ix_disbursements_failed_id" in plan and "Sort" not in plan
+        engine.dispose()
+        downgrade(empty_database, "0015")
+        with engine.connect() as conn:
+            names = {i["name"] for i in sa_inspect(conn).get_indexes("disbursements")}
+        assert "ix_disbursements_state_id" in names and "ix_disbursements_failed_id" not in names
     finally:
         engine.dispose()

@@ -35,6 +35,7 @@ from g2p_bridge.models import (
     ReconErrorAck,
     ResolvedAddress,
 )
+from g2p_bridge.models.console import FAILED_ROWS
 from g2p_bridge.models.enums import (
     FAILED_STATES,
     FundsAvailable,
@@ -490,12 +491,11 @@ def failures(
     after: str | None = None,
     limit: int = PAGE,
 ) -> tuple[list[tuple[Disbursement, str, str]], str | None]:
-    """Failed and unresolved disbursements with their reasons, by id (index on state, id)."""
+    """Failed and unresolved disbursements with their reasons, by id (ix_disbursements_failed_id,
+    which holds only those)."""
     d, e = Disbursement, DisbursementEnvelope
     query = (
-        select(d, e.program_mnemonic, e.currency)
-        .join(e, e.id == d.envelope_id)
-        .where(d.state.in_(FAILED_STATES))
+        select(d, e.program_mnemonic, e.currency).join(e, e.id == d.envelope_id).where(FAILED_ROWS)
     )
     if after:
         query = query.where(d.id > after)
