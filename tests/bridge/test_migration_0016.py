@@ -5,6 +5,7 @@ and the old columns, restored, hold what the code before stored."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -38,6 +39,7 @@ from g2p_bridge.schemas import DisbursementPayload, EnvelopePayload, ProgramPayl
 ACCOUNT = "1000000001"
 BANK = Principal("bank", "bank", bank_codes=frozenset({"EXAMPLE"}))
 AMOUNTS = {"env-a": "10.00", "env-b": "7.25"}
+LATER = datetime(2030, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 
 
 def _build(context: Context) -> list[str]:
@@ -206,10 +208,30 @@ def test_0016_keeps_every_answer_down_to_0015_and_up_again(empty_database: str) 
             "paid": before["today"]["USD"]["paid"],
             "returned": before["today"]["USD"]["returned"],
         }
+        with engine.connect() as conn:
+            # What an ID mapper answers is not the disbursement's own address, nor at its time.
+            conn.execute(
+                text(
+                    "UPDATE resolved_addresses SET financial_address = 'account:X1@SOUTHBANK.BR9', "
+                    "resolved_at = :later WHERE disbursement_id = 'env-a-000002'"
+                ),
+                {"later": LATER},
+            )
+            conn.commit()
+        recon, (kind, _, _) = before["stories"]["env-a-000002"]
+        before["stories"]["env-a-000002"] = (recon, (kind, "account:X1@SOUTHBANK.BR9", LATER))
 
         upgrade(empty_database)  # the totals summed from the restored columns
         engine.dispose()
         assert _answers(context, ids) == before
+        with engine.connect() as conn:
+            stored = conn.execute(
+                text(
+                    "SELECT disbursement_id, answered_address FROM resolved_addresses "
+                    "WHERE answered_address IS NOT NULL OR answered_at IS NOT NULL"
+                )
+            ).all()
+        assert [tuple(r) for r in stored] == [("env-a-000002", "account:X1@SOUTHBANK.BR9")]
     finally:
         engine.dispose()
 

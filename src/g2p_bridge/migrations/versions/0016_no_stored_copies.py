@@ -20,6 +20,11 @@ VACUUM FULL, indexes included), most of it stored twice:
   today" become a small table of per-day totals, ``recon_day_totals``, filled here from the
   rows as they stand and kept by statement processing from now on.
 
+resolved_addresses kept the resolver's answer and the time of resolution beside the
+disbursement, which holds both for an inline program (its own address, resolved at ingest in
+the instant of its receipt): ``answered_address`` and ``answered_at`` keep them only where they
+differ, and ``financial_address`` / ``resolved_at`` read the one or the other.
+
 disbursements' (state, id) index served one query, the console's list of failed and unresolved
 disbursements by id: it becomes ``ix_disbursements_failed_id``, (id) over those rows only.
 
@@ -96,6 +101,25 @@ _RESTORE = (
     "WHERE s.id = disbursement_recons.remittance_statement_id), CURRENT_TIMESTAMP)"
 )
 
+# resolved_addresses: the answer and the time only where the disbursement row does not hold them.
+_KEEP_ANSWERS = (
+    "UPDATE resolved_addresses SET answered_address = financial_address WHERE NOT EXISTS "
+    "(SELECT 1 FROM disbursements d WHERE d.id = resolved_addresses.disbursement_id "
+    "AND d.financial_address = resolved_addresses.financial_address)"
+)
+_KEEP_TIMES = (
+    "UPDATE resolved_addresses SET answered_at = resolved_at WHERE NOT EXISTS "
+    "(SELECT 1 FROM disbursements d WHERE d.id = resolved_addresses.disbursement_id "
+    "AND d.receipt_at = resolved_addresses.resolved_at)"
+)
+_RESTORE_ADDRESSES = (
+    "UPDATE resolved_addresses SET "
+    "financial_address = COALESCE(answered_address, (SELECT d.financial_address "
+    "FROM disbursements d WHERE d.id = resolved_addresses.disbursement_id)), "
+    "resolved_at = COALESCE(answered_at, (SELECT d.receipt_at "
+    "FROM disbursements d WHERE d.id = resolved_addresses.disbursement_id))"
+)
+
 
 def upgrade() -> None:
     op.create_table(
@@ -131,11 +155,31 @@ def upgrade() -> None:
             sqlite_where=sa.text(_FAILED),
         )
         batch_op.drop_index("ix_disbursements_state_id")
+    utc = g2p_bridge.models.base.UTCDateTime()
+    with op.batch_alter_table("resolved_addresses", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("answered_address", sa.String(length=256), nullable=True))
+        batch_op.add_column(sa.Column("answered_at", utc, nullable=True))
+    op.execute(_KEEP_ANSWERS)
+    op.execute(_KEEP_TIMES)
+    with op.batch_alter_table("resolved_addresses", schema=None) as batch_op:
+        batch_op.drop_column("financial_address")
+        batch_op.drop_column("resolved_at")
 
 
 def downgrade() -> None:
     amount = g2p_bridge.models.base.Amount(precision=22, scale=4)
     utc = g2p_bridge.models.base.UTCDateTime()
+    with op.batch_alter_table("resolved_addresses", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("financial_address", sa.String(length=256), nullable=True))
+        batch_op.add_column(sa.Column("resolved_at", utc, nullable=True))
+    op.execute(_RESTORE_ADDRESSES)
+    with op.batch_alter_table("resolved_addresses", schema=None) as batch_op:
+        batch_op.alter_column(
+            "financial_address", existing_type=sa.String(length=256), nullable=False
+        )
+        batch_op.alter_column("resolved_at", existing_type=utc, nullable=False)
+        batch_op.drop_column("answered_address")
+        batch_op.drop_column("answered_at")
     with op.batch_alter_table("disbursement_recons", schema=None) as batch_op:
         batch_op.add_column(sa.Column("envelope_id", sa.String(length=64), nullable=True))
         batch_op.add_column(sa.Column("bank_batch_id", sa.String(length=36), nullable=True))
