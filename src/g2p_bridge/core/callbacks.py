@@ -357,8 +357,8 @@ def record_results(
     Disbursement and DisbursementRecon), or for exactly the envelope's disbursements ``ids``
     when the step knows them (a statement, which recorded them). The conditions must select by
     something indexed (a batch id, or the envelope itself); rows of other envelopes they match
-    are left out. The results are read as
-    they are in the caller's transaction: call it after the step's own writes. One callback per
+    are left out. The results are read as they are in the caller's transaction: call it after
+    the step's own writes. One callback per
     ``callback_batch_size`` results, each serialised and stored before the next is read, so
     memory holds one chunk (and the ids). Returns the number of callbacks queued: 0 when the
     program has no callback URL."""
