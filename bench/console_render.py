@@ -35,6 +35,7 @@ from g2p_bridge.models import (
     DisbursementEnvelope,
     DisbursementRecon,
     EnvelopeStatus,
+    ReconDayTotal,
     ReconError,
 )
 from g2p_bridge.models.base import utcnow
@@ -164,23 +165,30 @@ def _build(session: Session, n: int) -> str:
                 recons.append(
                     {
                         "disbursement_id": f"d-{i:08d}",
-                        "envelope_id": "env-big",
-                        "bank_batch_id": f"batch-{i // 1000:06d}",
                         "remittance_reference_number": f"BREF-{i:08d}",
                         "remittance_statement_id": "stmt-1",
                         "remittance_entry_date": today,
-                        "remittance_amount": AMOUNT,
-                        "reversal_found": state == "REVERSED",
+                        "reversal_statement_id": "stmt-1" if state == "REVERSED" else None,
                         "reversal_entry_date": today if state == "REVERSED" else None,
                         "reversal_reason": "account closed" if state == "REVERSED" else None,
-                        "created_at": now,
-                        "updated_at": now,
                     }
                 )
         bulk_insert(session, Disbursement, rows)
         session.flush()
         session.add_all(DisbursementRecon(**r) for r in recons)
         session.flush()
+    # What statement processing would have added up for today's dashboard.
+    session.add_all(
+        [
+            ReconDayTotal(
+                entry_date=today, envelope_id="env-big", kind="paid", amount=AMOUNT * (n - failed)
+            ),
+            ReconDayTotal(
+                entry_date=today, envelope_id="env-big", kind="returned", amount=AMOUNT * reversed_
+            ),
+        ]
+    )
+    session.flush()
     for i in range(50):
         session.add(
             ReconError(statement_id="stmt-1", error_code="DISBURSEMENT_NOT_FOUND", detail=f"#{i}")

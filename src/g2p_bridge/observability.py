@@ -259,6 +259,7 @@ PERSONAL_FIELDS = (
     "bank_account_number",
     "sponsor_bank_account_number",
     "financial_address",
+    "answered_address",
     "mobile_number",
     "phone",
     "email",

@@ -429,3 +429,43 @@ def test_signatures_verify_against_the_published_key_only() -> None:
     assert verify(signature, body, signer.jwks())
     assert not verify(signature, body + b" ", signer.jwks())
     assert not verify(signature, body, CallbackSigner(other).jwks())  # type: ignore[arg-type]
+
+
+def test_a_statement_reports_the_rows_its_own_pass_recorded(session_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Re-processing a statement reports nothing it had already recorded (its entries are
+    duplicates now); a later statement reports its own remittances and the reversal of an
+    earlier statement's remittance, each once."""
+    from g2p_bridge.core.statements import reprocess_statement
+    from g2p_bridge.models import AccountStatement
+
+    context = _context(session_factory, tmp_path)
+    with FaultyPBMS(_signer(context).jwks(), []) as pbms:
+        ids = _setup(context, 6, pbms.url)
+        runner = EmbeddedRunner(context)
+        assert runner.run_until_idle(timeout=60)
+
+        def results() -> list[tuple[str, list[str]]]:
+            return [
+                (
+                    e.event_type,
+                    [i["reference_id"] for i in json.loads(e.message)["disbursements_status"]],
+                )
+                for e in _events(context)
+                if e.event_type in (callbacks.RECONCILED, callbacks.REVERSED)
+            ]
+
+        _statement(context, ids[:3], [])
+        assert runner.run_until_idle(timeout=60)
+        assert results() == [(callbacks.RECONCILED, ids[:3])]
+        with transaction(context.session_factory) as session:
+            (first,) = session.scalars(select(AccountStatement.id))
+            reprocess_statement(session, first, "test")
+        assert runner.run_until_idle(timeout=60)
+        assert results() == [(callbacks.RECONCILED, ids[:3])]
+        _statement(context, ids[3:], ids[:1])
+        assert runner.run_until_idle(timeout=60)
+        assert results() == [
+            (callbacks.RECONCILED, ids[:3]),
+            (callbacks.RECONCILED, ids[3:]),
+            (callbacks.REVERSED, ids[:1]),
+        ]

@@ -246,7 +246,7 @@ MOBILE = "0711555"
 def _resolved(disbursement_id: str, **overrides: object) -> dict[str, object]:
     return {
         "disbursement_id": disbursement_id,
-        "financial_address": ADDRESS,
+        "answered_address": ADDRESS,
         "address_type": "BANK_ACCOUNT",
         "bank_account_number": ACCOUNT,
         "bank_code": "NORTHBANK",

@@ -12,7 +12,7 @@ POST and before its record sends the same event (same id, same bytes) again."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -221,22 +221,9 @@ def _iso(value: Any) -> str | None:
 
 
 def _matching_ids(
-    session: Session,
-    envelope_id: str,
-    conditions: tuple[ColumnElement[bool], ...],
-    of_recons: bool,
+    session: Session, envelope_id: str, conditions: tuple[ColumnElement[bool], ...]
 ) -> list[str]:
     d, r = Disbursement, DisbursementRecon
-    if of_recons:
-        # A statement's rows, through the recon table's statement indexes, in their order:
-        # never a walk of the envelope's disbursements (the planner took one when the
-        # table's statistics lagged behind a payday's inserts).
-        query = (
-            select(r.disbursement_id)
-            .where(r.envelope_id == envelope_id, *conditions)
-            .order_by(r.disbursement_id)
-        )
-        return list(session.connection().execute(query).scalars())
     # The conditions alone pick the rows (a batch id, through its index); the envelope is
     # checked on what they return. In the WHERE clause it let the planner, its statistics
     # behind a payday's inserts, walk the whole envelope for one batch's thousand rows.
@@ -247,6 +234,15 @@ def _matching_ids(
         .order_by(d.id)
     )
     return [row_id for row_id, of in session.connection().execute(matching) if of == envelope_id]
+
+
+def _in_id_order(session: Session, ids: Sequence[str]) -> list[str]:
+    """``ids`` in the order ``ORDER BY id`` gives: the database's collation, which on
+    PostgreSQL need not be Python's (SQLite's BINARY compares UTF-8 bytes, code point order)."""
+    if not ids or not is_postgres(session):
+        return sorted(ids)
+    query = select(Disbursement.id).where(one_of(session, Disbursement.id, ids))
+    return list(session.connection().execute(query.order_by(Disbursement.id)).scalars())
 
 
 def _results(
@@ -355,25 +351,29 @@ def record_results(
     *conditions: ColumnElement[bool],
     reason: str | None = None,
     settle: bool = True,
-    of_recons: bool = False,
+    ids: Sequence[str] | None = None,
 ) -> int:
     """Queues callbacks for the envelope's disbursements matching ``conditions`` (over
-    Disbursement and DisbursementRecon; over DisbursementRecon alone with ``of_recons``). The
-    conditions must select by something indexed (a batch or statement id, or the envelope
-    itself); rows of other envelopes they match are left out. The results are read as
-    they are in the caller's transaction: call it after the step's own writes. One callback per
+    Disbursement and DisbursementRecon), or for exactly the envelope's disbursements ``ids``
+    when the step knows them (a statement, which recorded them). The conditions must select by
+    something indexed (a batch id, or the envelope itself); rows of other envelopes they match
+    are left out. The results are read as they are in the caller's transaction: call it after
+    the step's own writes. One callback per
     ``callback_batch_size`` results, each serialised and stored before the next is read, so
     memory holds one chunk (and the ids). Returns the number of callbacks queued: 0 when the
     program has no callback URL."""
     envelope = _subscribed(session, envelope_id)
     if envelope is None:
         return 0
-    ids = _matching_ids(session, envelope_id, conditions, of_recons)
-    if not ids:
+    if ids is None:
+        matched = _matching_ids(session, envelope_id, conditions)
+    else:
+        matched = _in_id_order(session, ids)
+    if not matched:
         return 0
     now = utcnow()
     size = settings.callback_batch_size
-    chunks = [ids[i : i + size] for i in range(0, len(ids), size)]
+    chunks = [matched[i : i + size] for i in range(0, len(matched), size)]
     stream = _lock_stream(session, envelope_id, now)
     first = _allocate(session, stream, len(chunks), now)
     session.flush()
@@ -573,35 +573,30 @@ def mapper_batch_failed(
 def statement_applied(
     session: Session,
     settings: Settings,
-    statement_id: str,
-    envelope_ids: Iterator[str] | list[str],
-    since: datetime,
+    envelope_ids: list[str],
+    remitted: Mapping[str, Sequence[str]],
+    reversed_ids: Mapping[str, Sequence[str]],
 ) -> int:
-    """After a statement's entries were applied: the remittances and the reversals it
-    recorded (``since`` its processing began, so re-processing a statement reports only what
-    it changed), envelope by envelope in id order, as the counters were locked."""
+    """After a statement's entries were applied: the remittances and the reversals this pass
+    recorded (by envelope, as its chunks wrote them; so re-processing a statement reports only
+    what it changed), envelope by envelope in id order, as the counters were locked."""
     queued = 0
-    recent = DisbursementRecon.updated_at >= since
     for envelope_id in sorted(envelope_ids):
         queued += record_results(
             session,
             settings,
             envelope_id,
             RECONCILED,
-            DisbursementRecon.remittance_statement_id == statement_id,
-            recent,
+            ids=remitted.get(envelope_id, ()),
             settle=False,
-            of_recons=True,
         )
         queued += record_results(
             session,
             settings,
             envelope_id,
             REVERSED,
-            DisbursementRecon.reversal_statement_id == statement_id,
-            recent,
+            ids=reversed_ids.get(envelope_id, ()),
             settle=False,
-            of_recons=True,
         )
         # After both: the summary closes the envelope's sequence.
         queued += settle_if_final(session, envelope_id)

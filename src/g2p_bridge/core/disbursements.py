@@ -195,7 +195,7 @@ def create_disbursements(
             for item, row in zip(items, rows, strict=True)
         ]
         addresses, unresolved = destinations(
-            address_parser, resolve_items, inline_answers(resolve_items), now
+            address_parser, resolve_items, inline_answers(resolve_items), now, at_receipt=True
         )
         for row in rows:
             reason = unresolved.get(str(row["id"]))

@@ -227,9 +227,11 @@ def destinations(
     items: Sequence[ResolveItem],
     answers: Mapping[str, str | Unresolved],
     now: datetime,
+    at_receipt: bool = False,
 ) -> tuple[list[dict[str, object]], dict[str, str]]:
     """The resolved-address rows of the items the resolver answered with a parseable address,
-    and why each of the others has none."""
+    and why each of the others has none. ``at_receipt``: resolved at ingest, ``now`` being the
+    disbursements' own ``receipt_at`` (then not stored again)."""
     addresses: list[dict[str, object]] = []
     unresolved: dict[str, str] = {}
     for item in items:
@@ -243,7 +245,8 @@ def destinations(
         addresses.append(
             {
                 "disbursement_id": item.disbursement_id,
-                "financial_address": answer,
+                # Not stored twice: an inline program's answer is the disbursement's own.
+                "answered_address": None if answer == item.inline_address else answer,
                 "address_type": destination.address_type.value,
                 "bank_account_number": destination.bank_account_number,
                 "bank_code": destination.bank_code,
@@ -252,7 +255,7 @@ def destinations(
                 "mobile_wallet_provider": destination.mobile_wallet_provider,
                 "email_address": destination.email_address,
                 "email_wallet_provider": destination.email_wallet_provider,
-                "resolved_at": now,
+                "answered_at": None if at_receipt else now,
             }
         )
     return addresses, unresolved

@@ -30,10 +30,12 @@ from g2p_bridge.models import (
     EnvelopeStatus,
     FundsRelease,
     MapperBatch,
+    ReconDayTotal,
     ReconError,
     ReconErrorAck,
     ResolvedAddress,
 )
+from g2p_bridge.models.console import FAILED_ROWS
 from g2p_bridge.models.enums import (
     FAILED_STATES,
     FundsAvailable,
@@ -128,22 +130,18 @@ def dashboard(
     )
     for currency, amount in session.execute(_granted(blocked, e.program_mnemonic, programs)):
         add(currency, "blocked", amount)
-    # Per envelope from the covering indexes, then per currency: a join here would read every
-    # recon row of the day.
+    # Per envelope from the day's totals (kept as statements are applied), then per currency:
+    # summing the recon rows here would read every one of the day's.
     currencies = _envelope_currencies(session, programs)
-    r = DisbursementRecon
-    for what, day_column in (
-        ("paid", r.remittance_entry_date),
-        ("returned", r.reversal_entry_date),
-    ):
-        rows = session.execute(
-            select(r.envelope_id, func.sum(r.remittance_amount))
-            .where(day_column == today)
-            .group_by(r.envelope_id)
-        )
-        for envelope_id, summed in rows:
-            if envelope_id in currencies:
-                add(currencies[envelope_id], what, summed)
+    t = ReconDayTotal
+    rows = session.execute(
+        select(t.envelope_id, t.kind, t.amount)
+        .where(t.entry_date == today)
+        .order_by(t.kind, t.envelope_id)
+    )
+    for envelope_id, kind, summed in rows:
+        if envelope_id in currencies:
+            add(currencies[envelope_id], kind, summed)
     return Dashboard(
         stages=stages,
         today=money,
@@ -493,12 +491,11 @@ def failures(
     after: str | None = None,
     limit: int = PAGE,
 ) -> tuple[list[tuple[Disbursement, str, str]], str | None]:
-    """Failed and unresolved disbursements with their reasons, by id (index on state, id)."""
+    """Failed and unresolved disbursements with their reasons, by id (ix_disbursements_failed_id,
+    which holds only those)."""
     d, e = Disbursement, DisbursementEnvelope
     query = (
-        select(d, e.program_mnemonic, e.currency)
-        .join(e, e.id == d.envelope_id)
-        .where(d.state.in_(FAILED_STATES))
+        select(d, e.program_mnemonic, e.currency).join(e, e.id == d.envelope_id).where(FAILED_ROWS)
     )
     if after:
         query = query.where(d.id > after)

@@ -187,6 +187,7 @@ class ReconWrite:
     disbursement_id: str
     envelope_id: str
     is_new: bool
+    amount: Decimal  # the disbursement's, which a remittance and a reversal move
     remittance: Remittance | None = None
     reversal: Reversal | None = None
 
@@ -395,6 +396,7 @@ def decide(
             disbursement_id=item.known.id,
             envelope_id=item.known.envelope_id,
             is_new=not item.known.has_recon,
+            amount=item.known.amount,
             remittance=item.remittance,
             reversal=item.reversal,
         )

@@ -22,11 +22,13 @@ import hashlib
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date
+from decimal import Decimal
 from itertools import pairwise
 from typing import Any, cast
 
 from sqlalchemy import Table, and_, bindparam, delete, func, or_, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingError
 from sqlalchemy.orm import Session
 
@@ -83,6 +85,7 @@ from g2p_bridge.models import (
     Disbursement,
     DisbursementEnvelope,
     DisbursementRecon,
+    ReconDayTotal,
     ReconError,
     StatementAccount,
     StatementPage,
@@ -320,6 +323,9 @@ class _Tally:
     counters: dict[str, dict[str, int]] = field(
         default_factory=lambda: defaultdict(lambda: defaultdict(int))
     )
+    # What this pass recorded, by envelope: its callbacks report exactly these rows.
+    remitted: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    reversed_ids: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
 
 
 _RECON_COLUMNS = tuple(c.key for c in DisbursementRecon.__table__.columns)
@@ -637,7 +643,6 @@ def _older_of_its_accounts(session: Session, statement_id: str) -> str | None:
 
 
 def _reconcile(context: Context, session: Session, statement_id: str) -> None:
-    started = utcnow()
     statement = get_required(session, AccountStatement, statement_id)
     if statement.uploader_role is None:
         raise StatementRejected(
@@ -720,7 +725,7 @@ def _reconcile(context: Context, session: Session, statement_id: str) -> None:
     for envelope_id in sorted(tally.counters):
         bump_counters(session, envelope_id, **tally.counters[envelope_id])
     callbacks.statement_applied(
-        session, context.settings, statement_id, list(tally.counters), started
+        session, context.settings, list(tally.counters), tally.remitted, tally.reversed_ids
     )
     session.flush()
     gaps = [gap for account in sorted(accounts) if (gap := _sequence_gaps(session, account))]
@@ -841,7 +846,7 @@ def _load_known(session: Session, ids: Sequence[str]) -> dict[str, KnownDisburse
             select(
                 DisbursementRecon.disbursement_id,
                 DisbursementRecon.remittance_statement_id,
-                DisbursementRecon.reversal_found,
+                DisbursementRecon.reversal_statement_id,
             ).where(one_of(session, DisbursementRecon.disbursement_id, ids))
         )
     }
@@ -858,26 +863,20 @@ def _load_known(session: Session, ids: Sequence[str]) -> dict[str, KnownDisburse
             shipped=row.shipped_at is not None,
             has_recon=recon is not None,
             remitted=recon is not None and recon.remittance_statement_id is not None,
-            reversed=recon is not None and bool(recon.reversal_found),
+            reversed=recon is not None and recon.reversal_statement_id is not None,
         )
     return known
 
 
-def _recon_columns(write: ReconWrite, now: datetime) -> dict[str, Any]:
+def _recon_columns(write: ReconWrite) -> dict[str, Any]:
     """A decided record as columns: all of them for a new one, only the changed ones (and the
     key) for a stored one."""
     columns: dict[str, Any] = {"disbursement_id": write.disbursement_id}
     if write.is_new:
         columns = dict.fromkeys(_RECON_COLUMNS)
-        columns.update(
-            disbursement_id=write.disbursement_id,
-            envelope_id=write.envelope_id,
-            reversal_found=False,
-            created_at=now,
-        )
+        columns.update(disbursement_id=write.disbursement_id)
     if (paid := write.remittance) is not None:
         columns.update(
-            bank_batch_id=paid.bank_batch_id,
             beneficiary_name_from_bank=paid.beneficiary_name,
             remittance_reference_number=paid.bank_reference,
             remittance_statement_id=paid.statement_id,
@@ -886,12 +885,9 @@ def _recon_columns(write: ReconWrite, now: datetime) -> dict[str, Any]:
             remittance_entry_sequence=paid.entry_sequence,
             remittance_entry_date=paid.entry_date,
             remittance_value_date=paid.value_date,
-            remittance_amount=paid.amount,
-            updated_at=now,
         )
     if (back := write.reversal) is not None:
         columns.update(
-            reversal_found=True,
             reversal_statement_id=back.statement_id,
             reversal_statement_number=back.statement_number,
             reversal_statement_sequence=back.statement_sequence,
@@ -899,16 +895,42 @@ def _recon_columns(write: ReconWrite, now: datetime) -> dict[str, Any]:
             reversal_entry_date=back.entry_date,
             reversal_value_date=back.value_date,
             reversal_reason=back.reason,
-            updated_at=now,
         )
     return columns
+
+
+def _add_day_totals(session: Session, recons: Sequence[ReconWrite]) -> None:
+    """Adds what the chunk remitted and reversed to the per-day totals: one upsert per
+    (entry date, envelope, kind). Only statement processing writes them, under the statement
+    lock, so the additions never race."""
+    totals: dict[tuple[date, str, str], Decimal] = defaultdict(Decimal)
+    for write in recons:
+        if write.remittance is not None and write.remittance.entry_date is not None:
+            totals[write.remittance.entry_date, write.envelope_id, "paid"] += write.amount
+        if write.reversal is not None and write.reversal.entry_date is not None:
+            totals[write.reversal.entry_date, write.envelope_id, "returned"] += write.amount
+    if not totals:
+        return
+    dialect_insert = postgresql.insert if is_postgres(session) else sqlite.insert
+    rows = [
+        {"entry_date": day, "envelope_id": envelope_id, "kind": kind, "amount": amount}
+        for (day, envelope_id, kind), amount in sorted(totals.items())
+    ]
+    statement = dialect_insert(ReconDayTotal)
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["entry_date", "envelope_id", "kind"],
+            set_={"amount": ReconDayTotal.amount + statement.excluded.amount},
+        ),
+        rows,
+    )
 
 
 def _write_outcome(session: Session, page: PageFacts, outcome: ChunkOutcome, tally: _Tally) -> None:
     now = utcnow()
     # New records go in one COPY; stored ones get their changed columns, grouped so that rows
     # changing the same columns share one executemany.
-    records = [_recon_columns(write, now) for write in outcome.recons]
+    records = [_recon_columns(write) for write in outcome.recons]
     new = [r for write, r in zip(outcome.recons, records, strict=True) if write.is_new]
     if new:
         bulk_insert(session, DisbursementRecon, new)
@@ -925,6 +947,12 @@ def _write_outcome(session: Session, page: PageFacts, outcome: ChunkOutcome, tal
             .values({c: bindparam(f"p_{c}") for c in columns if c != "disbursement_id"}),
             [{f"p_{c}": v for c, v in r.items()} for r in rows],
         )
+    _add_day_totals(session, outcome.recons)
+    for write in outcome.recons:
+        if write.remittance is not None:
+            tally.remitted[write.envelope_id].append(write.disbursement_id)
+        if write.reversal is not None:
+            tally.reversed_ids[write.envelope_id].append(write.disbursement_id)
     if outcome.errors:
         bulk_insert(
             session,

@@ -5,7 +5,19 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, case, exists, text
+from sqlalchemy import (
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    case,
+    exists,
+    func,
+    select,
+    text,
+)
 from sqlalchemy.orm import Mapped, column_property, mapped_column
 
 from g2p_bridge.models.base import Amount, Base, UTCDateTime, new_id, utcnow
@@ -125,12 +137,17 @@ class MapperBatch(Base):
 
 
 class ResolvedAddress(Base):
-    """Where a beneficiary's money goes, as the resolver deconstructed the financial address."""
+    """Where a beneficiary's money goes, as the resolver deconstructed the financial address.
+
+    What the disbursement row already holds is not stored again: the resolver's answer only
+    when it is not the disbursement's own (inline) ``financial_address``, the time only when it
+    is not the disbursement's receipt (an inline address is resolved at ingest, in the same
+    instant). ``financial_address`` and ``resolved_at`` read the one or the other."""
 
     __tablename__ = "resolved_addresses"
 
     disbursement_id: Mapped[str] = mapped_column(ForeignKey("disbursements.id"), primary_key=True)
-    financial_address: Mapped[str] = mapped_column(String(256))
+    answered_address: Mapped[str | None] = mapped_column(String(256))
     address_type: Mapped[str] = mapped_column(String(16))
     bank_account_number: Mapped[str | None] = mapped_column(String(64))
     bank_code: Mapped[str | None] = mapped_column(String(32))
@@ -139,7 +156,26 @@ class ResolvedAddress(Base):
     mobile_wallet_provider: Mapped[str | None] = mapped_column(String(64))
     email_address: Mapped[str | None] = mapped_column(String(256))
     email_wallet_provider: Mapped[str | None] = mapped_column(String(64))
-    resolved_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    financial_address: Mapped[str] = column_property(
+        func.coalesce(
+            answered_address,
+            select(Disbursement.financial_address)
+            .where(Disbursement.id == disbursement_id)
+            .correlate_except(Disbursement)
+            .scalar_subquery(),
+        )
+    )
+    resolved_at: Mapped[datetime] = column_property(
+        func.coalesce(
+            answered_at,
+            select(Disbursement.receipt_at)
+            .where(Disbursement.id == disbursement_id)
+            .correlate_except(Disbursement)
+            .scalar_subquery(),
+        )
+    )
 
 
 class BeneficiaryAddress(Base):

@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import date, datetime
 from decimal import Decimal
 
-from sqlalchemy import Boolean, Date, ForeignKey, Index, Integer, LargeBinary, String, Text, text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import Date, ForeignKey, Index, Integer, LargeBinary, String, Text, select
+from sqlalchemy.orm import Mapped, column_property, mapped_column
 
 from g2p_bridge.models.base import Amount, Base, UTCDateTime, new_id, utcnow
+from g2p_bridge.models.disbursement import Disbursement
 from g2p_bridge.models.enums import StatementState
 
 
@@ -85,13 +86,14 @@ class StatementPage(Base):
 
 
 class DisbursementRecon(Base):
-    """What the bank's statements say happened to one disbursement."""
+    """What the bank's statements say happened to one disbursement. A row is written with the
+    disbursement's remittance, so what the disbursement row holds is read from there, not
+    stored twice: its envelope, its bank batch, its amount (a remittance matches the amount
+    exactly, or it is an AMOUNT_MISMATCH error and no row is written)."""
 
     __tablename__ = "disbursement_recons"
 
     disbursement_id: Mapped[str] = mapped_column(ForeignKey("disbursements.id"), primary_key=True)
-    envelope_id: Mapped[str] = mapped_column(String(64))
-    bank_batch_id: Mapped[str | None] = mapped_column(String(36))
     beneficiary_name_from_bank: Mapped[str | None] = mapped_column(String(256))
     remittance_reference_number: Mapped[str | None] = mapped_column(String(64))
     remittance_statement_id: Mapped[str | None] = mapped_column(String(36))
@@ -100,8 +102,6 @@ class DisbursementRecon(Base):
     remittance_entry_sequence: Mapped[int | None] = mapped_column(Integer)
     remittance_entry_date: Mapped[date | None] = mapped_column(Date)
     remittance_value_date: Mapped[date | None] = mapped_column(Date)
-    remittance_amount: Mapped[Decimal | None] = mapped_column(Amount)
-    reversal_found: Mapped[bool] = mapped_column(Boolean, default=False)
     reversal_statement_id: Mapped[str | None] = mapped_column(String(36))
     reversal_statement_number: Mapped[str | None] = mapped_column(String(16))
     reversal_statement_sequence: Mapped[str | None] = mapped_column(String(16))
@@ -109,28 +109,44 @@ class DisbursementRecon(Base):
     reversal_entry_date: Mapped[date | None] = mapped_column(Date)
     reversal_value_date: Mapped[date | None] = mapped_column(Date)
     reversal_reason: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
-    # What one statement recorded, in disbursement id order: the callbacks of a statement
-    # read exactly its own rows (and a chunk of them as an index range), not every row of
-    # the envelopes it touched. Each entry is written once, when its column is first set.
-    __table_args__ = (
-        Index(
-            "ix_disbursement_recons_remittance_statement",
-            "remittance_statement_id",
-            "disbursement_id",
-            postgresql_where=text("remittance_statement_id IS NOT NULL"),
-            sqlite_where=text("remittance_statement_id IS NOT NULL"),
-        ),
-        Index(
-            "ix_disbursement_recons_reversal_statement",
-            "reversal_statement_id",
-            "disbursement_id",
-            postgresql_where=text("reversal_statement_id IS NOT NULL"),
-            sqlite_where=text("reversal_statement_id IS NOT NULL"),
-        ),
+    # Read with the row (the status API, the console), never stored on it.
+    envelope_id: Mapped[str] = column_property(
+        select(Disbursement.envelope_id)
+        .where(Disbursement.id == disbursement_id)
+        .correlate_except(Disbursement)
+        .scalar_subquery()
     )
+    bank_batch_id: Mapped[str | None] = column_property(
+        select(Disbursement.bank_batch_id)
+        .where(Disbursement.id == disbursement_id)
+        .correlate_except(Disbursement)
+        .scalar_subquery()
+    )
+    remittance_amount: Mapped[Decimal | None] = column_property(
+        select(Disbursement.amount)
+        .where(Disbursement.id == disbursement_id, remittance_statement_id.is_not(None))
+        .correlate_except(Disbursement)
+        .scalar_subquery()
+    )
+    # Set together with the reversal's statement id, which is never NULL once one is recorded.
+    reversal_found: Mapped[bool] = column_property(reversal_statement_id.is_not(None))
+
+
+class ReconDayTotal(Base):
+    """The amounts remitted (``paid``) and reversed (``returned``) per envelope and bank entry
+    date, kept by statement processing as it records each remittance and reversal: the
+    console's "today" figures read a handful of these rows, not every reconciliation row of a
+    payday. A reversal counts the disbursement's amount on the reversal's entry date."""
+
+    __tablename__ = "recon_day_totals"
+
+    entry_date: Mapped[date] = mapped_column(Date, primary_key=True)
+    envelope_id: Mapped[str] = mapped_column(
+        ForeignKey("disbursement_envelopes.id"), primary_key=True
+    )
+    kind: Mapped[str] = mapped_column(String(8), primary_key=True)  # "paid" or "returned"
+    amount: Mapped[Decimal] = mapped_column(Amount)
 
 
 class ReconError(Base):
