@@ -34,6 +34,7 @@ from g2p_bridge.migrations import downgrade, upgrade
 from g2p_bridge.models import BankBatch, Disbursement
 from g2p_bridge.models.base import utcnow
 from g2p_bridge.models.console import FAILED_ROWS
+from g2p_bridge.models.disbursement import BATCHED_ROWS
 from g2p_bridge.schemas import DisbursementPayload, EnvelopePayload, ProgramPayload
 
 ACCOUNT = "1000000001"
@@ -260,5 +261,27 @@ def test_0016_the_failures_list_reads_only_its_own_index_entries(empty_database:
         with engine.connect() as conn:
             names = {i["name"] for i in sa_inspect(conn).get_indexes("disbursements")}
         assert "ix_disbursements_state_id" in names and "ix_disbursements_failed_id" not in names
+    finally:
+        engine.dispose()
+
+
+def test_0016_the_dispatching_count_reads_only_batched_rows(empty_database: str) -> None:  # noqa: F811
+    """The /metrics gauge's DISPATCHING count (core/states.breakdown without a filter) joins the
+    BATCHED rows to their batches: a partial index on those rows serves it, not the table."""
+    upgrade(empty_database)
+    engine = make_engine(empty_database)
+    sql = (
+        "SELECT count(*) FROM disbursements JOIN bank_batches "
+        "ON bank_batches.id = disbursements.bank_batch_id "
+        f"WHERE disbursements.{BATCHED_ROWS} AND bank_batches.state != 'PENDING'"
+    )
+    try:
+        with engine.connect() as conn:
+            if engine.dialect.name == "sqlite":
+                plan = " ".join(str(r[-1]) for r in conn.execute(text(f"EXPLAIN QUERY PLAN {sql}")))
+            else:
+                conn.execute(text("SET enable_seqscan = off"))
+                plan = " ".join(str(r[0]) for r in conn.execute(text(f"EXPLAIN {sql}")))
+        assert "ix_disbursements_batched" in plan
     finally:
         engine.dispose()

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from g2p_bridge.connectors.banks.base import BankConnector, load_bank_connector
@@ -55,13 +54,12 @@ class Context:
 
     def warm_up(self) -> None:
         """Builds now what the first steps of a process would otherwise build while a payday
-        waits: each configured bank's connector (its module, its TLS context), the callback
-        sender and one database connection. A worker child calls it when it starts."""
+        waits: each configured bank's connector (its module, its TLS context) and the callback
+        sender. A worker child calls it as it starts. No database connection: Celery kills a
+        child that is not up within seconds, and a connection can hang (a failover) for longer."""
         for bank_code in self.settings.bank_connectors:
             self.bank(bank_code)
         self.callbacks()
-        with self.session_factory() as session:
-            session.execute(text("SELECT 1"))
 
     def use_bank(self, bank_code: str, connector: BankConnector) -> None:
         """Puts a given connector in place, as tests do with a fake bank."""

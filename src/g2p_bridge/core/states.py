@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from sqlalchemy import ColumnElement, func, literal, select
+from sqlalchemy import ColumnElement, func, literal, select, text
 from sqlalchemy.orm import Session
 
 from g2p_bridge.models import BankBatch, Disbursement
+from g2p_bridge.models.disbursement import BATCHED_ROWS
 from g2p_bridge.models.enums import DisbursementState, WorkState
 
 
@@ -50,7 +51,7 @@ def breakdown(
         select(func.count(), func.sum(d.amount) if amounts else literal(0))
         .select_from(d)
         .join(BankBatch, BankBatch.id == d.bank_batch_id)
-        .where(*where, d.state == DisbursementState.BATCHED, BankBatch.state != WorkState.PENDING)
+        .where(*where, text(BATCHED_ROWS), BankBatch.state != WorkState.PENDING)
     ).one()
     if count:
         found[DisbursementState.DISPATCHING] = (int(count), _amount(amount))

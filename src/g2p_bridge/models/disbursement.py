@@ -53,6 +53,11 @@ class BankBatch(Base):
     )
 
 
+# A literal, not a bound parameter, in the index and in the queries that use it, so that the
+# planner can match a prepared statement's predicate to the partial index.
+BATCHED_ROWS = f"state = '{DisbursementState.BATCHED.value}'"
+
+
 class Disbursement(Base):
     """One payment to one beneficiary. Its batch columns are the reference's "batch control":
     kept on the row itself so that claiming work is one indexed UPDATE, not a join."""
@@ -108,6 +113,14 @@ class Disbursement(Base):
             "bank_batch_id",
             postgresql_where=text("bank_batch_id IS NOT NULL"),
             sqlite_where=text("bank_batch_id IS NOT NULL"),
+        ),
+        # The whole table's DISPATCHING count (the /metrics gauge, core/states.py) reads the
+        # BATCHED rows alone: a payday's batches in hand, not every row. Empty between paydays.
+        Index(
+            "ix_disbursements_batched",
+            "bank_batch_id",
+            postgresql_where=text(BATCHED_ROWS),
+            sqlite_where=text(BATCHED_ROWS),
         ),
     )
 

@@ -68,6 +68,7 @@ _DROPPED = (
 
 # The failures list's rows (models/console.py FAILED_ROWS), the only ones it reads by id.
 _FAILED = "state IN ('UNRESOLVED', 'FAILED')"
+_BATCHED = "state = 'BATCHED'"
 _PAID_TOTALS = (
     "INSERT INTO recon_day_totals (entry_date, envelope_id, kind, amount) "
     "SELECT remittance_entry_date, envelope_id, 'paid', COALESCE(SUM(remittance_amount), 0) "
@@ -155,6 +156,14 @@ def upgrade() -> None:
             sqlite_where=sa.text(_FAILED),
         )
         batch_op.drop_index("ix_disbursements_state_id")
+        # The /metrics gauge's DISPATCHING count used (state, id); it reads the BATCHED rows.
+        batch_op.create_index(
+            "ix_disbursements_batched",
+            ["bank_batch_id"],
+            unique=False,
+            postgresql_where=sa.text(_BATCHED),
+            sqlite_where=sa.text(_BATCHED),
+        )
     utc = g2p_bridge.models.base.UTCDateTime()
     with op.batch_alter_table("resolved_addresses", schema=None) as batch_op:
         batch_op.add_column(sa.Column("answered_address", sa.String(length=256), nullable=True))
@@ -208,3 +217,4 @@ def downgrade() -> None:
     with op.batch_alter_table("disbursements", schema=None) as batch_op:
         batch_op.create_index("ix_disbursements_state_id", ["state", "id"], unique=False)
         batch_op.drop_index("ix_disbursements_failed_id")
+        batch_op.drop_index("ix_disbursements_batched")
