@@ -79,18 +79,26 @@ def _audit_bulk(
         )
         by_envelope[envelope_id].append(item)
     for envelope_id, group in sorted(by_envelope.items()):
-        amounts = [i.disbursement_amount for i in group if i.disbursement_amount is not None]
-        audit.record(
+        _audit_envelope(
             session,
             action,
-            "disbursements",
-            envelope_id or None,
-            envelope_id=envelope_id or None,
-            detail={
-                **audit.id_range([i.disbursement_id or "" for i in group]),
-                "total_amount": str(sum(amounts, Decimal(0))),
-            },
+            envelope_id,
+            [i.disbursement_id or "" for i in group],
+            [i.disbursement_amount for i in group if i.disbursement_amount is not None],
         )
+
+
+def _audit_envelope(
+    session: Session, action: str, envelope_id: str, ids: list[str], amounts: list[Decimal]
+) -> None:
+    audit.record(
+        session,
+        action,
+        "disbursements",
+        envelope_id or None,
+        envelope_id=envelope_id or None,
+        detail={**audit.id_range(ids), "total_amount": str(sum(amounts, Decimal(0)))},
+    )
 
 
 async def _create_lean(request: Request, data: Any) -> Response | None:
@@ -112,13 +120,13 @@ def _create_from_tuples(req: LeanRequest, call: G2PCall, data: Any) -> Response:
     def work(session: Session) -> bytes:
         items = req.message
         stored = disbursements.create_disbursements(session, items, limit, parser, as_rows=True)
-        _audit_bulk(
+        # _audit_bulk's one event: a stored request is all of one envelope, every amount given.
+        _audit_envelope(
             session,
             "disbursements.create",
-            [
-                item._replace(disbursement_id=str(row["id"]))
-                for item, row in zip(items, stored.rows, strict=True)
-            ],
+            items[0].disbursement_envelope_id or "",
+            [str(row["id"]) for row in stored.rows],
+            [item.disbursement_amount for item in items if item.disbursement_amount is not None],
         )
         answer = [
             {
