@@ -7,6 +7,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from functools import cache
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -140,8 +141,11 @@ def bulk_insert(
         with connection.cursor() as cursor, cursor.copy(statement) as copy:
             if types is not None:
                 copy.set_types(types)
+            # Each row's values in column order, picked in C (itemgetter of one key gives the
+            # value itself, not a 1-tuple).
+            values = itemgetter(*columns) if len(columns) > 1 else lambda row: (row[columns[0]],)
             for row in rows:
-                copy.write_row([row[c] for c in columns])
+                copy.write_row(values(row))
     except psycopg.errors.IntegrityError as exc:
         # The same exception SQLAlchemy raises for an INSERT, so callers handle one kind.
         raise IntegrityError(statement, None, exc) from exc

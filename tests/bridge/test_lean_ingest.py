@@ -17,9 +17,11 @@ from decimal import Decimal
 from typing import Any
 
 import hypothesis.strategies as st
+import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from pydantic import TypeAdapter, ValidationError
+from pydantic_core import to_json
 from sqlalchemy import select
 
 from bridge_support import (
@@ -31,14 +33,15 @@ from bridge_support import (
     program_request,
 )
 from g2p_bridge.api import disbursements as disbursements_api
+from g2p_bridge.api.disbursements import created_answer
 from g2p_bridge.api.g2p_connect import canonical_json
 from g2p_bridge.api.lean_ingest import LeanDisbursement, lean_request
-from g2p_bridge.api.wire import check_strings, parse_json
+from g2p_bridge.api.wire import check_strings, parse_json, success_header
 from g2p_bridge.core import disbursements as disbursements_core
 from g2p_bridge.core.errors import InvalidRequest
 from g2p_bridge.models import AuditEvent, Disbursement, EnvelopeStatus, ResolvedAddress
 from g2p_bridge.models.base import utcnow
-from g2p_bridge.schemas import DisbursementPayload, DisbursementRequest
+from g2p_bridge.schemas import DisbursementPayload, DisbursementRequest, DisbursementResponse
 from g2p_bridge.schemas import NonPlainNumber as _NonPlain
 
 _FIELDS = LeanDisbursement._fields
@@ -296,6 +299,42 @@ def test_no_character_pydantic_strips_is_one_the_lean_path_keeps() -> None:
         for character, item in zip(chunk, read, strict=True):
             if item.beneficiary_name != f"{character}x{character}":
                 assert character.isspace(), hex(ord(character))
+
+
+# --- the answer, written from tuples, is the model's ------------------------------------
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    items=st.lists(_near_plain_items(), min_size=1, max_size=4),
+    microsecond=st.integers(min_value=0, max_value=999_999),
+)
+def test_the_answer_is_the_models_byte_for_byte(items: list[Any], microsecond: int) -> None:
+    data = parse_json(dumps(_body(items)).encode())
+    lean = lean_request(data, 1024)
+    assume(lean is not None)
+    assert lean is not None
+    full = DisbursementRequest.model_validate(data)
+    rows: list[dict[str, object]] = [
+        {
+            "id": item.disbursement_id or f"gen-{index}",
+            "state": "RESOLVED" if index % 2 else "UNRESOLVED",
+            "state_reason": None if index % 2 else "financial address 'x' matches no known format",
+        }
+        for index, item in enumerate(lean.message)
+    ]
+    stored = disbursements_core.Stored(rows, utcnow().replace(microsecond=microsecond))
+    header = success_header(full.header, len(rows))
+    expected = DisbursementResponse(
+        header=header, message=disbursements_core.as_stored(full.message, stored)
+    )
+    assert created_answer(header, lean.message, stored) == expected.model_dump_json().encode()
+
+
+@settings(max_examples=300, deadline=None)
+@given(amount=st.decimals(allow_nan=False, allow_infinity=False))
+def test_an_amount_is_written_as_pydantic_writes_it(amount: Decimal) -> None:
+    assert orjson.dumps([amount], default=str) == b"[" + to_json(amount) + b"]"
 
 
 # --- the digest --------------------------------------------------------------------------

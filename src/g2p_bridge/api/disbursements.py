@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
@@ -30,7 +31,7 @@ from g2p_bridge.api.g2p_connect import (
     echo_validated,
     lean,
 )
-from g2p_bridge.api.lean_ingest import LeanRequest, lean_request
+from g2p_bridge.api.lean_ingest import LeanDisbursement, LeanRequest, lean_request
 from g2p_bridge.api.wire import success_header
 from g2p_bridge.connectors.mappers.base import AddressParser
 from g2p_bridge.core import audit, disbursements, envelopes
@@ -46,6 +47,7 @@ from g2p_bridge.schemas import (
     DisbursementStatusResponse,
     DisbursementView,
     Page,
+    ResponseHeader,
 )
 
 router = APIRouter(tags=["disbursements"], route_class=G2PRoute)
@@ -111,9 +113,53 @@ async def _create_lean(request: Request, data: Any) -> Response | None:
     return await run_in_threadpool(_create_from_tuples, req, call, data)
 
 
+def created_answer(
+    header: ResponseHeader, items: Sequence[LeanDisbursement], stored: disbursements.Stored
+) -> bytes:
+    """``DisbursementResponse(header=header, message=<each item as stored>)``'s JSON, byte for
+    byte (tests/bridge/test_lean_ingest.py), written by orjson from the items and rows: the
+    header and the timestamp by pydantic itself; amounts as pydantic writes a Decimal, its
+    str(); every string passed the lean path's checks (no control character to escape)."""
+    received = to_json(stored.now).decode()[1:-1]
+    answer = [
+        {
+            "id": row["id"],
+            "mis_reference_number": item.mis_reference_number,
+            "disbursement_id": row["id"],
+            "disbursement_envelope_id": item.disbursement_envelope_id,
+            "beneficiary_id": item.beneficiary_id,
+            "beneficiary_name": item.beneficiary_name,
+            "disbursement_amount": item.disbursement_amount,
+            "narrative": item.narrative,
+            "financial_address": item.financial_address,
+            "receipt_time_stamp": received,
+            "cancellation_status": CancellationStatus.NOT_CANCELLED.value,
+            "cancellation_time_stamp": None,
+            "state": row["state"],
+            "state_reason": row["state_reason"],
+            "response_error_codes": None,
+        }
+        for item, row in zip(items, stored.rows, strict=True)
+    ]
+    return b"".join(
+        (
+            b'{"signature":null,"header":',
+            header.model_dump_json().encode(),
+            b',"message":',
+            orjson.dumps(answer, default=_decimal_text),
+            b"}",
+        )
+    )
+
+
+def _decimal_text(value: Any) -> str:
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
 def _create_from_tuples(req: LeanRequest, call: G2PCall, data: Any) -> Response:
-    """The same work and answer as ``create_disbursements``, from tuples: the answer's JSON is
-    written from the stored rows with pydantic's own serializer, byte for byte the model's."""
+    """The same work and answer as ``create_disbursements``, from tuples."""
     limit = call.settings.max_disbursements_per_request
     parser = AddressParser(call.settings)
 
@@ -128,28 +174,8 @@ def _create_from_tuples(req: LeanRequest, call: G2PCall, data: Any) -> Response:
             [str(row["id"]) for row in stored.rows],
             [item.disbursement_amount for item in items if item.disbursement_amount is not None],
         )
-        answer = [
-            {
-                "id": row["id"],
-                "mis_reference_number": item.mis_reference_number,
-                "disbursement_id": row["id"],
-                "disbursement_envelope_id": item.disbursement_envelope_id,
-                "beneficiary_id": item.beneficiary_id,
-                "beneficiary_name": item.beneficiary_name,
-                "disbursement_amount": item.disbursement_amount,
-                "narrative": item.narrative,
-                "financial_address": item.financial_address,
-                "receipt_time_stamp": stored.now,
-                "cancellation_status": CancellationStatus.NOT_CANCELLED,
-                "cancellation_time_stamp": None,
-                "state": row["state"],
-                "state_reason": row["state_reason"],
-                "response_error_codes": None,
-            }
-            for item, row in zip(items, stored.rows, strict=True)
-        ]
-        header = success_header(req.header, len(answer))
-        return to_json({"signature": None, "header": header, "message": answer})
+        header = success_header(req.header, len(stored.rows))
+        return created_answer(header, items, stored)
 
     def echo(error: BridgeError) -> list[Any] | None:
         # A refusal (rare) echoes the items as the full path does: from the schema's models,

@@ -180,8 +180,11 @@ def create_disbursements(
     (``store_disbursements``). The answer is each item as stored; ``as_rows``: the stored rows
     (the lean wire path writes its answer from them)."""
     stored = store_disbursements(session, items, max_items, address_parser)
-    if as_rows:
-        return stored
+    return stored if as_rows else as_stored(items, stored)
+
+
+def as_stored(items: Sequence[DisbursementPayload], stored: Stored) -> list[DisbursementPayload]:
+    """Each item as ``stored``: its id, receipt time and state."""
     return [
         item.model_copy(
             update={
