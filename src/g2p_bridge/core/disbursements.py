@@ -253,6 +253,7 @@ def store_disbursements(
         _refuse_beyond_declared(envelope, received, len(items), total)
 
     now = utcnow()
+    received_state = DisbursementState.RECEIVED.value
     rows: list[dict[str, object]] = [
         {
             "id": item.disbursement_id or new_id(),
@@ -265,7 +266,7 @@ def store_disbursements(
             "financial_address": item.financial_address,
             "receipt_at": now,
             "cancelled": False,
-            "state": DisbursementState.RECEIVED.value,
+            "state": received_state,
             "state_reason": None,
             "updated_at": now,
         }
@@ -281,11 +282,10 @@ def store_disbursements(
         addresses, unresolved = destinations(
             address_parser, resolve_items, inline_answers(resolve_items), now
         )
+        resolved, failed = DisbursementState.RESOLVED.value, DisbursementState.UNRESOLVED.value
         for row in rows:
             reason = unresolved.get(str(row["id"]))
-            row["state"] = (
-                DisbursementState.UNRESOLVED.value if reason else DisbursementState.RESOLVED.value
-            )
+            row["state"] = failed if reason else resolved
             row["state_reason"] = reason
     # Rows go in before the envelope is locked, so requests for one envelope insert side by
     # side; the lock is held only for the final check and the counters. Inserting in id order
