@@ -16,6 +16,7 @@ SUMMARY_KEYS = (
     "ingest_p50_s",
     "ingest_p99_s",
     "ingest_api_cpu_ms_per_disbursement",
+    "ingest_bridge_db_cpu_ms_per_disbursement",
     "shipped_after_s",
     "reconciled_after_s",
     "callbacks_after_s",
@@ -47,6 +48,10 @@ METRICS = (
     ("request latency p95 (s)", "ingest_p95_s"),
     ("request latency p99 (s)", "ingest_p99_s"),
     ("bridge API CPU during ingest (ms / disbursement)", "ingest_api_cpu_ms_per_disbursement"),
+    (
+        "bridge DB backends' CPU during ingest (ms / disbursement, sampled)",
+        "ingest_bridge_db_cpu_ms_per_disbursement",
+    ),
     ("last ingest -> all shipped (s)", "shipped_after_s"),
     ("last ingest -> all reconciled (s)", "reconciled_after_s"),
     ("last result -> last callback delivered (s)", "callbacks_after_s"),
