@@ -634,10 +634,22 @@ class Bench(FaultInjection, Checks):
             f"ingesting {n_sent} disbursements into {len(targets)} envelope(s) in {len(chunks)}"
             f" requests from {cfg.clients} clients",
         )
+        # The bridge API's CPU during ingest alone (the run's total also holds statement
+        # uploads and its idle loops while the pipeline settles).
+        api_cpu_before = self.sampler.tree_cpu_seconds("bridge-api")
+        # ...and the bridge database's backends, as last sampled (every 0.5 s, in 0.1 s steps:
+        # both readings lag by up to a sampling interval, a window shifted, not shortened).
+        db_cpu_before = self.sampler.cpu.get("postgres-bridge-db")
         t0 = time.monotonic()
         with ThreadPoolExecutor(max_workers=cfg.clients, thread_name_prefix="client") as pool:
             list(pool.map(send, chunks))
         self.ingest_end = time.monotonic()
+        api_cpu = _per_disbursement(
+            api_cpu_before, self.sampler.tree_cpu_seconds("bridge-api"), n_sent
+        )
+        db_cpu = _per_disbursement(
+            db_cpu_before, self.sampler.cpu.get("postgres-bridge-db"), n_sent
+        )
         self.envelope_ingest_end = dict(zip((e for e, _ in targets), last_end, strict=True))
         seconds = self.ingest_end - t0
         self.result.update(
@@ -653,6 +665,8 @@ class Bench(FaultInjection, Checks):
                 "ingest_p95_s": _r(percentile(latencies, 95)),
                 "ingest_p99_s": _r(percentile(latencies, 99)),
                 "ingest_max_s": _r(max(latencies) if latencies else None),
+                "ingest_api_cpu_ms_per_disbursement": api_cpu,
+                "ingest_bridge_db_cpu_ms_per_disbursement": db_cpu,
             }
         )
         log(
@@ -878,3 +892,10 @@ def open_program_account(bank: httpx.Client, account: str, deposit: Decimal) -> 
 def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     """Run one benchmark; always stops what it started and writes its results."""
     return Bench(cfg).run()
+
+
+def _per_disbursement(before: float | None, after: float | None, n: int) -> float | None:
+    """CPU ms per disbursement between two readings of CPU seconds (None if either is)."""
+    if before is None or after is None or not n:
+        return None
+    return round((after - before) * 1000 / n, 4)

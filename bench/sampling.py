@@ -233,6 +233,22 @@ class RssSampler:
         self._cpu_last[key] = got[1]
         return True
 
+    def tree_cpu_seconds(self, name: str) -> float | None:
+        """CPU seconds used so far by the live process tree of component ``name``, read now
+        (not rounded; for the CPU of one phase: the difference of two readings)."""
+        roots = [p.pid for p in list(self.procs.procs) if p.name == name]
+        if not roots:
+            return None
+        children = _children_map()
+        tree, stack = set(roots), list(roots)
+        while stack:
+            for child in children.get(stack.pop(), []):
+                if child not in tree:
+                    tree.add(child)
+                    stack.append(child)
+        ticks = sum(got[1] for pid in tree if (got := _cpu_ticks(pid)) is not None)
+        return ticks / _TICKS
+
     def cpu_seconds(self, name: str) -> float:
         ticks = sum(
             last - self._cpu_first[key] for key, last in self._cpu_last.items() if key[0] == name

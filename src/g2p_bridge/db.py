@@ -6,11 +6,14 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from functools import cache
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import (
     ColumnElement,
+    Dialect,
     Engine,
     String,
     Table,
@@ -106,10 +109,18 @@ def lease_expiry(seconds: float, now: datetime | None = None) -> datetime:
     return (now or utcnow()) + timedelta(seconds=seconds)
 
 
-def bulk_insert(session: Session, model: Any, rows: list[dict[str, Any]]) -> None:
+def bulk_insert(
+    session: Session, model: Any, rows: list[dict[str, Any]], *, binary: bool = False
+) -> None:
     """Inserts many rows in the session's transaction. On PostgreSQL through COPY, several times
     faster than INSERT for the thousands of rows an ingest request or a batch brings; rows must
-    all carry the same keys, every NOT NULL column included (COPY applies no defaults)."""
+    all carry the same keys, every NOT NULL column included (COPY applies no defaults).
+
+    ``binary``: COPY in PostgreSQL's binary format, each value sent as its column's type (a
+    third of the client's CPU of the text format, and no parsing of text on the server). For
+    rows whose values are already of the column's Python type (``str``, ``Decimal``, aware
+    ``datetime``, ``bool``, ``int``), as ingest's are; a column of a type not known here keeps
+    the text format."""
     if not rows:
         return
     table: Table = model.__table__
@@ -121,11 +132,20 @@ def bulk_insert(session: Session, model: Any, rows: list[dict[str, Any]]) -> Non
     connection: Any = session.connection().connection.driver_connection
     import psycopg
 
+    dialect = session.get_bind().dialect
+    types = _binary_types(dialect, table, tuple(columns)) if binary else None
     statement = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
+    if types is not None:
+        statement += " (FORMAT BINARY)"
     try:
         with connection.cursor() as cursor, cursor.copy(statement) as copy:
+            if types is not None:
+                copy.set_types(types)
+            # Each row's values in column order, picked in C (itemgetter of one key gives the
+            # value itself, not a 1-tuple).
+            values = itemgetter(*columns) if len(columns) > 1 else lambda row: (row[columns[0]],)
             for row in rows:
-                copy.write_row([row[c] for c in columns])
+                copy.write_row(values(row))
     except psycopg.errors.IntegrityError as exc:
         # The same exception SQLAlchemy raises for an INSERT, so callers handle one kind.
         raise IntegrityError(statement, None, exc) from exc
@@ -138,6 +158,33 @@ def bulk_insert(session: Session, model: Any, rows: list[dict[str, Any]]) -> Non
     except psycopg.OperationalError as exc:
         # A connection lost mid-COPY: the kind SQLAlchemy raises for a statement that lost it.
         raise OperationalError(statement, None, exc) from exc
+
+
+# PostgreSQL's name (as psycopg knows it) of each column type a binary COPY may carry; the
+# type's parameters (a varchar's length, a numeric's scale) are the server's to apply.
+_BINARY_TYPES = {
+    "VARCHAR": "varchar",
+    "TEXT": "text",
+    "NUMERIC": "numeric",
+    "TIMESTAMP WITH TIME ZONE": "timestamptz",
+    "BOOLEAN": "bool",
+    "SMALLINT": "int2",
+    "INTEGER": "int4",
+    "BIGINT": "int8",
+}
+
+
+@cache
+def _binary_types(dialect: Dialect, table: Table, columns: tuple[str, ...]) -> list[str] | None:
+    """The types to COPY ``columns`` of ``table`` in binary, or None when one is not known."""
+    names = []
+    for column in columns:
+        compiled = table.c[column].type.compile(dialect=dialect)
+        name = _BINARY_TYPES.get(compiled.split("(", 1)[0].strip())
+        if name is None:
+            return None
+        names.append(name)
+    return names
 
 
 def one_of(session: Session, column: Any, values: Sequence[str]) -> ColumnElement[bool]:

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from decimal import Decimal
+from typing import Any
 
-from fastapi import APIRouter, Query
+import orjson
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
+from pydantic_core import to_json
 from sqlalchemy.orm import Session
 
 from g2p_bridge.api import views
@@ -16,13 +21,25 @@ from g2p_bridge.api.access import (
     envelope_programs,
 )
 from g2p_bridge.api.envelopes import require_envelope
-from g2p_bridge.api.g2p_connect import BulkRoute, Caller, G2PRoute, PbmsCall, UnitOfWork
+from g2p_bridge.api.g2p_connect import (
+    BulkRoute,
+    Caller,
+    G2PCall,
+    G2PRoute,
+    PbmsCall,
+    UnitOfWork,
+    echo_validated,
+    lean,
+)
+from g2p_bridge.api.lean_ingest import LeanDisbursement, LeanRequest, lean_request
 from g2p_bridge.api.wire import success_header
 from g2p_bridge.connectors.mappers.base import AddressParser
 from g2p_bridge.core import audit, disbursements, envelopes
-from g2p_bridge.core.errors import ErrorCode, InvalidRequest
+from g2p_bridge.core.disbursements import NewDisbursement
+from g2p_bridge.core.errors import BridgeError, ErrorCode, InvalidRequest
 from g2p_bridge.schemas import (
     INT32_MAX,
+    CancellationStatus,
     DisbursementPayload,
     DisbursementRequest,
     DisbursementResponse,
@@ -30,6 +47,7 @@ from g2p_bridge.schemas import (
     DisbursementStatusResponse,
     DisbursementView,
     Page,
+    ResponseHeader,
 )
 
 router = APIRouter(tags=["disbursements"], route_class=G2PRoute)
@@ -37,7 +55,7 @@ router = APIRouter(tags=["disbursements"], route_class=G2PRoute)
 bulk = APIRouter(route_class=BulkRoute)
 
 
-def _programs_of_envelopes(session: Session, items: list[DisbursementPayload]) -> set[str]:
+def _programs_of_envelopes(session: Session, items: Sequence[NewDisbursement]) -> set[str]:
     return envelope_programs(session, [item.disbursement_envelope_id for item in items])
 
 
@@ -51,33 +69,130 @@ def _programs_of_items(session: Session, items: list[DisbursementPayload]) -> se
 def _audit_bulk(
     session: Session,
     action: str,
-    items: list[DisbursementPayload],
+    items: Sequence[NewDisbursement],
     envelopes: dict[str, str] | None = None,
 ) -> None:
     """One event per envelope touched, with the count and id range: never one per item.
     ``envelopes`` maps disbursement ids to their envelope when the items do not say."""
-    by_envelope: dict[str, list[DisbursementPayload]] = defaultdict(list)
+    by_envelope: dict[str, list[NewDisbursement]] = defaultdict(list)
     for item in items:
         envelope_id = item.disbursement_envelope_id or (envelopes or {}).get(
             item.disbursement_id or "", ""
         )
         by_envelope[envelope_id].append(item)
     for envelope_id, group in sorted(by_envelope.items()):
-        amounts = [i.disbursement_amount for i in group if i.disbursement_amount is not None]
-        audit.record(
+        _audit_envelope(
             session,
             action,
-            "disbursements",
-            envelope_id or None,
-            envelope_id=envelope_id or None,
-            detail={
-                **audit.id_range([i.disbursement_id or "" for i in group]),
-                "total_amount": str(sum(amounts, Decimal(0))),
-            },
+            envelope_id,
+            [i.disbursement_id or "" for i in group],
+            [i.disbursement_amount for i in group if i.disbursement_amount is not None],
         )
 
 
+def _audit_envelope(
+    session: Session, action: str, envelope_id: str, ids: list[str], amounts: list[Decimal]
+) -> None:
+    audit.record(
+        session,
+        action,
+        "disbursements",
+        envelope_id or None,
+        envelope_id=envelope_id or None,
+        detail={**audit.id_range(ids), "total_amount": str(sum(amounts, Decimal(0)))},
+    )
+
+
+async def _create_lean(request: Request, data: Any) -> Response | None:
+    """``create_disbursements`` by the lean wire path (api/lean_ingest.py), or None for a
+    request it does not take."""
+    call = G2PCall(request, ("pbms",))
+    req = lean_request(data, call.settings.max_string_length)
+    if req is None:
+        return None
+    return await run_in_threadpool(_create_from_tuples, req, call, data)
+
+
+def created_answer(
+    header: ResponseHeader, items: Sequence[LeanDisbursement], stored: disbursements.Stored
+) -> bytes:
+    """``DisbursementResponse(header=header, message=<each item as stored>)``'s JSON, byte for
+    byte (tests/bridge/test_lean_ingest.py), written by orjson from the items and rows: the
+    header and the timestamp by pydantic itself; amounts as pydantic writes a Decimal, its
+    str(); every string passed the lean path's checks (no control character to escape)."""
+    received = to_json(stored.now).decode()[1:-1]
+    answer = [
+        {
+            "id": row["id"],
+            "mis_reference_number": item.mis_reference_number,
+            "disbursement_id": row["id"],
+            "disbursement_envelope_id": item.disbursement_envelope_id,
+            "beneficiary_id": item.beneficiary_id,
+            "beneficiary_name": item.beneficiary_name,
+            "disbursement_amount": item.disbursement_amount,
+            "narrative": item.narrative,
+            "financial_address": item.financial_address,
+            "receipt_time_stamp": received,
+            "cancellation_status": CancellationStatus.NOT_CANCELLED.value,
+            "cancellation_time_stamp": None,
+            "state": row["state"],
+            "state_reason": row["state_reason"],
+            "response_error_codes": None,
+        }
+        for item, row in zip(items, stored.rows, strict=True)
+    ]
+    return b"".join(
+        (
+            b'{"signature":null,"header":',
+            header.model_dump_json().encode(),
+            b',"message":',
+            orjson.dumps(answer, default=_decimal_text),
+            b"}",
+        )
+    )
+
+
+def _decimal_text(value: Any) -> str:
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def _create_from_tuples(req: LeanRequest, call: G2PCall, data: Any) -> Response:
+    """The same work and answer as ``create_disbursements``, from tuples."""
+    limit = call.settings.max_disbursements_per_request
+    parser = AddressParser(call.settings)
+
+    def work(session: Session) -> bytes:
+        items = req.message
+        stored = disbursements.create_disbursements(session, items, limit, parser, as_rows=True)
+        # _audit_bulk's one event: a stored request is all of one envelope, every amount given.
+        _audit_envelope(
+            session,
+            "disbursements.create",
+            items[0].disbursement_envelope_id or "",
+            [str(row["id"]) for row in stored.rows],
+            [item.disbursement_amount for item in items if item.disbursement_amount is not None],
+        )
+        header = success_header(req.header, len(stored.rows))
+        return created_answer(header, items, stored)
+
+    def echo(error: BridgeError) -> list[Any] | None:
+        # A refusal (rare) echoes the items as the full path does: from the schema's models,
+        # which take this body (the lean path took it).
+        return echo_validated(DisbursementRequest.model_validate(data), error)
+
+    return call.answer(
+        req,
+        work,
+        programs=lambda session: _programs_of_envelopes(session, req.message),
+        wake="disbursements_received",
+        echo=echo,
+    )
+
+
 @bulk.post("/create_disbursements", response_model=DisbursementResponse, tags=["disbursements"])
+@lean(_create_lean)
 def create_disbursements(req: DisbursementRequest, call: PbmsCall) -> Response:
     limit = call.settings.max_disbursements_per_request
     # Its patterns come from re's compiled-pattern cache after the first request.

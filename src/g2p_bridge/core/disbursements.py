@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
+from typing import Any, Literal, NamedTuple, Protocol, overload
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -50,7 +52,37 @@ def _existing_ids(session: Session, ids: Sequence[str]) -> set[str]:
     return found
 
 
-def _reject(items: Sequence[DisbursementPayload], errors: dict[int, list[str]], why: str) -> None:
+class NewDisbursement(Protocol):
+    """What ingest reads of one disbursement: a ``DisbursementPayload``, or the lean wire path's
+    ``LeanDisbursement`` (api/lean_ingest.py), which carries the very same values."""
+
+    @property
+    def disbursement_id(self) -> str | None: ...
+    @property
+    def disbursement_envelope_id(self) -> str | None: ...
+    @property
+    def mis_reference_number(self) -> str | None: ...
+    @property
+    def beneficiary_id(self) -> str | None: ...
+    @property
+    def beneficiary_name(self) -> str | None: ...
+    @property
+    def disbursement_amount(self) -> Decimal | None: ...
+    @property
+    def narrative(self) -> str | None: ...
+    @property
+    def financial_address(self) -> str | None: ...
+
+
+class Stored(NamedTuple):
+    """What ``store_disbursements`` wrote: one row per item, in the items' order, all received
+    at ``now``; the row's ``id``, ``state`` and ``state_reason`` are what the answer says."""
+
+    rows: list[dict[str, object]]
+    now: datetime
+
+
+def _reject(items: Sequence[NewDisbursement], errors: dict[int, list[str]], why: str) -> None:
     first = next(iter(errors.values()))[0]
     raise InvalidRequest(
         ErrorCode(first) if first in ErrorCode._value2member_map_ else ErrorCode.INVALID_REQUEST,
@@ -94,7 +126,7 @@ ERROR_FIELDS: dict[str, str] = {
 }
 
 
-def item_errors(item: DisbursementPayload, currency: str) -> list[str]:
+def item_errors(item: NewDisbursement, currency: str) -> list[str]:
     """What is wrong with one disbursement on its own (no database): the rules every item of
     ``create_disbursements`` and every line of a payroll file is held to."""
     codes: list[str] = []
@@ -106,7 +138,7 @@ def item_errors(item: DisbursementPayload, currency: str) -> list[str]:
         ("beneficiary_name", ErrorCode.INVALID_BENEFICIARY_NAME),
         ("narrative", ErrorCode.INVALID_NARRATIVE),
     ):
-        value = getattr(item, field)
+        value: str | None = getattr(item, field)
         if not value or len(value) > _TEXT_LIMITS[field]:
             codes.append(code)
     if item.disbursement_id is not None and (
@@ -116,12 +148,64 @@ def item_errors(item: DisbursementPayload, currency: str) -> list[str]:
     return codes
 
 
+@overload
 def create_disbursements(
     session: Session,
     items: Sequence[DisbursementPayload],
     max_items: int,
     address_parser: AddressParser | None = None,
-) -> list[DisbursementPayload]:
+) -> list[DisbursementPayload]: ...
+
+
+@overload
+def create_disbursements(
+    session: Session,
+    items: Sequence[NewDisbursement],
+    max_items: int,
+    address_parser: AddressParser | None = None,
+    *,
+    as_rows: Literal[True],
+) -> Stored: ...
+
+
+def create_disbursements(
+    session: Session,
+    items: Sequence[Any],
+    max_items: int,
+    address_parser: AddressParser | None = None,
+    *,
+    as_rows: bool = False,
+) -> list[DisbursementPayload] | Stored:
+    """All or nothing: either every item is stored, or none is and each faulty item says why
+    (``store_disbursements``). The answer is each item as stored; ``as_rows``: the stored rows
+    (the lean wire path writes its answer from them)."""
+    stored = store_disbursements(session, items, max_items, address_parser)
+    return stored if as_rows else as_stored(items, stored)
+
+
+def as_stored(items: Sequence[DisbursementPayload], stored: Stored) -> list[DisbursementPayload]:
+    """Each item as ``stored``: its id, receipt time and state."""
+    return [
+        item.model_copy(
+            update={
+                "id": row["id"],
+                "disbursement_id": row["id"],
+                "receipt_time_stamp": stored.now,
+                "cancellation_status": CancellationStatus.NOT_CANCELLED,
+                "state": DisbursementState(str(row["state"])),
+                "state_reason": row["state_reason"],
+            }
+        )
+        for item, row in zip(items, stored.rows, strict=True)
+    ]
+
+
+def store_disbursements(
+    session: Session,
+    items: Sequence[NewDisbursement],
+    max_items: int,
+    address_parser: AddressParser | None = None,
+) -> Stored:
     """All or nothing: either every item is stored, or none is and each faulty item says why.
 
     With ``address_parser``, disbursements of a program whose resolver is ``inline`` are
@@ -169,7 +253,8 @@ def create_disbursements(
         _refuse_beyond_declared(envelope, received, len(items), total)
 
     now = utcnow()
-    rows = [
+    received_state = DisbursementState.RECEIVED.value
+    rows: list[dict[str, object]] = [
         {
             "id": item.disbursement_id or new_id(),
             "envelope_id": envelope.id,
@@ -181,7 +266,7 @@ def create_disbursements(
             "financial_address": item.financial_address,
             "receipt_at": now,
             "cancelled": False,
-            "state": DisbursementState.RECEIVED.value,
+            "state": received_state,
             "state_reason": None,
             "updated_at": now,
         }
@@ -197,18 +282,17 @@ def create_disbursements(
         addresses, unresolved = destinations(
             address_parser, resolve_items, inline_answers(resolve_items), now, at_receipt=True
         )
+        resolved, failed = DisbursementState.RESOLVED.value, DisbursementState.UNRESOLVED.value
         for row in rows:
             reason = unresolved.get(str(row["id"]))
-            row["state"] = (
-                DisbursementState.UNRESOLVED.value if reason else DisbursementState.RESOLVED.value
-            )
+            row["state"] = failed if reason else resolved
             row["state_reason"] = reason
     # Rows go in before the envelope is locked, so requests for one envelope insert side by
     # side; the lock is held only for the final check and the counters. Inserting in id order
     # means two requests that (wrongly) share ids wait on each other in one order, never in a
     # cycle: the second gets a unique violation, answered as DUPLICATE_DISBURSEMENT.
-    bulk_insert(session, Disbursement, sorted(rows, key=lambda row: str(row["id"])))
-    bulk_insert(session, ResolvedAddress, addresses)
+    bulk_insert(session, Disbursement, sorted(rows, key=lambda row: str(row["id"])), binary=True)
+    bulk_insert(session, ResolvedAddress, addresses, binary=True)
     status = lock_status(session, envelope.id)
     session.refresh(envelope)  # a cancellation that committed while we inserted
     _refuse_if_cancelled(envelope)
@@ -220,19 +304,7 @@ def create_disbursements(
         received_amount=total,
         failed_count=len(unresolved),
     )
-    return [
-        item.model_copy(
-            update={
-                "id": row["id"],
-                "disbursement_id": row["id"],
-                "receipt_time_stamp": now,
-                "cancellation_status": CancellationStatus.NOT_CANCELLED,
-                "state": DisbursementState(str(row["state"])),
-                "state_reason": row["state_reason"],
-            }
-        )
-        for item, row in zip(items, rows, strict=True)
-    ]
+    return Stored(rows, now)
 
 
 def _resolves_inline(session: Session, envelope: DisbursementEnvelope) -> bool:

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import entry_points
+from typing import NamedTuple
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -22,8 +23,10 @@ class MapperUnavailable(Exception):
     """The mapper could not be reached or failed: retry the batch later."""
 
 
-@dataclass(frozen=True, slots=True)
-class ResolveItem:
+# ResolveItem and Destination are made once per disbursement at ingest (inline addresses) and
+# in every mapper batch: NamedTuples, as immutable as a frozen dataclass and made in a fifth of
+# its time (a frozen dataclass sets each field through object.__setattr__).
+class ResolveItem(NamedTuple):
     disbursement_id: str
     beneficiary_id: str
     inline_address: str | None
@@ -45,8 +48,7 @@ class Resolver(ABC):
         MapperUnavailable when the whole batch should be retried."""
 
 
-@dataclass(frozen=True, slots=True)
-class Destination:
+class Destination(NamedTuple):
     address_type: FinancialAddressType
     bank_account_number: str | None = None
     bank_code: str | None = None
