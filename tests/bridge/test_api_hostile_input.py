@@ -19,11 +19,14 @@ from bridge_support import (
     envelope_request,
     header,
 )
+from g2p_bridge.core import disbursements
+from g2p_bridge.db import transaction
 from g2p_bridge.models import (
     BenefitProgram,
     Disbursement,
     DisbursementEnvelope,
     ProcessedRequest,
+    ResolvedAddress,
 )
 from g2p_bridge.models.base import new_id
 from g2p_bridge.schemas import (
@@ -394,3 +397,43 @@ def test_identical_concurrent_requests_all_get_the_first_answer(
     messages = {json.dumps(answer["message"], sort_keys=True) for _, answer in answers}
     assert len(messages) == 1
     assert _rows(session_factory, Disbursement) == 50
+
+
+def test_an_amount_with_thousands_of_zero_decimals_is_refused_or_stored_at_its_minor_units(
+    client: Any, envelope: str, session_factory: Any
+) -> None:
+    """Equal to 100.00, but PostgreSQL's binary NUMERIC takes at most 16,383 decimals. On the
+    wire its length is refused; a caller of the core (a payroll file, a test) gets it stored at
+    the currency's minor units: never a database error, the same on both databases."""
+    items = disbursement_items(envelope, 1)
+    items[0]["disbursement_amount"] = Decimal("100." + "0" * 20_000)
+    response = client.post("/create_disbursements", disbursements_request(items))
+    assert response.status_code == 422 and _code(response) == "STRING_TOO_LONG"
+    with transaction(session_factory) as session:
+        # As built without the wire's checks (model_construct validates nothing).
+        item = DisbursementPayload.model_construct(**items[0])
+        disbursements.create_disbursements(session, [item], 10)
+    with session_factory() as session:
+        (amount,) = session.scalars(select(Disbursement.amount)).all()
+    assert amount == Decimal("100") and amount.as_tuple().exponent >= -4
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "account:" + "1" * 100 + "@BANK.BR1",
+        "account:123@BANK." + "B" * 40,
+        "mobile:" + "9" * 40 + "@prov",
+    ],
+)
+def test_an_address_part_longer_than_its_column_is_unresolved_not_a_500(
+    client: Any, envelope: str, session_factory: Any, address: str
+) -> None:
+    items = disbursement_items(envelope, 1)
+    items[0]["financial_address"] = address
+    response = client.post("/create_disbursements", disbursements_request(items))
+    assert response.status_code == 200, response.text[:500]
+    with session_factory() as session:
+        state, reason = session.execute(select(Disbursement.state, Disbursement.state_reason)).one()
+    assert _rows(session_factory, ResolvedAddress) == 0
+    assert state == "UNRESOLVED" and "longer than" in (reason or "")

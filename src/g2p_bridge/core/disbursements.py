@@ -31,7 +31,7 @@ from g2p_bridge.models import (
 )
 from g2p_bridge.models.base import new_id, utcnow
 from g2p_bridge.models.enums import CANCELLABLE_STATES, DisbursementState
-from g2p_bridge.money import has_valid_minor_units
+from g2p_bridge.money import has_valid_minor_units, quantize
 from g2p_bridge.schemas import CancellationStatus, DisbursementPayload
 from g2p_bridge.settings import Settings
 
@@ -261,7 +261,10 @@ def store_disbursements(
             "mis_reference_number": item.mis_reference_number,
             "beneficiary_id": item.beneficiary_id,
             "beneficiary_name": item.beneficiary_name,
-            "amount": item.disbursement_amount,
+            # At the currency's minor units: the checks admit "1.000...0" with any number of
+            # zeros, which PostgreSQL's binary NUMERIC refuses past 16,383 decimals. (Never
+            # None here: item_errors refused that.)
+            "amount": quantize(item.disbursement_amount or Decimal(0), envelope.currency),
             "narrative": item.narrative,
             "financial_address": item.financial_address,
             "receipt_at": now,

@@ -68,6 +68,22 @@ class AddressParser:
         self._email = re.compile(settings.fa_regex_email_wallet)
 
     def parse(self, address: str) -> Destination | Unresolved:
+        found = self._parse(address)
+        if isinstance(found, Destination):
+            # The patterns bound the shape, not the length of each part: a part longer than
+            # the column it is stored in is this address's fault, said as such, not a
+            # database error for the whole request (PostgreSQL) or a stored overlong value
+            # on its way to a bank file (SQLite).
+            for name, value in zip(Destination._fields, found, strict=True):
+                limit = _PART_LIMITS.get(name)
+                if value is not None and limit is not None and len(value) > limit:
+                    return Unresolved(
+                        f"financial address {address[:64]!r}: its {name} is longer than "
+                        f"{limit} characters"
+                    )
+        return found
+
+    def _parse(self, address: str) -> Destination | Unresolved:
         if match := self._bank.match(address):
             groups = match.groupdict()
             return Destination(
@@ -91,6 +107,21 @@ class AddressParser:
                 email_wallet_provider=groups.get("provider"),
             )
         return Unresolved(f"financial address {address!r} matches no known format")
+
+
+def _column_limits() -> dict[str, int]:
+    from g2p_bridge.models import ResolvedAddress
+
+    limits: dict[str, int] = {}
+    for name in Destination._fields:
+        column = ResolvedAddress.__table__.columns.get(name)
+        length = getattr(column.type, "length", None) if column is not None else None
+        if isinstance(length, int):
+            limits[name] = length
+    return limits
+
+
+_PART_LIMITS = _column_limits()
 
 
 @cache
