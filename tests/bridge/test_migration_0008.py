@@ -308,6 +308,7 @@ def _partial_batch_indexes(engine: Engine) -> bool:
         else:
             query = "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'disbursements'"
         rows = conn.execute(text(query)).all()
-    found = {name: "WHERE" in (sql or "").upper() for name, sql in rows if "_batch" in name}
+    pair = ("ix_disbursements_mapper_batch", "ix_disbursements_bank_batch")
+    found = {name: "WHERE" in (sql or "").upper() for name, sql in rows if name in pair}
     assert len(found) == 2 and len(set(found.values())) == 1, found
     return found["ix_disbursements_bank_batch"]
