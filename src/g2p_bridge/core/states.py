@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from sqlalchemy import ColumnElement, func, literal, select, text
+from sqlalchemy import ColumnElement, func, literal, literal_column, select
 from sqlalchemy.orm import Session
 
 from g2p_bridge.models import BankBatch, Disbursement
-from g2p_bridge.models.disbursement import BATCHED_ROWS
 from g2p_bridge.models.enums import DisbursementState, WorkState
 
 
@@ -51,7 +50,13 @@ def breakdown(
         select(func.count(), func.sum(d.amount) if amounts else literal(0))
         .select_from(d)
         .join(BankBatch, BankBatch.id == d.bank_batch_id)
-        .where(*where, text(BATCHED_ROWS), BankBatch.state != WorkState.PENDING)
+        # A literal, as in the partial index ix_disbursements_batched, so a prepared
+        # statement's plan can use it.
+        .where(
+            *where,
+            d.state == literal_column(f"'{DisbursementState.BATCHED.value}'"),
+            BankBatch.state != WorkState.PENDING,
+        )
     ).one()
     if count:
         found[DisbursementState.DISPATCHING] = (int(count), _amount(amount))
