@@ -767,6 +767,10 @@ class Bench(FaultInjection, Checks):
                         # worker finds nothing left to send. Wait for that as well.
                         if self._open_batches(db) == 0:
                             closed_at = now
+                            # The envelopes that settled after this pass's look at them and
+                            # before its counters: without this, they had no time at all.
+                            if len(self.plan) > 1:
+                                self._note_settled_envelopes(db, settled_at, now)
                             break
                 if now >= next_log:
                     log(cfg, f"  t+{now - self.ingest_end:.1f}s {c}")
