@@ -3,9 +3,10 @@
 Start with ``example-bank worker`` (= ``celery -A example_bank.worker:celery_app worker
 -B -Q example_bank``). Tasks are thin wrappers: open a session, call a function from
 :mod:`example_bank.processing`, commit. The API enqueues a batch only after committing
-it; a processed batch's entries are reported (a statement written and delivered) at once;
-a beat entry sweeps every second for anything missed (lost messages, crashed workers,
-statements to write and deliver).
+it; a beat entry sweeps every second for anything missed (lost messages, crashed workers)
+and writes and delivers statements. (Not the task that paid a batch: writing a statement
+takes the account row, which every payment of the account's next batch waits for. On a
+payday of 10 envelopes that halved the bank's payment rate: 680.7 s against 389.3 s.)
 """
 
 from __future__ import annotations
@@ -88,11 +89,6 @@ def process_payment_batch(batch_id: int) -> None:
         log.exception("batch %s failed", batch_id)
         with _sessions()() as session, session.begin():
             mark_batch_error(session, batch_id, repr(exc), settings.batch_max_attempts)
-        return
-    # Report the batch's entries now, as a bank's intraday notification would, rather than at
-    # the next sweep: the wait for the sweep was up to a second of every envelope's last mile.
-    # Two children doing this at once take turns on the account row; the sweep stays the net.
-    deliver_statements()
 
 
 @celery_app.task(name="example_bank.deliver_statements")

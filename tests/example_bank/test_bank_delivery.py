@@ -142,33 +142,6 @@ def test_later_statements_of_an_account_wait_for_earlier_ones(bank: Any) -> None
     assert len(sent) == 2
 
 
-def test_the_worker_reports_a_processed_batch_at_once(
-    bank: Any, make_payment: Any, monkeypatch: Any
-) -> None:
-    """The Celery task that pays a batch also writes and delivers the statement of its
-    entries, so the bridge need not wait for the next sweep to reconcile them."""
-    from example_bank import worker
-    from example_bank.services import accept_payments
-
-    bank.account("PROG-1", "100.00")
-    block = bank.block("PROG-1", "50.00")
-    payment = make_payment("pay-1", block, "12.50")
-    with bank.sessions() as s, s.begin():
-        accepted = accept_payments(s, [payment | {"payment_amount": Decimal("12.50")}])
-    assert accepted.batch_id is not None
-    bridge = FakeBridge()
-    monkeypatch.setattr(worker, "_settings", lambda: bank.settings)
-    monkeypatch.setattr(worker, "_sessions", lambda: bank.sessions)
-    monkeypatch.setattr(worker, "_http", bridge.client)
-
-    worker.process_payment_batch(accepted.batch_id)
-
-    (row,) = _rows(bank)
-    assert row.delivery_state == DELIVERED
-    (request,) = bridge.received
-    assert b"pay-1" in request.read()
-
-
 def test_a_statement_written_during_a_delivery_goes_out_with_it(bank: Any) -> None:
     """Another worker child that wrote a statement while this one was sending the account's
     earlier one leaves it (order per account); this delivery takes it, not the next sweep."""
