@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import select, text
 from test_migration_0003 import empty_database  # noqa: F401 (the fixture)
+from test_statement_trust import add_program
 
 from bridge_support import (
     TODAY,
@@ -24,7 +25,7 @@ from bridge_support import (
 from g2p_bridge.api.views import disbursement_statuses
 from g2p_bridge.auth import Principal
 from g2p_bridge.connectors.mappers.base import AddressParser
-from g2p_bridge.core import disbursements, envelopes, overview, programs
+from g2p_bridge.core import disbursements, envelopes, overview
 from g2p_bridge.core.context import Context
 from g2p_bridge.core.dispatch import plan_bank_batches, send_bank_batch
 from g2p_bridge.core.funds import secure_funds
@@ -35,7 +36,7 @@ from g2p_bridge.models import BankBatch, Disbursement
 from g2p_bridge.models.base import utcnow
 from g2p_bridge.models.console import FAILED_ROWS
 from g2p_bridge.models.disbursement import BATCHED_ROWS
-from g2p_bridge.schemas import DisbursementPayload, EnvelopePayload, ProgramPayload
+from g2p_bridge.schemas import DisbursementPayload, EnvelopePayload
 
 ACCOUNT = "1000000001"
 BANK = Principal("bank", "bank", bank_codes=frozenset({"EXAMPLE"}))
@@ -47,17 +48,7 @@ def _build(context: Context) -> list[str]:
     """Two envelopes paid; one of each reversed, one in the statement that paid it and one in a
     later one; one disbursement never shipped (its address unparseable)."""
     with transaction(context.session_factory) as session:
-        programs.create_program(
-            session,
-            ProgramPayload(
-                program_mnemonic="PROG1",
-                sponsor_bank_code="EXAMPLE",
-                sponsor_bank_account_number=ACCOUNT,
-                sponsor_bank_account_currency="USD",
-                resolver="inline",
-                id_mapper_resolution_required=False,
-            ),
-        )
+        add_program(session, "PROG1", "EXAMPLE", ACCOUNT)
     ids: list[str] = []
     for envelope_id, amount in AMOUNTS.items():
         count = 4
